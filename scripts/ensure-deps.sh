@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building segsync needs on a fresh Debian machine that has only
+# the Rust toolchain: libclang (bindgen, for the rocksdb crate) and a C++
+# compiler (RocksDB itself). Idempotent and quiet when everything is there.
+set -euo pipefail
+
+missing=()
+have_libclang() {
+    # bindgen loads libclang at build time; any versioned libclang.so will do.
+    ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so' && dpkg -s libclang-dev >/dev/null 2>&1
+}
+have_libclang || missing+=(libclang-dev)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing system packages: ${missing[*]}" >&2
+    echo "       install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: missing system packages (${missing[*]}) and no apt-get to install them" >&2
+    exit 1
+fi
+echo "installing system packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null

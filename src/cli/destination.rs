@@ -1,0 +1,578 @@
+//! `segsync destination …`: custom destinations (the seed's integrations),
+//! request preview and connection test. Secrets are masked whenever shown.
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::UsageError;
+use crate::destination::{self, config, segment_sync, BasicAuth, Destination, DestinationConfig};
+use crate::store::{Value, ValueRef};
+
+/// `destination` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DestinationCmd {
+    /// Add a destination.
+    Add(AddArgs),
+    /// List destinations.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a destination (secrets masked).
+    Show {
+        /// Name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a destination: every option given replaces that setting.
+    Edit(EditArgs),
+    /// Remove a destination no sync uses.
+    Remove {
+        /// Name.
+        name: String,
+    },
+    /// Print the exact request a sync would send, for a sample page.
+    Preview {
+        /// Name.
+        name: String,
+        /// Attribute the sync would send (names the identifier key unless renamed).
+        #[arg(long, default_value = "uid")]
+        attribute: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one sample user in the real format and report the answer.
+    Test {
+        /// Name.
+        name: String,
+        /// Attribute the sync would send.
+        #[arg(long, default_value = "uid")]
+        attribute: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Settings shared by `add` and `edit`.
+#[derive(Debug, clap::Args, Default)]
+pub struct Settings {
+    /// Request header, repeatable.
+    #[arg(long = "header", value_name = "K=V", value_parser = parse_kv)]
+    pub headers: Vec<(String, String)>,
+    /// Query parameter, repeatable.
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_kv)]
+    pub params: Vec<(String, String)>,
+    /// Basic auth.
+    #[arg(long, value_name = "USER:PASS")]
+    pub basic: Option<String>,
+    /// Rename the identifier key (default: the synced attribute's name).
+    #[arg(long)]
+    pub identifier_key: Option<String>,
+    /// Rename `add_users`.
+    #[arg(long)]
+    pub add_key: Option<String>,
+    /// Rename `remove_users`.
+    #[arg(long)]
+    pub remove_key: Option<String>,
+    /// Static key-value added to every user, repeatable.
+    #[arg(long = "static", value_name = "K=V", value_parser = parse_kv)]
+    pub static_kv: Vec<(String, String)>,
+    /// Users per request, 100–10000 (default 1000).
+    #[arg(long)]
+    pub page_size: Option<u32>,
+    /// Requests per minute, 1–25000 (default 25000).
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Allow `sync resync-all` to this destination.
+    #[arg(long)]
+    pub allow_resync: bool,
+    /// Connected app this destination belongs to.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Per-request timeout in ms (default 30000).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Delay between retries in ms (default 3000).
+    #[arg(long)]
+    pub retry_delay_ms: Option<u64>,
+    /// Retries after the first attempt (default 3).
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// Requests in flight at once (default 32).
+    #[arg(long)]
+    pub in_flight: Option<u32>,
+}
+
+/// `destination add`.
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Name.
+    pub name: String,
+    /// Endpoint (http or https).
+    #[arg(long)]
+    pub url: String,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `destination edit`.
+#[derive(Debug, clap::Args)]
+pub struct EditArgs {
+    /// Name.
+    pub name: String,
+    /// Endpoint.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Turn resync off.
+    #[arg(long, conflicts_with = "allow_resync")]
+    pub deny_resync: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn parse_basic(s: &str) -> Result<BasicAuth, UsageError> {
+    match s.split_once(':') {
+        Some((u, p)) => Ok(BasicAuth {
+            user: u.to_string(),
+            password: p.to_string(),
+        }),
+        None => Err(UsageError(format!(
+            "--basic expects USER:PASS, got {:?}",
+            config::mask(s)
+        ))),
+    }
+}
+
+fn apply(c: &mut DestinationConfig, s: Settings, replace_lists: bool) -> Result<(), UsageError> {
+    if replace_lists || !s.headers.is_empty() {
+        c.headers = s.headers;
+    }
+    if replace_lists || !s.params.is_empty() {
+        c.params = s.params;
+    }
+    if replace_lists || !s.static_kv.is_empty() {
+        c.static_kv = s.static_kv;
+    }
+    if let Some(b) = s.basic {
+        c.basic = Some(parse_basic(&b)?);
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $( if s.$f.is_some() { c.$f = s.$f; } )* };
+    }
+    set!(
+        identifier_key,
+        add_key,
+        remove_key,
+        page_size,
+        rpm,
+        app,
+        timeout_ms,
+        retry_delay_ms,
+        max_retries,
+        in_flight
+    );
+    if s.allow_resync {
+        c.allow_resync = true;
+    }
+    Ok(())
+}
+
+/// A destination as shown: secrets masked.
+#[derive(Serialize)]
+struct Shown {
+    id: u32,
+    #[serde(flatten)]
+    config: DestinationConfig,
+}
+
+pub(crate) fn masked(mut c: DestinationConfig) -> DestinationConfig {
+    for (k, v) in &mut c.headers {
+        if config::is_secret_header(k) {
+            *v = config::mask(v);
+        }
+    }
+    for (k, v) in &mut c.params {
+        if config::is_secret_header(k) {
+            *v = config::mask(v);
+        }
+    }
+    if let Some(b) = &mut c.basic {
+        b.password = config::mask(&b.password);
+    }
+    c
+}
+
+fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result<()> {
+    let shown = Shown {
+        id: rec.id,
+        config: masked(rec.config.clone()),
+    };
+    if json {
+        return super::print_json(&shown);
+    }
+    let d = rec.validated()?;
+    println!("destination {} (id {})", rec.config.name, rec.id);
+    println!("  url            {}", masked_url(&d));
+    for (k, v) in &shown.config.headers {
+        println!("  header         {k}: {v}");
+    }
+    if let Some(b) = &shown.config.basic {
+        println!("  basic auth     {}:{}", b.user, b.password);
+    }
+    println!(
+        "  identifier key {}",
+        d.identifier_key
+            .as_deref()
+            .unwrap_or("(the synced attribute's name)")
+    );
+    println!("  lists          {} / {}", d.add_key, d.remove_key);
+    for (k, v) in &d.static_kv {
+        println!("  static         {k}={v}");
+    }
+    println!(
+        "  page size      {} users, {} requests/minute, {} in flight",
+        d.page_size.get(),
+        d.rpm.get(),
+        d.in_flight
+    );
+    println!(
+        "  retries        {} every {} ms, timeout {} ms, resync {}",
+        d.retry.max_retries,
+        d.retry.delay.as_millis(),
+        d.timeout.as_millis(),
+        if d.allow_resync {
+            "allowed"
+        } else {
+            "not allowed"
+        }
+    );
+    Ok(())
+}
+
+fn masked_url(d: &Destination) -> String {
+    let mut url = d.url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if config::is_secret_header(&k) {
+                config::mask(&v)
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    if !pairs.is_empty() {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// A sample page: two users added, one removed.
+pub(crate) fn sample_body(
+    d: &Destination,
+    attribute: &str,
+    adds: usize,
+    removes: usize,
+) -> Vec<u8> {
+    let ids = segment_sync::Ids {
+        sync_id: "sample-sync".into(),
+        sync_name: "sample-segment".into(),
+        execution_id: "sample-sync-1".into(),
+        integration_id: format!("{}-sample", d.id),
+    };
+    let f = segment_sync::SegmentSyncFormat::new(d, attribute, &ids, 1);
+    let enc: Vec<(String, Vec<u8>)> = (0..adds + removes)
+        .map(|i| {
+            let mut b = Vec::new();
+            Value::Str(format!("sample-{attribute}-{}", i + 1)).encode(0, &mut b);
+            (format!("sample-user-{}", i + 1), b)
+        })
+        .collect();
+    let users: Vec<(&[u8], ValueRef<'_>)> = enc
+        .iter()
+        .filter_map(|(id, b)| ValueRef::decode(b).ok().map(|v| (id.as_bytes(), v)))
+        .collect();
+    let mut out = Vec::new();
+    f.render(
+        1,
+        users[..adds].iter().copied(),
+        users[adds..].iter().copied(),
+        &mut out,
+    );
+    out
+}
+
+#[derive(Serialize)]
+struct Preview {
+    method: &'static str,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: serde_json::Value,
+}
+
+fn preview(d: &Destination, attribute: &str) -> anyhow::Result<Preview> {
+    let mut headers = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        (
+            "Idempotency-Key".to_string(),
+            "{sync}-{execution}-{page}".to_string(),
+        ),
+    ];
+    for (k, v) in &d.headers {
+        let v = v.to_str().unwrap_or("<binary>");
+        let v = if config::is_secret_header(k.as_str()) {
+            config::mask(v)
+        } else {
+            v.to_string()
+        };
+        headers.push((k.to_string(), v));
+    }
+    if let Some(b) = &d.basic {
+        headers.push((
+            "Authorization".into(),
+            format!("Basic base64({}:{})", b.user, config::mask(&b.password)),
+        ));
+    }
+    Ok(Preview {
+        method: "POST",
+        url: masked_url(d),
+        headers,
+        body: serde_json::from_slice(&sample_body(d, attribute, 2, 1))?,
+    })
+}
+
+#[derive(Serialize)]
+struct TestReport {
+    ok: bool,
+    status: Option<u16>,
+    content_type: Option<String>,
+    body: String,
+    message: String,
+}
+
+fn test_connection(d: &Destination, attribute: &str) -> anyhow::Result<TestReport> {
+    let body = sample_body(d, attribute, 1, 0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut req = client
+        .post(d.url.clone())
+        .timeout(d.timeout)
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", "test-connection");
+    for (k, v) in &d.headers {
+        req = req.header(k, v);
+    }
+    if let Some(b) = &d.basic {
+        req = req.basic_auth(&b.user, Some(&b.password));
+    }
+    let res = rt.block_on(async move {
+        let resp = req.body(body).send().await?;
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, ct, text))
+    });
+    Ok(match res {
+        Err(e) => TestReport {
+            ok: false,
+            status: None,
+            content_type: None,
+            body: String::new(),
+            message: format!("request failed: {e}"),
+        },
+        Ok((status, ct, text)) => {
+            let json = ct.as_deref().is_some_and(|c| {
+                c.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+            let ok = status.is_success() && json;
+            let message = if ok {
+                "connection ok".to_string()
+            } else if !status.is_success() {
+                format!("destination answered HTTP {status}")
+            } else {
+                format!("destination answered {status} but with content-type {:?}, expected application/json", ct.as_deref().unwrap_or(""))
+            };
+            TestReport {
+                ok,
+                status: Some(status.as_u16()),
+                content_type: ct,
+                body: text.chars().take(2000).collect(),
+                message,
+            }
+        }
+    })
+}
+
+/// A failed connection test (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("connection test failed: {0}")]
+pub struct TestFailed(String);
+
+pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
+    let store = super::open_store(data_dir)?;
+    match cmd {
+        DestinationCmd::Add(a) => {
+            let mut c = DestinationConfig {
+                name: a.name,
+                url: a.url,
+                headers: vec![],
+                params: vec![],
+                basic: None,
+                identifier_key: None,
+                add_key: None,
+                remove_key: None,
+                static_kv: vec![],
+                page_size: None,
+                rpm: None,
+                allow_resync: false,
+                app: None,
+                timeout_ms: None,
+                retry_delay_ms: None,
+                max_retries: None,
+                in_flight: None,
+            };
+            apply(&mut c, a.settings, true)?;
+            let rec = destination::add(&store, c)?;
+            if a.json {
+                return print_one(&rec, true);
+            }
+            println!("added destination {} (id {})", rec.config.name, rec.id);
+            Ok(())
+        }
+        DestinationCmd::List { json } => {
+            let all = destination::list(&store)?;
+            if json {
+                let shown: Vec<Shown> = all
+                    .into_iter()
+                    .map(|r| Shown {
+                        id: r.id,
+                        config: masked(r.config),
+                    })
+                    .collect();
+                return super::print_json(&shown);
+            }
+            if all.is_empty() {
+                println!(
+                    "no destinations yet (add one with `segsync destination add NAME --url URL`)"
+                );
+            }
+            for r in all {
+                let d = r.validated()?;
+                println!(
+                    "{:<20} {:>4}  {}  page {} rpm {}",
+                    r.config.name,
+                    r.id,
+                    masked_url(&d),
+                    d.page_size.get(),
+                    d.rpm.get()
+                );
+            }
+            Ok(())
+        }
+        DestinationCmd::Show { name, json } => print_one(&destination::get(&store, &name)?, json),
+        DestinationCmd::Edit(e) => {
+            let mut err = None;
+            let rec = destination::edit(&store, &e.name, |c| {
+                if let Some(u) = e.url {
+                    c.url = u;
+                }
+                if e.deny_resync {
+                    c.allow_resync = false;
+                }
+                if let Err(x) = apply(c, e.settings, false) {
+                    err = Some(x);
+                }
+            })?;
+            if let Some(x) = err {
+                return Err(x.into());
+            }
+            print_one(&rec, e.json)
+        }
+        DestinationCmd::Remove { name } => {
+            destination::remove(&store, &name)?;
+            println!("removed destination {name}");
+            Ok(())
+        }
+        DestinationCmd::Preview {
+            name,
+            attribute,
+            json,
+        } => {
+            let d = destination::get(&store, &name)?.validated()?;
+            d.check_attribute(&attribute)?;
+            let p = preview(&d, &attribute)?;
+            if json {
+                return super::print_json(&p);
+            }
+            println!("{} {}", p.method, p.url);
+            for (k, v) in &p.headers {
+                println!("{k}: {v}");
+            }
+            println!();
+            println!("{}", serde_json::to_string_pretty(&p.body)?);
+            Ok(())
+        }
+        DestinationCmd::Test {
+            name,
+            attribute,
+            json,
+        } => {
+            let d = destination::get(&store, &name)?.validated()?;
+            drop(store);
+            let r = test_connection(&d, &attribute).context("testing the connection")?;
+            if json {
+                super::print_json(&r)?;
+            } else {
+                println!("{}", r.message);
+                if let Some(s) = r.status {
+                    println!(
+                        "status: {s}, content-type: {}",
+                        r.content_type.as_deref().unwrap_or("-")
+                    );
+                }
+                if !r.body.is_empty() {
+                    println!("body: {}", r.body);
+                }
+            }
+            if r.ok {
+                Ok(())
+            } else {
+                Err(TestFailed(r.message).into())
+            }
+        }
+    }
+}

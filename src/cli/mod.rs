@@ -1,0 +1,114 @@
+//! The command line: clap definitions and dispatch, one file per command
+//! group. This is the edge where errors become `anyhow` with context and
+//! then exit codes: 0 ok, 1 failure, 2 usage or bad input.
+
+mod demo;
+mod destination;
+mod fixtures;
+mod segment;
+mod sync;
+mod users;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::store::Store;
+
+/// segsync: keeps customer segments in sync with the systems around them.
+#[derive(Debug, Parser)]
+#[command(name = "segsync", version, about)]
+pub struct Args {
+    /// Data directory (created on first use).
+    #[arg(
+        long,
+        global = true,
+        env = "SEGSYNC_DATA_DIR",
+        default_value = "./segsync-data"
+    )]
+    pub data_dir: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import users and attributes.
+    #[command(subcommand)]
+    Users(users::UsersCmd),
+    /// Import, list, inspect and diff segments.
+    #[command(subcommand)]
+    Segment(segment::SegmentCmd),
+    /// Destinations (integrations): add, list, show, edit, remove, preview, test.
+    #[command(subcommand)]
+    Destination(Box<destination::DestinationCmd>),
+    /// Syncs: create, list, show, run, history.
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
+    /// Generate test data.
+    #[command(subcommand)]
+    Fixtures(fixtures::FixturesCmd),
+    /// Run the main job end to end on built-in data.
+    Demo(demo::DemoArgs),
+}
+
+/// An error in how segsync was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs a parsed command line.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Users(cmd) => users::run(&args.data_dir, cmd),
+        Command::Segment(cmd) => segment::run(&args.data_dir, cmd),
+        Command::Destination(cmd) => destination::run(&args.data_dir, *cmd),
+        Command::Sync(cmd) => sync::run(&args.data_dir, cmd),
+        Command::Fixtures(cmd) => fixtures::run(cmd),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// The exit code for an error: 2 for bad input or usage, 1 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if cause.is::<UsageError>() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<crate::ingest::Error>() {
+            return if e.is_bad_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<crate::plan::Error>() {
+            return if e.is_bad_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<crate::pipeline::Error>() {
+            return if e.is_bad_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<crate::destination::Error>() {
+            return if e.is_bad_input() { 2 } else { 1 };
+        }
+        if cause.is::<crate::destination::ConfigError>() {
+            return 2;
+        }
+    }
+    1
+}
+
+pub(crate) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
+    Ok(Store::open(dir)?)
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC.
+pub(crate) fn fmt_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}

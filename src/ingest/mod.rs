@@ -1,0 +1,334 @@
+//! Ingestion: bulk files of users and segment snapshots into the store.
+//!
+//! Readers stream the file (id list, CSV with header, NDJSON; gzip detected
+//! by magic bytes) in batches; the [`interner`] turns distinct ids into user
+//! indexes; attribute changes and the member bitmap go through one
+//! [`ImportTxn`], so an import is atomic: a bad line aborts it (exit code 2,
+//! `FILE:LINE: reason`) and nothing of it becomes visible, unless
+//! `--skip-invalid` asks to skip such lines and count them.
+
+mod idlist;
+pub mod input;
+pub mod interner;
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use roaring::RoaringBitmap;
+use serde::Serialize;
+
+use crate::progress::Progress;
+use crate::store::{self, ImportTxn, Store};
+use input::{Format, Input};
+use interner::Interner;
+
+/// How many skipped lines are quoted in the summary.
+const MAX_EXAMPLES: usize = 10;
+
+/// Errors of an import. Every variant but [`Error::Store`] is bad input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A line of the file is malformed.
+    #[error("{file}:{line}: {reason}")]
+    Line {
+        /// The file.
+        file: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file cannot be opened or read (missing, unreadable, corrupt gzip).
+    #[error("{file}: {reason}")]
+    File {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store failed; the import was rolled back.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    /// True for problems with the input rather than with the store.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Error::Store(_))
+    }
+}
+
+/// Options shared by both imports.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Column (CSV) or field (NDJSON) holding the distinct id.
+    pub id_column: String,
+    /// Skip malformed lines (and count them) instead of aborting.
+    pub skip_invalid: bool,
+    /// Show a progress bar when stderr is a terminal.
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            id_column: "distinct_id".into(),
+            skip_invalid: false,
+            progress: false,
+        }
+    }
+}
+
+/// What an import did; printed as a summary line or JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// The file.
+    pub file: PathBuf,
+    /// Detected format.
+    pub format: &'static str,
+    /// Segment name (segment imports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    /// Snapshot sequence number (segment imports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<u32>,
+    /// Data lines read.
+    pub lines: u64,
+    /// Users created.
+    pub users_new: u64,
+    /// Distinct users the file named that already existed.
+    pub users_known: u64,
+    /// Distinct members of the snapshot (segment imports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<u64>,
+    /// Attribute values set.
+    pub attributes_set: u64,
+    /// Attribute values deleted.
+    pub attributes_deleted: u64,
+    /// Lines skipped with `--skip-invalid`.
+    pub skipped: u64,
+    /// The first skipped lines, as `FILE:LINE: reason`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_examples: Vec<String>,
+    /// Wall time.
+    pub seconds: f64,
+    /// Lines per second.
+    pub ids_per_sec: f64,
+}
+
+/// The state a reader feeds: transaction, interner, member bitmap, counts.
+pub(crate) struct Sink<'s, 'o> {
+    txn: ImportTxn<'s>,
+    interner: Interner,
+    members: RoaringBitmap,
+    file: String,
+    opts: &'o Options,
+    lines: u64,
+    skipped: u64,
+    examples: Vec<String>,
+    progress: Progress,
+    input_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<'s> Sink<'s, '_> {
+    pub(crate) fn parts(&mut self) -> (&mut ImportTxn<'s>, &mut Interner) {
+        (&mut self.txn, &mut self.interner)
+    }
+
+    pub(crate) fn members_mut(&mut self) -> &mut RoaringBitmap {
+        &mut self.members
+    }
+
+    pub(crate) fn id_column(&self) -> &str {
+        &self.opts.id_column
+    }
+
+    pub(crate) fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Counts a line and returns its 1-based number.
+    pub(crate) fn next_line(&mut self) -> u64 {
+        self.lines += 1;
+        self.lines
+    }
+
+    pub(crate) fn set_line(&mut self, line: u64) {
+        self.lines = self.lines.max(line);
+    }
+
+    pub(crate) fn line_error(&self, line: u64, reason: String) -> Error {
+        Error::Line {
+            file: self.file.clone(),
+            line,
+            reason,
+        }
+    }
+
+    /// A malformed line: an error, or with `--skip-invalid` a counted skip.
+    pub(crate) fn bad_line(&mut self, line: u64, reason: String) -> Result<(), Error> {
+        if !self.opts.skip_invalid {
+            return Err(self.line_error(line, reason));
+        }
+        self.skipped += 1;
+        if self.examples.len() < MAX_EXAMPLES {
+            self.examples
+                .push(format!("{}:{line}: {reason}", self.file));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_error(&self, e: std::io::Error) -> Error {
+        Error::File {
+            file: self.file.clone(),
+            reason: format!("read failed after line {}: {e}", self.lines),
+        }
+    }
+
+    pub(crate) fn csv_error(&self, e: &csv::Error) -> Error {
+        match e.position() {
+            Some(p) => self.line_error(p.line(), format!("malformed CSV: {e}")),
+            None => Error::File {
+                file: self.file.clone(),
+                reason: format!("malformed CSV: {e}"),
+            },
+        }
+    }
+
+    pub(crate) fn progress(&self) {
+        self.progress.set(self.input_read.load(Ordering::Relaxed));
+    }
+}
+
+enum Kind<'a> {
+    Users,
+    Segment(&'a str),
+}
+
+/// Imports users and their attributes from a CSV (with header) or NDJSON file.
+pub fn import_users(store: &Store, path: &Path, opts: &Options) -> Result<Summary, Error> {
+    run(store, path, opts, Kind::Users)
+}
+
+/// Imports a snapshot of segment `name`: one distinct id per line, or CSV or
+/// NDJSON with an id column (other columns upsert attributes).
+pub fn import_segment(
+    store: &Store,
+    name: &str,
+    path: &Path,
+    opts: &Options,
+) -> Result<Summary, Error> {
+    if name.trim().is_empty() {
+        return Err(Error::File {
+            file: path.display().to_string(),
+            reason: "segment name must not be empty".into(),
+        });
+    }
+    run(store, path, opts, Kind::Segment(name))
+}
+
+fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let file = path.display().to_string();
+    let mut input = Input::open(path).map_err(|e| Error::File {
+        file: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let format = input.detect(&opts.id_column).map_err(|e| Error::File {
+        file: file.clone(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    if matches!(kind, Kind::Users) && format == Format::IdList {
+        return Err(Error::Line {
+            file,
+            line: 1,
+            reason: format!(
+                "a users file needs a CSV header naming the id column '{}' or NDJSON objects",
+                opts.id_column
+            ),
+        });
+    }
+    let txn = store.begin_import()?;
+    let interner = Interner::new(store.fingerprints()?);
+    let mut sink = Sink {
+        txn,
+        interner,
+        members: RoaringBitmap::new(),
+        file: file.clone(),
+        opts,
+        lines: 0,
+        skipped: 0,
+        examples: Vec::new(),
+        progress: Progress::bytes(input.size, opts.progress, "importing"),
+        input_read: input.read.clone(),
+    };
+    let read = match format {
+        Format::IdList => idlist::read(&mut input.reader, &mut sink),
+        Format::Csv => rows::read_csv(&mut input.reader, &mut sink),
+        Format::Ndjson => rows::read_ndjson(&mut input.reader, &mut sink),
+    };
+    // On error `sink` (and its transaction) drops here, which rolls back.
+    read?;
+    sink.progress.finish();
+
+    let Sink {
+        mut txn,
+        mut interner,
+        members,
+        lines,
+        skipped,
+        examples,
+        ..
+    } = sink;
+    // For CSV, `lines` counted the header line too.
+    let lines = lines.saturating_sub(u64::from(format == Format::Csv));
+    let users_new = u64::from(txn.new_users());
+    let attr = txn.attr_stats();
+    let (segment, snapshot, member_count) = match kind {
+        Kind::Users => (None, None, None),
+        Kind::Segment(name) => {
+            let rec = txn.put_snapshot(name, &members, lines, &file)?;
+            let seq = rec.latest().map(|s| s.seq);
+            (Some(name.to_string()), seq, Some(members.len()))
+        }
+    };
+    txn.commit(Some(interner.table_mut()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = Summary {
+        file: path.to_path_buf(),
+        format: match format {
+            Format::IdList => "id-list",
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+        },
+        segment,
+        snapshot,
+        lines,
+        users_new,
+        users_known: members.len().saturating_sub(users_new),
+        members: member_count,
+        attributes_set: attr.set,
+        attributes_deleted: attr.deleted,
+        skipped,
+        skipped_examples: examples,
+        seconds,
+        ids_per_sec: if seconds > 0.0 {
+            lines as f64 / seconds
+        } else {
+            0.0
+        },
+    };
+    tracing::info!(
+        file = %summary.file.display(),
+        lines,
+        users_new,
+        users_known = summary.users_known,
+        members = ?member_count,
+        seconds,
+        "import committed"
+    );
+    Ok(summary)
+}

@@ -1,0 +1,39 @@
+//! segsync keeps customer segments in sync with the systems around them.
+//!
+//! # Layout, in data-flow order
+//!
+//! - [`ingest`]: bulk files (id lists, CSV, NDJSON, gzip) → users, attributes
+//!   and segment snapshots; the fingerprint interner; atomic imports.
+//! - [`store`]: the embedded RocksDB: column families, keys, the one codec
+//!   module (bincode records, roaring bitmaps, attribute values), import
+//!   transactions with rollback, the fingerprint table.
+//! - [`plan`]: the differ — `current = snapshot ∧ has(attribute)`,
+//!   added/removed by XOR against what was delivered.
+//! - [`pipeline`]: one execution — pager → renderer threads → sender (tokio,
+//!   rate limit, retries, idempotency keys) → checkpoint; crash-safe resume.
+//! - [`destination`]: destination config validated into types that cannot be
+//!   invalid, and one module per request format.
+//! - [`lifecycle`]: sync and execution records (statuses and schedules to come).
+//! - [`receiver`]: a built-in endpoint that checks requests and rebuilds
+//!   membership (demo, bench, tests).
+//! - [`fixtures`]: deterministic generated data for tests, benches and the demo.
+//! - [`progress`]: progress bars on a terminal.
+//! - [`cli`]: the command line (the only place that uses `anyhow`).
+//!
+//! The lifecycle rules, `serve` and Cohort Sync are planned in
+//! `docs/ARCHITECTURE.md` and not built yet.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod destination;
+pub mod fixtures;
+pub mod ingest;
+pub mod lifecycle;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod receiver;
+pub mod store;

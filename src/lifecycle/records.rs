@@ -1,0 +1,250 @@
+//! Sync and execution records, keyed big-endian so one sync's executions
+//! scan in order, and the bitmaps an execution plans and checkpoints.
+
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, cf, Store, Write};
+
+/// How often a periodic sync runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Frequency {
+    /// Every hour.
+    Hourly,
+    /// Every day.
+    Daily,
+    /// Every week.
+    Weekly,
+    /// Every month.
+    Monthly,
+}
+
+/// One-time or periodic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Runs once.
+    Once,
+    /// Runs at a frequency; after the first run only the difference is sent.
+    Every(Frequency),
+}
+
+/// The seed's five statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncStatus {
+    /// Last execution succeeded (or none yet), end date not reached.
+    Active,
+    /// Paused by hand.
+    Paused,
+    /// Last execution failed; scheduled runs are paused.
+    Failed,
+    /// End date reached.
+    Inactive,
+    /// Archived; final.
+    Archived,
+}
+
+/// A segment + destination + attribute + schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    /// Store id.
+    pub id: u32,
+    /// Segment name (also the sync name, as in the seed).
+    pub segment: String,
+    /// Destination name.
+    pub destination: String,
+    /// The synced attribute.
+    pub attribute: String,
+    /// Schedule.
+    pub schedule: Schedule,
+    /// Status.
+    pub status: SyncStatus,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+    /// Sequence number of the last complete execution.
+    pub last_complete: Option<u32>,
+    /// Sequence number of the newest execution.
+    pub last_execution: Option<u32>,
+}
+
+/// What an execution sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecKind {
+    /// The whole current membership as `add_users`.
+    Full,
+    /// The difference from the last complete execution.
+    Diff,
+}
+
+/// The seed's execution statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecStatus {
+    /// Sending (or interrupted; resumed by the next run).
+    Processing,
+    /// Every page acknowledged.
+    Complete,
+    /// Stopped by an error.
+    Failed,
+}
+
+/// One run of a sync: its plan, progress and outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// Sync id.
+    pub sync_id: u32,
+    /// Sequence number within the sync, from 1.
+    pub seq: u32,
+    /// Kind.
+    pub kind: ExecKind,
+    /// Status.
+    pub status: ExecStatus,
+    /// Start, Unix ms.
+    pub started_ms: i64,
+    /// End, Unix ms.
+    pub finished_ms: Option<i64>,
+    /// Snapshot of the segment the plan was made from.
+    pub snapshot_seq: u32,
+    /// Store write sequence the plan read at (attribute values as of it).
+    pub write_seq: u32,
+    /// Users per page when planned (kept so a resume cuts the same pages).
+    pub page_size: u32,
+    /// Pages in all.
+    pub total_pages: u32,
+    /// Pages acknowledged.
+    pub pages_done: u32,
+    /// Users to add.
+    pub added: u64,
+    /// Users to remove.
+    pub removed: u64,
+    /// Members with the attribute after this execution.
+    pub total: u64,
+    /// Members skipped for lacking the attribute.
+    pub skipped: u64,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Write sequences of the removal groups (see [`BitmapKind::RemovedAsOf`]).
+    pub removed_as_of: Vec<u32>,
+    /// Error, when failed.
+    pub error: Option<String>,
+}
+
+impl ExecutionRecord {
+    /// The execution id sent as `moengage_execution_id`.
+    pub fn execution_id(&self) -> String {
+        format!("{}-{}", self.sync_id, self.seq)
+    }
+
+    /// Duration in seconds, when finished.
+    pub fn seconds(&self) -> Option<f64> {
+        self.finished_ms
+            .map(|f| (f - self.started_ms) as f64 / 1000.0)
+    }
+}
+
+/// The bitmaps stored under an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitmapKind {
+    /// Membership this execution establishes at the destination.
+    Synced,
+    /// Users it adds.
+    Added,
+    /// Users it removes.
+    Removed,
+    /// Pages acknowledged (0-based page numbers).
+    DonePages,
+    /// Removed users last sent as of `removed_as_of[i]`.
+    RemovedAsOf(u8),
+}
+
+impl BitmapKind {
+    fn code(self) -> u8 {
+        match self {
+            BitmapKind::Synced => 1,
+            BitmapKind::Added => 2,
+            BitmapKind::Removed => 3,
+            BitmapKind::DonePages => 4,
+            BitmapKind::RemovedAsOf(i) => 16u8.saturating_add(i),
+        }
+    }
+}
+
+fn sync_key(id: u32) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+fn exec_key(sync: u32, seq: u32) -> Vec<u8> {
+    let mut k = sync.to_be_bytes().to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn bitmap_key(sync: u32, seq: u32, kind: BitmapKind) -> Vec<u8> {
+    let mut k = exec_key(sync, seq);
+    k.push(kind.code());
+    k
+}
+
+impl SyncRecord {
+    /// Loads a sync.
+    pub fn load(store: &Store, id: u32) -> store::Result<Option<SyncRecord>> {
+        store.get_record(cf::SYNCS, &sync_key(id), "sync record")
+    }
+
+    /// All syncs, by id.
+    pub fn all(store: &Store) -> store::Result<Vec<SyncRecord>> {
+        store.scan_records(cf::SYNCS, &[], "sync record")
+    }
+
+    /// The write that stores this record.
+    pub(crate) fn write(&self) -> Write {
+        Write::record(cf::SYNCS, sync_key(self.id), self)
+    }
+
+    /// Stores this record.
+    pub fn save(&self, store: &Store) -> store::Result<()> {
+        store.write_records(vec![self.write()], true)
+    }
+}
+
+impl ExecutionRecord {
+    /// Loads an execution.
+    pub fn load(store: &Store, sync: u32, seq: u32) -> store::Result<Option<ExecutionRecord>> {
+        store.get_record(cf::EXECUTIONS, &exec_key(sync, seq), "execution record")
+    }
+
+    /// A sync's executions, oldest first.
+    pub fn all(store: &Store, sync: u32) -> store::Result<Vec<ExecutionRecord>> {
+        store.scan_records(cf::EXECUTIONS, &sync.to_be_bytes(), "execution record")
+    }
+
+    /// The write that stores this record.
+    pub(crate) fn write(&self) -> Write {
+        Write::record(cf::EXECUTIONS, exec_key(self.sync_id, self.seq), self)
+    }
+
+    /// The write that stores one of this execution's bitmaps.
+    pub(crate) fn bitmap_write(&self, kind: BitmapKind, b: &RoaringBitmap) -> Write {
+        Write::bitmap(
+            cf::EXEC_BITMAPS,
+            bitmap_key(self.sync_id, self.seq, kind),
+            b,
+        )
+    }
+
+    /// One of this execution's bitmaps (empty if never written).
+    pub fn bitmap(&self, store: &Store, kind: BitmapKind) -> store::Result<RoaringBitmap> {
+        Ok(store
+            .get_bitmap(
+                cf::EXEC_BITMAPS,
+                &bitmap_key(self.sync_id, self.seq, kind),
+                "execution bitmap",
+            )?
+            .unwrap_or_default())
+    }
+}

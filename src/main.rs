@@ -1,0 +1,26 @@
+//! The `segsync` binary: parse arguments, set up logging, run, map errors to
+//! exit codes (0 ok, 1 failure, 2 usage or bad input).
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let args = match segsync::cli::Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SEGSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(err) = segsync::cli::run(args) {
+        eprintln!("error: {err:#}");
+        std::process::exit(segsync::cli::exit_code(&err));
+    }
+}

@@ -1,0 +1,397 @@
+//! One execution as a pipeline:
+//!
+//! ```text
+//! plan (persisted) → pager → renderer ×n → sender (tokio) → checkpoint
+//!        crossbeam bounded     tokio mpsc bounded     crossbeam
+//! ```
+//!
+//! The plan is written before the first request ([`crate::plan::plan_execution`]).
+//! The pager cuts deterministic pages, skipping pages already acknowledged;
+//! renderer threads resolve users and write JSON into buffers; the sender
+//! posts them under the rate limit with retries; the checkpoint records
+//! every acknowledged page. Channels are bounded, so memory is proportional
+//! to the pages in flight, never to the segment. Blocking work (RocksDB,
+//! rendering) runs on threads, network work on a tokio runtime.
+
+mod checkpoint;
+mod pager;
+pub mod rate;
+mod render;
+pub mod send;
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use crossbeam::channel;
+use roaring::RoaringBitmap;
+
+use crate::destination::{self, segment_sync, ConfigError, Destination};
+use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord, SyncStatus};
+use crate::plan;
+use crate::progress::Progress;
+use crate::store::{self, Store};
+
+pub use pager::total_pages;
+
+/// Errors that stop an execution from being run at all. (A run that starts
+/// and fails ends as a failed execution, not as an error.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No such sync.
+    #[error("sync {0} not found (see `segsync sync list`)")]
+    NoSync(u32),
+    /// Planning failed (segment or attribute missing).
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
+    /// The destination is missing.
+    #[error(transparent)]
+    Destination(#[from] destination::Error),
+    /// The stored destination no longer validates.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The HTTP client or runtime could not start.
+    #[error("cannot start the sender: {0}")]
+    Start(String),
+    /// A pipeline thread died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// True for errors in what the user asked for.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::NoSync(_) | Error::Config(_) => true,
+            Error::Plan(e) => e.is_bad_input(),
+            Error::Destination(e) => e.is_bad_input(),
+            Error::Store(_) | Error::Start(_) | Error::Internal(_) => false,
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Show a progress bar on a terminal.
+    pub progress: bool,
+    /// Renderer threads.
+    pub render_threads: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            progress: false,
+            render_threads: 2,
+        }
+    }
+}
+
+/// Runs sync `sync_id` once: resumes its execution left processing, or plans
+/// a new one; returns the execution as it ended (complete or failed).
+pub fn run_sync(store: &Store, sync_id: u32, opts: &RunOptions) -> Result<ExecutionRecord, Error> {
+    let mut sync = SyncRecord::load(store, sync_id)?.ok_or(Error::NoSync(sync_id))?;
+    let dest = destination::get(store, &sync.destination)?.validated()?;
+    let resumable = match sync.last_execution {
+        Some(seq) => ExecutionRecord::load(store, sync.id, seq)?
+            .filter(|e| e.status == ExecStatus::Processing),
+        None => None,
+    };
+    let exec = match resumable {
+        Some(e) => {
+            tracing::info!(
+                sync = sync.id,
+                execution = e.seq,
+                pages_done = e.pages_done,
+                "resuming execution"
+            );
+            e
+        }
+        None => plan::plan_execution(store, &mut sync, dest.page_size.get())?,
+    };
+    execute(store, &mut sync, exec, dest, opts)
+}
+
+fn execute(
+    store: &Store,
+    sync: &mut SyncRecord,
+    mut exec: ExecutionRecord,
+    dest: Destination,
+    opts: &RunOptions,
+) -> Result<ExecutionRecord, Error> {
+    let added = exec.bitmap(store, BitmapKind::Added)?;
+    let removed = exec.bitmap(store, BitmapKind::Removed)?;
+    let mut done = exec.bitmap(store, BitmapKind::DonePages)?;
+    let mut groups = Vec::with_capacity(exec.removed_as_of.len());
+    for (i, seq) in exec.removed_as_of.iter().enumerate() {
+        groups.push((*seq, exec.bitmap(store, BitmapKind::RemovedAsOf(i as u8))?));
+    }
+    let attr = store
+        .attr_id(&sync.attribute)
+        .ok_or_else(|| plan::Error::UnknownAttribute(sync.attribute.clone()))?;
+    let ids = segment_sync::Ids {
+        sync_id: sync.id.to_string(),
+        sync_name: sync.segment.clone(),
+        execution_id: exec.execution_id(),
+        integration_id: format!("{}-{}", dest.id, sync.id),
+    };
+    let renderer = render::Renderer {
+        store,
+        attr,
+        write_seq: exec.write_seq,
+        removal_groups: groups,
+        format: segment_sync::SegmentSyncFormat::new(
+            &dest,
+            &sync.attribute,
+            &ids,
+            exec.total_pages,
+        ),
+    };
+    let in_flight = dest.in_flight;
+    let sender =
+        send::PageSender::new(dest, sync.id, exec.seq).map_err(|e| Error::Start(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Start(e.to_string()))?;
+    let progress = Progress::items(u64::from(exec.total_pages), opts.progress, "sending pages");
+    progress.set(u64::from(exec.pages_done));
+
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    let fail = |msg: String| {
+        let mut f = failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.get_or_insert(msg);
+    };
+    let window = in_flight.max(2);
+    let mut checkpoint_result: Result<(), Error> = Ok(());
+    // The pager skips what was done when the run started; the checkpoint
+    // thread owns the live set.
+    let skip = done.clone();
+    std::thread::scope(|s| {
+        let (page_tx, page_rx) = channel::bounded::<pager::Page>(window);
+        let (free_tx, free_rx) = channel::bounded::<pager::Page>(window * 2);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<render::Rendered>(window);
+        let (ev_tx, ev_rx) = channel::unbounded::<checkpoint::Event>();
+
+        let (added, removed, done_ref, page_size) = (&added, &removed, &skip, exec.page_size);
+        s.spawn(move || pager::run(added, removed, page_size, done_ref, &free_rx, &page_tx));
+        for _ in 0..opts.render_threads.max(1) {
+            let (page_rx, free_tx, out_tx, renderer, fail) = (
+                page_rx.clone(),
+                free_tx.clone(),
+                out_tx.clone(),
+                &renderer,
+                &fail,
+            );
+            s.spawn(move || {
+                let mut scratch = render::Scratch::default();
+                let mut cap = 0;
+                for page in page_rx {
+                    match renderer.render(&page, &mut scratch, Vec::with_capacity(cap)) {
+                        Ok(r) => {
+                            cap = cap.max(r.body.len());
+                            let _ = free_tx.try_send(page);
+                            if out_tx.blocking_send(r).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            fail(format!("rendering page {} failed: {e}", page.index + 1));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop((page_rx, free_tx, out_tx));
+
+        let exec_ref = &mut exec;
+        let done_mut = &mut done;
+        let progress_ref = &progress;
+        let cp = s.spawn(move || checkpoint::run(store, exec_ref, done_mut, &ev_rx, progress_ref));
+
+        runtime.block_on(async {
+            let sender = std::sync::Arc::new(sender);
+            let mut tasks = tokio::task::JoinSet::new();
+            let stopped = || failure.lock().map(|f| f.is_some()).unwrap_or(true);
+            let handle = |res: Result<
+                (u32, u32, Result<send::PageStats, send::PageError>),
+                tokio::task::JoinError,
+            >| match res {
+                Ok((index, skipped, Ok(stats))) => {
+                    let _ = ev_tx.send(checkpoint::Event::Ack {
+                        index,
+                        requests: stats.requests,
+                        skipped,
+                    });
+                }
+                Ok((_, _, Err(e))) => {
+                    let _ = ev_tx.send(checkpoint::Event::Failed {
+                        requests: e.requests,
+                    });
+                    fail(e.message);
+                }
+                Err(e) => fail(format!("sender task failed: {e}")),
+            };
+            while !stopped() {
+                let Some(page) = out_rx.recv().await else {
+                    break;
+                };
+                while tasks.len() >= in_flight {
+                    if let Some(r) = tasks.join_next().await {
+                        handle(r);
+                    }
+                }
+                if stopped() {
+                    break;
+                }
+                let sender = sender.clone();
+                tasks.spawn(async move {
+                    let r = sender.send(page.index, Bytes::from(page.body)).await;
+                    (page.index, page.skipped, r)
+                });
+                while let Some(r) = tasks.try_join_next() {
+                    handle(r);
+                }
+            }
+            // Stop the renderers (if we broke out early), finish what is in flight.
+            out_rx.close();
+            while out_rx.recv().await.is_some() {}
+            while let Some(r) = tasks.join_next().await {
+                handle(r);
+            }
+            drop(ev_tx);
+        });
+        checkpoint_result = match cp.join() {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Internal("the checkpoint thread panicked".into())),
+        };
+    });
+    progress.finish();
+    checkpoint_result?;
+
+    let failure = failure
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    exec.finished_ms = Some(chrono::Utc::now().timestamp_millis());
+    match failure {
+        None if exec.pages_done >= exec.total_pages => {
+            exec.status = ExecStatus::Complete;
+            sync.last_complete = Some(exec.seq);
+            if sync.status == SyncStatus::Failed {
+                sync.status = SyncStatus::Active;
+            }
+        }
+        other => {
+            exec.status = ExecStatus::Failed;
+            exec.error =
+                Some(other.unwrap_or_else(|| "the run ended with pages not delivered".into()));
+            sync.status = SyncStatus::Failed;
+        }
+    }
+    store.write_records(
+        vec![
+            exec.write(),
+            exec.bitmap_write(BitmapKind::DonePages, &done),
+            sync.write(),
+        ],
+        true,
+    )?;
+    tracing::info!(
+        sync = sync.id,
+        execution = exec.seq,
+        status = ?exec.status,
+        pages = exec.pages_done,
+        requests = exec.requests,
+        "execution finished"
+    );
+    Ok(exec)
+}
+
+/// Renders every page of a plan without sending (for benchmarks): returns
+/// (pages, users, bytes).
+pub fn render_only(
+    store: &Store,
+    sync_id: u32,
+    seq: u32,
+    threads: usize,
+) -> Result<(u64, u64, u64), Error> {
+    let sync = SyncRecord::load(store, sync_id)?.ok_or(Error::NoSync(sync_id))?;
+    let exec = ExecutionRecord::load(store, sync_id, seq)?.ok_or(Error::NoSync(sync_id))?;
+    let dest = destination::get(store, &sync.destination)?.validated()?;
+    let added = exec.bitmap(store, BitmapKind::Added)?;
+    let removed = exec.bitmap(store, BitmapKind::Removed)?;
+    let attr = store
+        .attr_id(&sync.attribute)
+        .ok_or_else(|| plan::Error::UnknownAttribute(sync.attribute.clone()))?;
+    let ids = segment_sync::Ids {
+        sync_id: sync.id.to_string(),
+        sync_name: sync.segment.clone(),
+        execution_id: exec.execution_id(),
+        integration_id: format!("{}-{}", dest.id, sync.id),
+    };
+    let renderer = render::Renderer {
+        store,
+        attr,
+        write_seq: exec.write_seq,
+        removal_groups: Vec::new(),
+        format: segment_sync::SegmentSyncFormat::new(
+            &dest,
+            &sync.attribute,
+            &ids,
+            exec.total_pages,
+        ),
+    };
+    let totals = Mutex::new((0u64, 0u64, 0u64));
+    let error = Mutex::new(None);
+    let none = RoaringBitmap::new();
+    std::thread::scope(|s| {
+        let (tx, rx) = channel::bounded::<pager::Page>(8);
+        let (added, removed, none_ref) = (&added, &removed, &none);
+        s.spawn(move || {
+            pager::cut(added, removed, exec.page_size, none_ref, None, |p| {
+                tx.send(p).is_ok()
+            })
+        });
+        for _ in 0..threads.max(1) {
+            let (rx, renderer, totals, error) = (rx.clone(), &renderer, &totals, &error);
+            s.spawn(move || {
+                let mut scratch = render::Scratch::default();
+                let mut buf = Vec::new();
+                for page in rx {
+                    match renderer.render(&page, &mut scratch, std::mem::take(&mut buf)) {
+                        Ok(r) => {
+                            if let Ok(mut t) = totals.lock() {
+                                t.0 += 1;
+                                t.1 += u64::from(r.adds + r.removes);
+                                t.2 += r.body.len() as u64;
+                            }
+                            buf = r.body;
+                        }
+                        Err(e) => {
+                            if let Ok(mut er) = error.lock() {
+                                *er = Some(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        return Err(e.into());
+    }
+    Ok(totals
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
+}

@@ -1,0 +1,164 @@
+//! Deterministic page cutting. Page *k* (0-based; `page_count` k+1 on the
+//! wire) holds ranks `[k·size, (k+1)·size)` of `added` followed by
+//! `removed`, so a page may carry both lists, `total_pages` is known before
+//! the first request, and a resumed run recomputes exactly the pages it has
+//! not delivered.
+
+use crossbeam::channel::{Receiver, Sender};
+use roaring::RoaringBitmap;
+
+/// One page: user indexes to add and to remove.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Page {
+    /// 0-based page number.
+    pub(crate) index: u32,
+    pub(crate) adds: Vec<u32>,
+    pub(crate) removes: Vec<u32>,
+}
+
+/// Pages needed for `added + removed` users at `size` a page.
+pub fn total_pages(added: u64, removed: u64, size: u32) -> u32 {
+    let n = (added + removed).div_ceil(u64::from(size.max(1)));
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Cuts pages in order and hands each one not in `done` to `emit`, reusing
+/// page buffers that come back on `free`. Stops early when `emit` returns
+/// false (the consumer went away).
+pub(crate) fn cut(
+    added: &RoaringBitmap,
+    removed: &RoaringBitmap,
+    size: u32,
+    done: &RoaringBitmap,
+    free: Option<&Receiver<Page>>,
+    mut emit: impl FnMut(Page) -> bool,
+) {
+    let size = size.max(1) as usize;
+    let fresh = |free: Option<&Receiver<Page>>| {
+        let mut p = free.and_then(|f| f.try_recv().ok()).unwrap_or_default();
+        p.adds.clear();
+        p.removes.clear();
+        p
+    };
+    let mut page = fresh(free);
+    let mut index = 0u32;
+    let mut filled = 0usize;
+    let skip = |index: u32| done.contains(index);
+    let users = added
+        .iter()
+        .map(|u| (true, u))
+        .chain(removed.iter().map(|u| (false, u)));
+    for (is_add, u) in users {
+        if !skip(index) {
+            if is_add {
+                page.adds.push(u);
+            } else {
+                page.removes.push(u);
+            }
+        }
+        filled += 1;
+        if filled == size {
+            if !skip(index) {
+                page.index = index;
+                if !emit(std::mem::replace(&mut page, fresh(free))) {
+                    return;
+                }
+            }
+            index += 1;
+            filled = 0;
+        }
+    }
+    if filled > 0 && !skip(index) {
+        page.index = index;
+        emit(page);
+    }
+}
+
+/// Sends pages into a bounded channel (the pipeline's first stage).
+pub(crate) fn run(
+    added: &RoaringBitmap,
+    removed: &RoaringBitmap,
+    size: u32,
+    done: &RoaringBitmap,
+    free: &Receiver<Page>,
+    out: &Sender<Page>,
+) {
+    cut(added, removed, size, done, Some(free), |p| {
+        out.send(p).is_ok()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pages(
+        added: &RoaringBitmap,
+        removed: &RoaringBitmap,
+        size: u32,
+        done: &RoaringBitmap,
+    ) -> Vec<Page> {
+        let mut v = Vec::new();
+        cut(added, removed, size, done, None, |p| {
+            v.push(p);
+            true
+        });
+        v
+    }
+
+    fn bitmap() -> impl Strategy<Value = RoaringBitmap> {
+        prop::collection::vec(0u32..3000, 0..500).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn pages_partition_added_then_removed(added in bitmap(), removed in bitmap(), size in 1u32..120) {
+            let ps = pages(&added, &removed, size, &RoaringBitmap::new());
+            prop_assert_eq!(ps.len() as u32, total_pages(added.len(), removed.len(), size));
+            let mut adds: Vec<u32> = Vec::new();
+            let mut rems: Vec<u32> = Vec::new();
+            for (k, p) in ps.iter().enumerate() {
+                prop_assert_eq!(p.index as usize, k);
+                let n = p.adds.len() + p.removes.len();
+                prop_assert!(n <= size as usize && n > 0);
+                if k + 1 < ps.len() {
+                    prop_assert_eq!(n, size as usize);
+                }
+                // Removes only start once adds are exhausted.
+                if !p.removes.is_empty() && k + 1 < ps.len() {
+                    prop_assert!(ps[k + 1].adds.is_empty());
+                }
+                adds.extend(&p.adds);
+                rems.extend(&p.removes);
+            }
+            prop_assert_eq!(adds, added.iter().collect::<Vec<_>>());
+            prop_assert_eq!(rems, removed.iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn resuming_skips_exactly_the_done_pages(added in bitmap(), removed in bitmap(), size in 1u32..60, done_mask in any::<u64>()) {
+            let all = pages(&added, &removed, size, &RoaringBitmap::new());
+            let done: RoaringBitmap = (0..all.len() as u32).filter(|k| done_mask >> (k % 64) & 1 == 1).collect();
+            let rest = pages(&added, &removed, size, &done);
+            let expected: Vec<Page> = all.into_iter().filter(|p| !done.contains(p.index)).collect();
+            prop_assert_eq!(rest, expected);
+        }
+    }
+
+    #[test]
+    fn a_page_can_carry_both_lists() {
+        let added: RoaringBitmap = (0..3).collect();
+        let removed: RoaringBitmap = (10..12).collect();
+        let ps = pages(&added, &removed, 4, &RoaringBitmap::new());
+        assert_eq!(ps.len(), 2);
+        assert_eq!(
+            (ps[0].adds.clone(), ps[0].removes.clone()),
+            (vec![0, 1, 2], vec![10])
+        );
+        assert_eq!(
+            (ps[1].adds.clone(), ps[1].removes.clone()),
+            (vec![], vec![11])
+        );
+    }
+}

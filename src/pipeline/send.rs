@@ -1,0 +1,249 @@
+//! The sender stage: one HTTP POST per page on a keep-alive pool, under the
+//! destination's rate limit and a bounded in-flight window, with the seed's
+//! retry rules. Every attempt (retries included) takes a rate permit and
+//! carries the same `Idempotency-Key: {sync}-{execution}-{page}`, which a
+//! resumed run reproduces exactly.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+
+use super::rate::RateLimiter;
+use crate::destination::Destination;
+
+/// The seed's message when a page never got through.
+pub const EXHAUSTED: &str = "Exhausted max retries for the segment";
+
+/// Longest `Retry-After` honoured; a destination asking for longer fails the
+/// page after its retries rather than stalling the run for hours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Acknowledged.
+    Delivered,
+    /// Try again, after the server's `Retry-After` if it gave one.
+    Retry {
+        /// Server-requested delay.
+        after: Option<Duration>,
+        /// What went wrong, for the error message if retries run out.
+        reason: String,
+    },
+    /// Do not retry.
+    Fail(String),
+}
+
+/// The seed's rules: 2xx is delivered; 408, 429 and 5xx are retried; any
+/// other status fails at once (redirects are not followed: a POST body must
+/// not be silently turned into a GET).
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> Verdict {
+    let reason = || {
+        let text: String = body.chars().take(300).collect();
+        format!(
+            "HTTP {status}{}{text}",
+            if text.is_empty() { "" } else { ": " }
+        )
+    };
+    if status.is_success() {
+        Verdict::Delivered
+    } else if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
+        Verdict::Retry {
+            after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after),
+            reason: reason(),
+        }
+    } else {
+        Verdict::Fail(reason())
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let ms = (when.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0);
+        Duration::from_millis(ms as u64)
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+/// Outcome of one page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Attempts made.
+    pub requests: u32,
+}
+
+/// Why a page failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageError {
+    /// The message for the execution's history.
+    pub message: String,
+    /// Attempts made.
+    pub requests: u32,
+}
+
+/// Sends the pages of one execution.
+pub struct PageSender {
+    client: reqwest::Client,
+    dest: Destination,
+    rate: RateLimiter,
+    key_prefix: String,
+}
+
+impl PageSender {
+    /// A sender for `dest`, for execution `seq` of sync `sync_id`.
+    pub fn new(dest: Destination, sync_id: u32, seq: u32) -> Result<PageSender, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(dest.in_flight)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(PageSender {
+            rate: RateLimiter::new(dest.rpm),
+            client,
+            dest,
+            key_prefix: format!("{sync_id}-{seq}-"),
+        })
+    }
+
+    /// The idempotency key of page `index` (0-based; the key uses `page_count`).
+    pub fn idempotency_key(&self, index: u32) -> String {
+        format!("{}{}", self.key_prefix, index + 1)
+    }
+
+    async fn attempt(&self, key: &str, body: Bytes) -> Verdict {
+        let d = &self.dest;
+        let mut req = self
+            .client
+            .post(d.url.clone())
+            .timeout(d.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", key);
+        for (k, v) in &d.headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = &d.basic {
+            req = req.basic_auth(&b.user, Some(&b.password));
+        }
+        match req.body(body).send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                // Reading the body (bounded by the same timeout) returns the
+                // connection to the pool and gives failures their message.
+                let text = resp.text().await.unwrap_or_default();
+                classify(status, &headers, &text)
+            }
+            Err(e) if e.is_timeout() => Verdict::Retry {
+                after: None,
+                reason: format!("timed out after {} ms", d.timeout.as_millis()),
+            },
+            Err(e) => Verdict::Retry {
+                after: None,
+                reason: format!("request failed: {}", error_chain(&e)),
+            },
+        }
+    }
+
+    /// Sends page `index` until delivered, failed, or out of retries.
+    pub async fn send(&self, index: u32, body: Bytes) -> Result<PageStats, PageError> {
+        let key = self.idempotency_key(index);
+        let mut requests = 0u32;
+        let mut last = String::new();
+        for attempt in 0..=self.dest.retry.max_retries {
+            self.rate.acquire().await;
+            requests += 1;
+            match self.attempt(&key, body.clone()).await {
+                Verdict::Delivered => return Ok(PageStats { requests }),
+                Verdict::Fail(reason) => {
+                    return Err(PageError {
+                        message: format!(
+                            "page {} of the execution was refused: {reason}",
+                            index + 1
+                        ),
+                        requests,
+                    })
+                }
+                Verdict::Retry { after, reason } => {
+                    tracing::warn!(page = index + 1, attempt = attempt + 1, %reason, "page attempt failed");
+                    last = reason;
+                    if attempt < self.dest.retry.max_retries {
+                        tokio::time::sleep(after.unwrap_or(self.dest.retry.delay)).await;
+                    }
+                }
+            }
+        }
+        Err(PageError {
+            message: format!("{EXHAUSTED} (page {}: {last})", index + 1),
+            requests,
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_follows_the_seed() {
+        let h = HeaderMap::new();
+        let retry = |c: u16| {
+            matches!(
+                classify(StatusCode::from_u16(c).unwrap(), &h, ""),
+                Verdict::Retry { .. }
+            )
+        };
+        let ok = |c: u16| classify(StatusCode::from_u16(c).unwrap(), &h, "") == Verdict::Delivered;
+        for c in [200, 201, 202, 204] {
+            assert!(ok(c), "{c}");
+        }
+        for c in [408, 429, 500, 502, 503, 504] {
+            assert!(retry(c), "{c}");
+        }
+        for c in [301, 400, 401, 403, 404, 409, 422] {
+            assert!(!retry(c) && !ok(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &h, "slow down"),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(7)),
+                reason: "HTTP 429 Too Many Requests: slow down".into()
+            }
+        );
+        assert_eq!(parse_retry_after("100000"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,319 @@
+//! The differ: what a sync must send, by bitmap algebra.
+//!
+//! `current = snapshot ∧ attr_present(attribute)`: users lacking the synced
+//! attribute are never sent (the destination could not identify them).
+//! Against the membership a destination already has (`previous`),
+//! `x = current ⊕ previous`, `added = x ∧ current`, `removed = x ∧ previous`.
+//! For 10M-user segments with 1% churn this is a few milliseconds, so no
+//! incremental bookkeeping is needed anywhere else.
+
+use roaring::RoaringBitmap;
+use serde::Serialize;
+
+use crate::lifecycle::{BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Schedule, SyncRecord};
+use crate::store::{self, SegmentRecord, Store};
+
+/// Errors of planning.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No segment of that name.
+    #[error("segment '{0}' not found (see `segsync segment list`)")]
+    NoSegment(String),
+    /// The segment has no snapshot with that number.
+    #[error("segment '{segment}' has no snapshot {seq} (it has {count})")]
+    NoSnapshot {
+        /// The segment.
+        segment: String,
+        /// The requested snapshot.
+        seq: u32,
+        /// How many snapshots it has.
+        count: usize,
+    },
+    /// The segment has no snapshot at all.
+    #[error("segment '{0}' has no snapshot yet")]
+    Empty(String),
+    /// No user has the attribute (the seed's wording).
+    #[error("{0} attribute not found")]
+    UnknownAttribute(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    /// True for errors in what the user asked for.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Error::Store(_))
+    }
+}
+
+/// The change between two memberships.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diff {
+    /// In `current`, not in `previous`.
+    pub added: RoaringBitmap,
+    /// In `previous`, not in `current`.
+    pub removed: RoaringBitmap,
+}
+
+/// The membership a sync of `attribute` establishes: members that have it.
+pub fn current(snapshot: &RoaringBitmap, present: Option<&RoaringBitmap>) -> RoaringBitmap {
+    match present {
+        Some(p) => snapshot & p,
+        None => snapshot.clone(),
+    }
+}
+
+/// What turns `previous` into `current`.
+pub fn diff(previous: &RoaringBitmap, current: &RoaringBitmap) -> Diff {
+    let x = previous ^ current;
+    Diff {
+        added: &x & current,
+        removed: &x & previous,
+    }
+}
+
+/// A diff between two snapshots of a segment, as `segment diff` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentDiff {
+    /// Segment name.
+    pub segment: String,
+    /// Older snapshot (`None`: compared against nothing, everything is added).
+    pub from: Option<u32>,
+    /// Newer snapshot.
+    pub to: u32,
+    /// Attribute members must have, if any.
+    pub attribute: Option<String>,
+    /// Users added.
+    pub added: u64,
+    /// Users removed.
+    pub removed: u64,
+    /// Members (with the attribute) in the newer snapshot.
+    pub total: u64,
+    /// Members (with the attribute) in the older snapshot.
+    pub previous_total: u64,
+    /// Time to load the bitmaps and compute, in milliseconds.
+    pub millis: f64,
+    /// The bitmaps themselves, for `--ids`.
+    #[serde(skip)]
+    pub diff: Diff,
+}
+
+fn snapshot_of(store: &Store, seg: &SegmentRecord, seq: u32) -> Result<RoaringBitmap, Error> {
+    if seg.snapshot(seq).is_none() {
+        return Err(Error::NoSnapshot {
+            segment: seg.name.clone(),
+            seq,
+            count: seg.snapshots.len(),
+        });
+    }
+    Ok(store.snapshot_members(seg.id, seq)?)
+}
+
+/// Diffs two snapshots of a segment; by default the last two (or, with a
+/// single snapshot, that snapshot against nothing).
+pub fn segment_diff(
+    store: &Store,
+    name: &str,
+    from: Option<u32>,
+    to: Option<u32>,
+    attribute: Option<&str>,
+) -> Result<SegmentDiff, Error> {
+    let started = std::time::Instant::now();
+    let seg = store
+        .segment(name)?
+        .ok_or_else(|| Error::NoSegment(name.to_string()))?;
+    let latest = seg
+        .latest()
+        .ok_or_else(|| Error::Empty(name.to_string()))?
+        .seq;
+    let to = to.unwrap_or(latest);
+    let from = match from {
+        Some(f) => Some(f),
+        None => seg.snapshots.iter().rev().map(|s| s.seq).find(|&s| s < to),
+    };
+    let present = attribute
+        .map(|a| {
+            store
+                .attr_present_by_name(a)?
+                .ok_or_else(|| Error::UnknownAttribute(a.to_string()))
+        })
+        .transpose()?;
+    let cur = current(&snapshot_of(store, &seg, to)?, present.as_ref());
+    let prev = match from {
+        Some(f) => current(&snapshot_of(store, &seg, f)?, present.as_ref()),
+        None => RoaringBitmap::new(),
+    };
+    let d = diff(&prev, &cur);
+    Ok(SegmentDiff {
+        segment: name.to_string(),
+        from,
+        to,
+        attribute: attribute.map(str::to_string),
+        added: d.added.len(),
+        removed: d.removed.len(),
+        total: cur.len(),
+        previous_total: prev.len(),
+        millis: started.elapsed().as_secs_f64() * 1e3,
+        diff: d,
+    })
+}
+
+/// Plans a new execution of `sync` and persists it, with its bitmaps and
+/// the sync's pointer to it, in one synced write **before** any request is
+/// sent: a crash at any later point resumes this exact plan.
+///
+/// The first run of a sync, and every run of a one-time sync, sends the
+/// whole current membership; later runs send the difference from the last
+/// complete execution. Removed users are grouped by the execution that last
+/// added them, whose attribute values they are sent with.
+pub fn plan_execution(
+    store: &Store,
+    sync: &mut SyncRecord,
+    page_size: u32,
+) -> Result<ExecutionRecord, Error> {
+    // Imports hold the writer lock while they run, so the snapshot, the
+    // presence bitmap and the write sequence are read at one point in time.
+    let _consistent = store.lock_writer();
+    let seg = store
+        .segment(&sync.segment)?
+        .ok_or_else(|| Error::NoSegment(sync.segment.clone()))?;
+    let snap_meta = seg
+        .latest()
+        .ok_or_else(|| Error::Empty(sync.segment.clone()))?
+        .clone();
+    let snapshot = store.snapshot_members(seg.id, snap_meta.seq)?;
+    let attr = store
+        .attr_id(&sync.attribute)
+        .ok_or_else(|| Error::UnknownAttribute(sync.attribute.clone()))?;
+    let present = store.attr_present(attr)?;
+    let cur = current(&snapshot, Some(&present));
+    let last = sync
+        .last_complete
+        .map(|seq| ExecutionRecord::load(store, sync.id, seq))
+        .transpose()?
+        .flatten();
+    let (kind, d) = match (&last, sync.schedule) {
+        (Some(prev), Schedule::Every(_)) => {
+            let previous = prev.bitmap(store, BitmapKind::Synced)?;
+            let mut d = diff(&previous, &cur);
+            // Executions that failed since then may have delivered any part
+            // of their plan: send those users' current state explicitly
+            // (adds and removes are idempotent at the destination).
+            let mut uncertain = RoaringBitmap::new();
+            for e in ExecutionRecord::all(store, sync.id)? {
+                if e.seq > prev.seq && e.status == ExecStatus::Failed {
+                    uncertain |= e.bitmap(store, BitmapKind::Added)?;
+                    uncertain |= e.bitmap(store, BitmapKind::Removed)?;
+                }
+            }
+            d.added |= &uncertain & &cur;
+            d.removed |= &uncertain - &cur;
+            (ExecKind::Diff, d)
+        }
+        _ => (
+            ExecKind::Full,
+            Diff {
+                added: cur.clone(),
+                removed: RoaringBitmap::new(),
+            },
+        ),
+    };
+
+    // Walk back through finished executions: each removed user goes out
+    // with the values of the execution that last (possibly) added it.
+    let mut groups: Vec<(u32, RoaringBitmap)> = Vec::new();
+    if !d.removed.is_empty() {
+        let mut left = d.removed.clone();
+        for e in ExecutionRecord::all(store, sync.id)?.iter().rev() {
+            if e.status == ExecStatus::Processing {
+                continue;
+            }
+            let part = &left & &e.bitmap(store, BitmapKind::Added)?;
+            if !part.is_empty() {
+                left -= &part;
+                groups.push((e.write_seq, part));
+            }
+            if left.is_empty() || groups.len() == 200 {
+                break;
+            }
+        }
+    }
+
+    let seq = sync.last_execution.map_or(1, |s| s + 1);
+    let exec = ExecutionRecord {
+        sync_id: sync.id,
+        seq,
+        kind,
+        status: ExecStatus::Processing,
+        started_ms: chrono::Utc::now().timestamp_millis(),
+        finished_ms: None,
+        snapshot_seq: snap_meta.seq,
+        write_seq: store.counters().write_seq,
+        page_size,
+        total_pages: crate::pipeline::total_pages(d.added.len(), d.removed.len(), page_size),
+        pages_done: 0,
+        added: d.added.len(),
+        removed: d.removed.len(),
+        total: cur.len(),
+        skipped: snapshot.len() - cur.len(),
+        requests: 0,
+        retries: 0,
+        removed_as_of: groups.iter().map(|(s, _)| *s).collect(),
+        error: None,
+    };
+    sync.last_execution = Some(seq);
+    let mut writes = vec![
+        exec.write(),
+        exec.bitmap_write(BitmapKind::Synced, &cur),
+        exec.bitmap_write(BitmapKind::Added, &d.added),
+        exec.bitmap_write(BitmapKind::Removed, &d.removed),
+        sync.write(),
+    ];
+    for (i, (_, b)) in groups.iter().enumerate() {
+        writes.push(exec.bitmap_write(BitmapKind::RemovedAsOf(i as u8), b));
+    }
+    store.write_records(writes, true)?;
+    Ok(exec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bitmap() -> impl Strategy<Value = RoaringBitmap> {
+        prop::collection::vec(0u32..5000, 0..400).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn diff_invariants(prev in bitmap(), cur in bitmap()) {
+            let d = diff(&prev, &cur);
+            prop_assert!(d.added.is_disjoint(&d.removed));
+            prop_assert_eq!(&(&(&prev | &d.added) - &d.removed), &cur);
+            prop_assert!(d.added.is_subset(&cur));
+            prop_assert!(d.removed.is_subset(&prev));
+            prop_assert!(d.added.is_disjoint(&prev));
+            prop_assert!(d.removed.is_disjoint(&cur));
+        }
+
+        #[test]
+        fn current_keeps_only_members_with_the_attribute(snap in bitmap(), present in bitmap()) {
+            let c = current(&snap, Some(&present));
+            for u in &c {
+                prop_assert!(snap.contains(u) && present.contains(u));
+            }
+            prop_assert_eq!(c.len(), snap.iter().filter(|u| present.contains(*u)).count() as u64);
+        }
+    }
+
+    #[test]
+    fn diff_against_nothing_adds_everything() {
+        let cur: RoaringBitmap = (0..10).collect();
+        let d = diff(&RoaringBitmap::new(), &cur);
+        assert_eq!(d.added, cur);
+        assert!(d.removed.is_empty());
+    }
+}

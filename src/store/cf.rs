@@ -1,0 +1,51 @@
+//! Names of the RocksDB column families, one per record family of the design.
+//!
+//! Kept in one place so the open path, the tests and the key builders agree on
+//! the exact set; opening a store whose families differ is refused.
+
+/// Schema version, id counters, the attribute catalogue, the import marker.
+pub(crate) const META: &str = "meta";
+/// Distinct id bytes → user index (big-endian `u32`).
+pub(crate) const USER_IDS: &str = "user_ids";
+/// User index → distinct id bytes.
+pub(crate) const USERS: &str = "users";
+/// (attribute, user) → current value, tagged with the write sequence that set it.
+pub(crate) const ATTR_VALUES: &str = "attr_values";
+/// (attribute, user, write seq) → the value that write replaced or deleted.
+pub(crate) const ATTR_HISTORY: &str = "attr_history";
+/// Attribute id → bitmap of the users that have it.
+pub(crate) const ATTR_PRESENT: &str = "attr_present";
+/// Segment name → segment record (id, snapshot list).
+pub(crate) const SEGMENTS: &str = "segments";
+/// (segment id, snapshot seq) → member bitmap.
+pub(crate) const SNAPSHOTS: &str = "snapshots";
+/// Undo log of the import in progress: (write seq, n) → old attribute value.
+pub(crate) const UNDO: &str = "undo";
+/// Destination configuration records.
+pub(crate) const DESTINATIONS: &str = "destinations";
+/// Sync configuration records.
+pub(crate) const SYNCS: &str = "syncs";
+/// (sync id, execution seq) → execution record.
+pub(crate) const EXECUTIONS: &str = "executions";
+/// (sync id, execution seq, kind) → bitmap (synced, added, removed, done pages).
+pub(crate) const EXEC_BITMAPS: &str = "exec_bitmaps";
+/// History, audit log and notification outbox.
+pub(crate) const EVENTS: &str = "events";
+
+/// Every column family, in the order they are created.
+pub(crate) const ALL: [&str; 14] = [
+    META,
+    USER_IDS,
+    USERS,
+    ATTR_VALUES,
+    ATTR_HISTORY,
+    ATTR_PRESENT,
+    SEGMENTS,
+    SNAPSHOTS,
+    UNDO,
+    DESTINATIONS,
+    SYNCS,
+    EXECUTIONS,
+    EXEC_BITMAPS,
+    EVENTS,
+];

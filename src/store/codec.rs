@@ -1,0 +1,328 @@
+//! Every byte format the store writes, each with a version byte in front:
+//! serde records (bincode 2, standard config), bitmaps (roaring's portable
+//! serialization, readable by CRoaring and the Java library) and attribute
+//! values (a compact hand-written tag format, because the renderer decodes
+//! millions of them per second and must not allocate for it).
+
+use roaring::RoaringBitmap;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::Error;
+
+/// Version byte in front of every bincode record.
+pub const RECORD_VERSION: u8 = 1;
+/// Version byte in front of every serialized bitmap.
+pub const BITMAP_VERSION: u8 = 1;
+
+const BINCODE: bincode::config::Configuration = bincode::config::standard();
+
+/// Encodes a serde record as `[RECORD_VERSION] ++ bincode`.
+pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // Encoding plain serde structs into a Vec cannot fail: no I/O, no
+    // unsupported types (all our records are derived structs of scalars).
+    if let Err(e) = bincode::serde::encode_into_std_write(value, &mut out, BINCODE) {
+        unreachable!("bincode encoding into a Vec failed: {e}");
+    }
+    out
+}
+
+/// Decodes a record written by [`encode_record`]; `what` names it in errors.
+pub fn decode_record<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, rest)) => bincode::serde::decode_from_slice(rest, BINCODE)
+            .map(|(v, _)| v)
+            .map_err(|e| Error::Corrupt {
+                what,
+                reason: e.to_string(),
+            }),
+        Some((v, _)) => Err(Error::Corrupt {
+            what,
+            reason: format!("record format version {v}, expected {RECORD_VERSION}"),
+        }),
+        None => Err(Error::Corrupt {
+            what,
+            reason: "empty record".into(),
+        }),
+    }
+}
+
+/// Encodes a bitmap as `[BITMAP_VERSION] ++ roaring portable format`.
+pub fn encode_bitmap(bitmap: &RoaringBitmap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + bitmap.serialized_size());
+    out.push(BITMAP_VERSION);
+    if let Err(e) = bitmap.serialize_into(&mut out) {
+        unreachable!("serializing a bitmap into a Vec failed: {e}");
+    }
+    out
+}
+
+/// Decodes a bitmap written by [`encode_bitmap`].
+pub fn decode_bitmap(what: &'static str, bytes: &[u8]) -> Result<RoaringBitmap, Error> {
+    match bytes.split_first() {
+        Some((&BITMAP_VERSION, rest)) => {
+            RoaringBitmap::deserialize_from(rest).map_err(|e| Error::Corrupt {
+                what,
+                reason: e.to_string(),
+            })
+        }
+        Some((v, _)) => Err(Error::Corrupt {
+            what,
+            reason: format!("bitmap format version {v}, expected {BITMAP_VERSION}"),
+        }),
+        None => Err(Error::Corrupt {
+            what,
+            reason: "empty bitmap".into(),
+        }),
+    }
+}
+
+/// A user attribute value as imported. CSV cells are strings; NDJSON keeps
+/// the JSON type so numbers and booleans are sent as numbers and booleans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A string.
+    Str(String),
+    /// A JSON number, kept as its source text so nothing is lost to floats.
+    Num(String),
+    /// A boolean.
+    Bool(bool),
+    /// An array or object, kept as compact JSON text.
+    Json(String),
+}
+
+const TAG_STR: u8 = b's';
+const TAG_NUM: u8 = b'n';
+const TAG_TRUE: u8 = b't';
+const TAG_FALSE: u8 = b'f';
+const TAG_JSON: u8 = b'j';
+
+impl Value {
+    /// Converts a raw JSON value, keeping numbers exactly as written;
+    /// `None` for null (which deletes the attribute).
+    pub fn from_raw(raw: &serde_json::value::RawValue) -> Result<Option<Value>, String> {
+        let text = raw.get().trim();
+        Ok(match text.as_bytes().first() {
+            Some(b'n') => None,
+            Some(b't') => Some(Value::Bool(true)),
+            Some(b'f') => Some(Value::Bool(false)),
+            Some(b'"') => Some(Value::Str(
+                serde_json::from_str(text).map_err(|e| e.to_string())?,
+            )),
+            Some(b'{' | b'[') => {
+                // Compact form, whatever the input's spacing.
+                let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+                Some(Value::Json(v.to_string()))
+            }
+            _ => Some(Value::Num(text.to_string())),
+        })
+    }
+
+    /// Appends the stored form: `[write seq u32 BE][tag][bytes]`.
+    pub fn encode(&self, seq: u32, out: &mut Vec<u8>) {
+        out.extend_from_slice(&seq.to_be_bytes());
+        match self {
+            Value::Str(s) => {
+                out.push(TAG_STR);
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Num(s) => {
+                out.push(TAG_NUM);
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Bool(true) => out.push(TAG_TRUE),
+            Value::Bool(false) => out.push(TAG_FALSE),
+            Value::Json(s) => {
+                out.push(TAG_JSON);
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+}
+
+/// A borrowed view of a stored value, decoded without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueRef<'a> {
+    /// The import (write sequence) that set this value.
+    pub seq: u32,
+    tag: u8,
+    body: &'a [u8],
+}
+
+impl<'a> ValueRef<'a> {
+    /// Parses the stored form written by [`Value::encode`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        let corrupt = |reason: &str| Error::Corrupt {
+            what: "attribute value",
+            reason: reason.to_string(),
+        };
+        if bytes.len() < 5 {
+            return Err(corrupt("shorter than its header"));
+        }
+        let seq = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let tag = bytes[4];
+        let body = &bytes[5..];
+        match tag {
+            TAG_STR | TAG_NUM | TAG_JSON => {
+                std::str::from_utf8(body).map_err(|_| corrupt("not UTF-8"))?;
+            }
+            TAG_TRUE | TAG_FALSE if body.is_empty() => {}
+            _ => return Err(corrupt("unknown tag")),
+        }
+        Ok(ValueRef { seq, tag, body })
+    }
+
+    /// True when the two values are equal, whatever write set them.
+    pub fn same_value(&self, other: &ValueRef<'_>) -> bool {
+        self.tag == other.tag && self.body == other.body
+    }
+
+    /// The value as an owned [`Value`].
+    pub fn to_value(&self) -> Value {
+        let text = || String::from_utf8_lossy(self.body).into_owned();
+        match self.tag {
+            TAG_NUM => Value::Num(text()),
+            TAG_JSON => Value::Json(text()),
+            TAG_TRUE => Value::Bool(true),
+            TAG_FALSE => Value::Bool(false),
+            _ => Value::Str(text()),
+        }
+    }
+
+    /// Appends the value as JSON (strings escaped, numbers and JSON verbatim).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self.tag {
+            TAG_NUM | TAG_JSON => out.extend_from_slice(self.body),
+            TAG_TRUE => out.extend_from_slice(b"true"),
+            TAG_FALSE => out.extend_from_slice(b"false"),
+            _ => write_json_str(self.body, out),
+        }
+    }
+
+    /// The value as display text (strings unquoted).
+    pub fn to_text(&self) -> String {
+        match self.tag {
+            TAG_TRUE => "true".into(),
+            TAG_FALSE => "false".into(),
+            _ => String::from_utf8_lossy(self.body).into_owned(),
+        }
+    }
+}
+
+/// Appends `s` (valid UTF-8) as a quoted, escaped JSON string.
+pub fn write_json_str(s: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Rec {
+        a: u32,
+        name: String,
+        list: Vec<u64>,
+    }
+
+    #[test]
+    fn record_round_trip_and_version_check() {
+        let rec = Rec {
+            a: 7,
+            name: "x".into(),
+            list: vec![1, u64::MAX],
+        };
+        let bytes = encode_record(&rec);
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(decode_record::<Rec>("rec", &bytes).unwrap(), rec);
+        let mut wrong = bytes.clone();
+        wrong[0] = 99;
+        let err = decode_record::<Rec>("rec", &wrong).unwrap_err().to_string();
+        assert!(err.contains("version 99"), "{err}");
+        assert!(decode_record::<Rec>("rec", &[]).is_err());
+    }
+
+    #[test]
+    fn bitmap_round_trip_is_portable_format() {
+        let bm: RoaringBitmap = (0..100_000).step_by(3).chain([u32::MAX]).collect();
+        let bytes = encode_bitmap(&bm);
+        assert_eq!(bytes[0], BITMAP_VERSION);
+        // The body is exactly roaring's portable serialization.
+        let mut portable = Vec::new();
+        bm.serialize_into(&mut portable).unwrap();
+        assert_eq!(&bytes[1..], &portable[..]);
+        assert_eq!(decode_bitmap("bm", &bytes).unwrap(), bm);
+        assert!(decode_bitmap("bm", &[2, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn value_round_trip_and_json() {
+        let cases = [
+            (
+                Value::Str("a\"b\\c\n\u{1}é".into()),
+                "\"a\\\"b\\\\c\\n\\u0001é\"",
+            ),
+            (Value::Num("12.50".into()), "12.50"),
+            (
+                Value::Num("123456789012345678901234567890".into()),
+                "123456789012345678901234567890",
+            ),
+            (Value::Bool(true), "true"),
+            (Value::Bool(false), "false"),
+            (Value::Json("[1,2]".into()), "[1,2]"),
+        ];
+        for (v, json) in cases {
+            let mut buf = Vec::new();
+            v.encode(42, &mut buf);
+            let r = ValueRef::decode(&buf).unwrap();
+            assert_eq!(r.seq, 42);
+            assert_eq!(r.to_value(), v);
+            let mut out = Vec::new();
+            r.write_json(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), json);
+            let raw: Box<serde_json::value::RawValue> = serde_json::from_str(json).unwrap();
+            assert_eq!(Value::from_raw(&raw).unwrap(), Some(v));
+        }
+        assert!(ValueRef::decode(&[0, 0, 0, 1, b'?']).is_err());
+        assert!(ValueRef::decode(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn same_value_ignores_the_write_seq() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        Value::Str("x".into()).encode(1, &mut a);
+        Value::Str("x".into()).encode(2, &mut b);
+        let (a, b) = (ValueRef::decode(&a).unwrap(), ValueRef::decode(&b).unwrap());
+        assert!(a.same_value(&b));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,451 @@
+//! The embedded store: one RocksDB with the column families of the design,
+//! opened once per process (RocksDB's own `LOCK` file refuses a second
+//! opener), versioned, and recovered at open: an import that was interrupted
+//! (crash, `kill -9`) is rolled back before anyone can read its half.
+//!
+//! Layout of a data dir: `db/` (RocksDB) and `fingerprints.bin` (the
+//! interner's table, a cache that is rebuilt from `users` when stale).
+
+pub(crate) mod cf;
+pub mod codec;
+mod fingerprints;
+pub(crate) mod keys;
+mod records;
+mod segments;
+mod txn;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+
+use roaring::RoaringBitmap;
+use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+use serde::{Deserialize, Serialize};
+
+pub use codec::{Value, ValueRef};
+pub use fingerprints::{Fingerprint, FingerprintTable};
+pub(crate) use records::Write;
+pub use segments::{SegmentRecord, SnapshotMeta};
+pub use txn::{AttrChange, AttrStats, ImportTxn};
+
+/// The schema this build reads and writes. Bump on any incompatible change of
+/// keys or record layout; a store with another version is refused at open.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process holds the data dir.
+    #[error("data dir {path} is locked by another process (is a `segsync serve` or another segsync command running on it?)")]
+    Locked {
+        /// The data dir.
+        path: PathBuf,
+    },
+    /// The directory exists but is not a segsync store.
+    #[error("{path} is not a segsync data dir: {reason}")]
+    NotAStore {
+        /// The data dir.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store was written by an incompatible version.
+    #[error(
+        "data dir {path} has schema version {found}; this segsync reads schema version {expected}"
+    )]
+    SchemaMismatch {
+        /// The data dir.
+        path: PathBuf,
+        /// Version found in the store.
+        found: u32,
+        /// Version this build supports.
+        expected: u32,
+    },
+    /// A RocksDB operation failed.
+    #[error("store {op} in column family {cf} failed: {source}")]
+    Db {
+        /// What was being done.
+        op: &'static str,
+        /// The column family.
+        cf: &'static str,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt {what} in the store: {reason}")]
+    Corrupt {
+        /// What record.
+        what: &'static str,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// A file of the data dir could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store ran out of user indexes (more than 2^32 - 1 users).
+    #[error("the store is full: at most {} users", u32::MAX)]
+    Full,
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn db_err(op: &'static str, cf: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
+    move |source| Error::Db { op, cf, source }
+}
+
+/// Monotonic counters, persisted in `meta` and advanced only by a commit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Users interned so far; user indexes are `0..user_count`.
+    pub user_count: u32,
+    /// The last committed write sequence (one per import).
+    pub write_seq: u32,
+    /// Next segment id.
+    pub next_segment_id: u32,
+    /// Next attribute id.
+    pub next_attr_id: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    counters: Counters,
+    attrs: HashMap<String, u32>,
+}
+
+/// An open segsync store.
+pub struct Store {
+    db: DB,
+    dir: PathBuf,
+    state: RwLock<State>,
+    /// Serialises writers (imports); readers never take it.
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+fn cf_options(name: &str) -> Options {
+    let mut o = Options::default();
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    o.set_block_based_table_factory(&table);
+    match name {
+        // Bitmaps are compressed already; LZ4 on top only costs time.
+        cf::SNAPSHOTS | cf::ATTR_PRESENT | cf::EXEC_BITMAPS => {
+            o.set_compression_type(rocksdb::DBCompressionType::None)
+        }
+        _ => o.set_compression_type(rocksdb::DBCompressionType::Lz4),
+    }
+    o
+}
+
+impl Store {
+    /// Opens (creating if absent or empty) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let db_dir = dir.join("db");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let fresh = if db_dir.join("CURRENT").exists() {
+            false
+        } else {
+            if dir.exists() {
+                if !dir.is_dir() {
+                    return Err(Error::NotAStore {
+                        path: dir,
+                        reason: "not a directory".into(),
+                    });
+                }
+                let mut entries = std::fs::read_dir(&dir).map_err(io(&dir))?;
+                if entries.next().is_some() {
+                    return Err(Error::NotAStore {
+                        path: dir,
+                        reason: "the directory is not empty and has no db/ inside".into(),
+                    });
+                }
+            }
+            std::fs::create_dir_all(&db_dir).map_err(io(&db_dir))?;
+            true
+        };
+
+        if !fresh {
+            let existing = DB::list_cf(&Options::default(), &db_dir).map_err(|e| {
+                if is_lock_error(&e) {
+                    Error::Locked { path: dir.clone() }
+                } else {
+                    Error::NotAStore {
+                        path: dir.clone(),
+                        reason: e.to_string(),
+                    }
+                }
+            })?;
+            if !existing.iter().any(|c| c == cf::META) {
+                return Err(Error::NotAStore {
+                    path: dir,
+                    reason: "the database has no `meta` column family".into(),
+                });
+            }
+        }
+
+        let mut opts = Options::default();
+        opts.create_if_missing(fresh);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.increase_parallelism(2);
+        let descriptors = cf::ALL
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+        let db = DB::open_cf_descriptors(&opts, &db_dir, descriptors).map_err(|e| {
+            if is_lock_error(&e) {
+                Error::Locked { path: dir.clone() }
+            } else {
+                Error::Db {
+                    op: "open",
+                    cf: "*",
+                    source: e,
+                }
+            }
+        })?;
+
+        let store = Store {
+            db,
+            dir,
+            state: RwLock::new(State::default()),
+            writer: Mutex::new(()),
+        };
+        store.check_schema(fresh)?;
+        store.load_state()?;
+        txn::recover(&store)?;
+        Ok(store)
+    }
+
+    fn check_schema(&self, fresh: bool) -> Result<()> {
+        let meta = self.cf(cf::META);
+        let found = self
+            .db
+            .get_cf(meta, keys::SCHEMA_VERSION)
+            .map_err(db_err("get", cf::META))?;
+        match found {
+            None if fresh => {
+                let mut batch = rocksdb::WriteBatch::default();
+                batch.put_cf(meta, keys::SCHEMA_VERSION, SCHEMA_VERSION.to_be_bytes());
+                batch.put_cf(
+                    meta,
+                    keys::COUNTERS,
+                    codec::encode_record(&Counters::default()),
+                );
+                self.write_sync(batch, cf::META)
+            }
+            None => Err(Error::NotAStore {
+                path: self.dir.clone(),
+                reason: "no schema version recorded".into(),
+            }),
+            Some(v) => match keys::read_u32(&v) {
+                Some(SCHEMA_VERSION) => Ok(()),
+                Some(found) => Err(Error::SchemaMismatch {
+                    path: self.dir.clone(),
+                    found,
+                    expected: SCHEMA_VERSION,
+                }),
+                None => Err(Error::NotAStore {
+                    path: self.dir.clone(),
+                    reason: "unreadable schema version".into(),
+                }),
+            },
+        }
+    }
+
+    fn load_state(&self) -> Result<()> {
+        let meta = self.cf(cf::META);
+        let counters = match self
+            .db
+            .get_cf(meta, keys::COUNTERS)
+            .map_err(db_err("get", cf::META))?
+        {
+            Some(bytes) => codec::decode_record("counters", &bytes)?,
+            None => Counters::default(),
+        };
+        let mut attrs = HashMap::new();
+        for item in self.db.prefix_iterator_cf(meta, keys::ATTR_PREFIX) {
+            let (k, v) = item.map_err(db_err("scan", cf::META))?;
+            let Some(name) = k.strip_prefix(keys::ATTR_PREFIX) else {
+                break;
+            };
+            let id = keys::read_u32(&v).ok_or(Error::Corrupt {
+                what: "attribute catalogue",
+                reason: "short id".into(),
+            })?;
+            attrs.insert(String::from_utf8_lossy(name).into_owned(), id);
+        }
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = State { counters, attrs };
+        Ok(())
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
+        // Every name in cf::ALL is created at open, so a miss is a bug here.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} missing after open"))
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn write_sync(&self, batch: rocksdb::WriteBatch, cf: &'static str) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(db_err("write", cf))
+    }
+
+    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_state(&self, counters: Counters, new_attrs: &[(String, u32)]) {
+        let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        st.counters = counters;
+        for (name, id) in new_attrs {
+            st.attrs.insert(name.clone(), *id);
+        }
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The committed counters.
+    pub fn counters(&self) -> Counters {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .counters
+    }
+
+    /// Id of an attribute, if any import has set it.
+    pub fn attr_id(&self, name: &str) -> Option<u32> {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .attrs
+            .get(name)
+            .copied()
+    }
+
+    /// All attributes, sorted by name.
+    pub fn attributes(&self) -> Vec<(String, u32)> {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = st.attrs.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort();
+        v
+    }
+
+    /// Users that currently have attribute `attr`.
+    pub fn attr_present(&self, attr: u32) -> Result<RoaringBitmap> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(cf::ATTR_PRESENT), keys::attr(attr))
+            .map_err(db_err("get", cf::ATTR_PRESENT))?
+        {
+            Some(bytes) => codec::decode_bitmap("attribute presence bitmap", &bytes),
+            None => Ok(RoaringBitmap::new()),
+        }
+    }
+
+    /// Users that have the attribute named `name` (empty if unknown).
+    pub fn attr_present_by_name(&self, name: &str) -> Result<Option<RoaringBitmap>> {
+        self.attr_id(name)
+            .map(|id| self.attr_present(id))
+            .transpose()
+    }
+
+    /// The distinct id of user `idx`.
+    pub fn distinct_id(&self, idx: u32) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(cf::USERS), keys::user(idx))
+            .map_err(db_err("get", cf::USERS))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The user index of a distinct id.
+    pub fn user_index(&self, distinct_id: &str) -> Result<Option<u32>> {
+        let found = self
+            .db
+            .get_pinned_cf(self.cf(cf::USER_IDS), distinct_id.as_bytes())
+            .map_err(db_err("get", cf::USER_IDS))?;
+        Ok(found.and_then(|b| keys::read_u32(&b)))
+    }
+
+    /// The current value of an attribute for a user.
+    pub fn attr_value(&self, attr: u32, user: u32) -> Result<Option<Value>> {
+        let raw = self
+            .db
+            .get_pinned_cf(self.cf(cf::ATTR_VALUES), keys::attr_user(attr, user))
+            .map_err(db_err("get", cf::ATTR_VALUES))?;
+        raw.map(|b| ValueRef::decode(&b).map(|v| v.to_value()))
+            .transpose()
+    }
+
+    /// The value an attribute had for a user once write `seq` was committed:
+    /// the current value when no later write touched it, else what the first
+    /// later write replaced (kept in `attr_history`).
+    pub fn attr_value_as_of(&self, attr: u32, user: u32, seq: u32) -> Result<Option<Value>> {
+        if let Some(cur) = self.attr_value_raw(attr, user)? {
+            let v = ValueRef::decode(&cur)?;
+            if v.seq <= seq {
+                return Ok(Some(v.to_value()));
+            }
+        }
+        let history = self.cf(cf::ATTR_HISTORY);
+        let from = keys::attr_user_seq(attr, user, seq.saturating_add(1));
+        let prefix = keys::attr_user(attr, user);
+        let mut it = self.db.raw_iterator_cf(history);
+        it.seek(from);
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k.starts_with(&prefix) {
+                // The first write after `seq` replaced this value; if the
+                // value itself was written after `seq` too, it was a first
+                // write and nothing existed at `seq`.
+                let r = ValueRef::decode(v)?;
+                return Ok((r.seq <= seq).then(|| r.to_value()));
+            }
+        }
+        it.status().map_err(db_err("seek", cf::ATTR_HISTORY))?;
+        Ok(None)
+    }
+
+    fn attr_value_raw(&self, attr: u32, user: u32) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(cf::ATTR_VALUES), keys::attr_user(attr, user))
+            .map_err(db_err("get", cf::ATTR_VALUES))
+    }
+
+    /// Starts an import; see [`ImportTxn`].
+    pub fn begin_import(&self) -> Result<ImportTxn<'_>> {
+        ImportTxn::begin(self)
+    }
+
+    /// Loads the interner's fingerprint table, rebuilding what is stale.
+    pub fn fingerprints(&self) -> Result<FingerprintTable> {
+        fingerprints::load(self)
+    }
+}
+
+fn is_lock_error(e: &rocksdb::Error) -> bool {
+    let s = e.to_string();
+    s.contains("LOCK") && (s.contains("lock") || s.contains("Resource temporarily unavailable"))
+}

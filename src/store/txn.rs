@@ -1,0 +1,469 @@
+//! Atomic imports over a store that is written in many batches.
+//!
+//! A 10M-user import cannot be one RocksDB `WriteBatch` (gigabytes in
+//! memory), so an import writes as it goes and makes its writes invisible
+//! until commit by construction:
+//!
+//! - new users take indexes at and above the committed `user_count`, which
+//!   only the commit advances; a rollback deletes that range;
+//! - every attribute write that replaces a value from before this import
+//!   first logs the old value in the `undo` family (in the same batch), so a
+//!   rollback can restore it; the commit drops the log with one range delete;
+//! - presence bitmaps, the attribute catalogue, segment snapshots and the
+//!   counters are written only by the commit batch (synced).
+//!
+//! A marker in `meta` names the import in progress. If the process dies
+//! mid-import, the next open finds the marker and rolls the import back
+//! before anything can read it, so an import is all or nothing.
+
+use std::collections::HashMap;
+use std::sync::MutexGuard;
+
+use roaring::RoaringBitmap;
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::fingerprints::{table_path, Entry};
+use super::{
+    cf, codec, db_err, keys, Counters, Error, Fingerprint, FingerprintTable, Result, Store, Value,
+    ValueRef,
+};
+
+/// Writes per intermediate batch: large enough to amortise the write path,
+/// small enough to keep the batch a few MiB.
+const BATCH_OPS: usize = 50_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    seq: u32,
+    first_new_user: u32,
+}
+
+/// One attribute change requested by an import row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrChange {
+    /// Attribute id (from [`ImportTxn::attr`]).
+    pub attr: u32,
+    /// User index.
+    pub user: u32,
+    /// New value; `None` deletes the attribute.
+    pub value: Option<Value>,
+}
+
+/// Counts of attribute writes an import made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AttrStats {
+    /// Values set (new or changed).
+    pub set: u64,
+    /// Values deleted.
+    pub deleted: u64,
+    /// Requested changes that left the value as it was.
+    pub unchanged: u64,
+}
+
+/// An import in progress; see the module docs. Dropping it without
+/// [`ImportTxn::commit`] rolls it back.
+pub struct ImportTxn<'s> {
+    store: &'s Store,
+    _writer: MutexGuard<'s, ()>,
+    seq: u32,
+    counters: Counters,
+    first_new_user: u32,
+    batch: WriteBatch,
+    batch_ops: usize,
+    /// Records only the commit may write (snapshots): never flushed early.
+    publish: WriteBatch,
+    undo_n: u64,
+    new_attrs: Vec<(String, u32)>,
+    presence: HashMap<u32, RoaringBitmap>,
+    new_fps: Vec<Entry>,
+    stats: AttrStats,
+    keybuf: Vec<[u8; 8]>,
+    valbuf: Vec<u8>,
+    done: bool,
+}
+
+impl<'s> ImportTxn<'s> {
+    pub(crate) fn begin(store: &'s Store) -> Result<Self> {
+        let writer = store.lock_writer();
+        let counters = store.counters();
+        let seq = counters.write_seq.checked_add(1).ok_or(Error::Full)?;
+        let marker = Marker {
+            seq,
+            first_new_user: counters.user_count,
+        };
+        store
+            .db()
+            .put_cf(
+                store.cf(cf::META),
+                keys::IMPORT_MARKER,
+                codec::encode_record(&marker),
+            )
+            .map_err(db_err("put", cf::META))?;
+        Ok(ImportTxn {
+            store,
+            _writer: writer,
+            seq,
+            counters,
+            first_new_user: counters.user_count,
+            batch: WriteBatch::default(),
+            batch_ops: 0,
+            publish: WriteBatch::default(),
+            undo_n: 0,
+            new_attrs: Vec::new(),
+            presence: HashMap::new(),
+            new_fps: Vec::new(),
+            stats: AttrStats::default(),
+            keybuf: Vec::new(),
+            valbuf: Vec::new(),
+            done: false,
+        })
+    }
+
+    /// The write sequence this import commits as.
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// The store this import writes to.
+    pub fn store(&self) -> &'s Store {
+        self.store
+    }
+
+    /// Users created so far by this import.
+    pub fn new_users(&self) -> u32 {
+        self.counters.user_count - self.first_new_user
+    }
+
+    /// Attribute write counts so far.
+    pub fn attr_stats(&self) -> AttrStats {
+        self.stats
+    }
+
+    /// Interns a distinct id the caller found to be new (its fingerprint is
+    /// in neither the table nor this import's new users).
+    pub fn new_user(&mut self, id: &[u8], fp: Fingerprint) -> Result<u32> {
+        let idx = self.counters.user_count;
+        self.counters.user_count = idx.checked_add(1).ok_or(Error::Full)?;
+        self.batch
+            .put_cf(self.store.cf(cf::USERS), keys::user(idx), id);
+        self.batch
+            .put_cf(self.store.cf(cf::USER_IDS), id, keys::user(idx));
+        self.new_fps.push(Entry { fp, idx });
+        self.batch_ops += 2;
+        self.maybe_flush()?;
+        Ok(idx)
+    }
+
+    /// Id of attribute `name`, allocating one (visible at commit) if new.
+    pub fn attr(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.store.attr_id(name) {
+            return id;
+        }
+        if let Some((_, id)) = self.new_attrs.iter().find(|(n, _)| n == name) {
+            return *id;
+        }
+        let id = self.counters.next_attr_id;
+        self.counters.next_attr_id += 1;
+        self.new_attrs.push((name.to_string(), id));
+        id
+    }
+
+    /// Allocates a segment id (taken for good only if the import commits).
+    pub fn alloc_segment_id(&mut self) -> u32 {
+        let id = self.counters.next_segment_id;
+        self.counters.next_segment_id += 1;
+        id
+    }
+
+    /// The batch the commit will write; for records only a commit may publish.
+    pub(crate) fn commit_batch(&mut self) -> &mut WriteBatch {
+        &mut self.publish
+    }
+
+    fn presence(&mut self, attr: u32) -> Result<&mut RoaringBitmap> {
+        if !self.presence.contains_key(&attr) {
+            let bm = self.store.attr_present(attr)?;
+            self.presence.insert(attr, bm);
+        }
+        Ok(self.presence.entry(attr).or_default())
+    }
+
+    /// Applies attribute changes. Within one call the last change of an
+    /// (attribute, user) pair wins; `changes` is left sorted and deduplicated.
+    pub fn set_attrs(&mut self, changes: &mut Vec<AttrChange>) -> Result<()> {
+        // Stable sort keeps file order among duplicates, so dedup keeps the last.
+        changes.sort_by_key(|c| (c.attr, c.user));
+        dedup_keep_last(changes);
+
+        // Old values are read only for users the presence bitmap says have one:
+        // a first load of an attribute costs no reads at all.
+        let mut need_read = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            if self.presence(c.attr)?.contains(c.user) {
+                need_read.push(i);
+            }
+        }
+        self.keybuf.clear();
+        self.keybuf.extend(
+            need_read
+                .iter()
+                .map(|&i| keys::attr_user(changes[i].attr, changes[i].user)),
+        );
+        let values_cf = self.store.cf(cf::ATTR_VALUES);
+        let old_values: Vec<Option<Vec<u8>>> = self
+            .store
+            .db()
+            .batched_multi_get_cf(values_cf, self.keybuf.iter(), true)
+            .into_iter()
+            .map(|r| r.map(|o| o.map(|s| s.to_vec())))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db_err("multi_get", cf::ATTR_VALUES))?;
+
+        let mut olds = need_read.iter().zip(old_values).peekable();
+        for (i, c) in changes.iter().enumerate() {
+            let old = match olds.peek() {
+                Some((&j, _)) if j == i => olds.next().and_then(|(_, v)| v),
+                _ => None,
+            };
+            self.apply_one(c, old.as_deref())?;
+        }
+        self.maybe_flush()
+    }
+
+    fn apply_one(&mut self, c: &AttrChange, old: Option<&[u8]>) -> Result<()> {
+        let key = keys::attr_user(c.attr, c.user);
+        let old_ref = old.map(ValueRef::decode).transpose()?;
+        self.valbuf.clear();
+        if let Some(v) = &c.value {
+            v.encode(self.seq, &mut self.valbuf);
+        }
+        let unchanged = match (&old_ref, &c.value) {
+            (Some(o), Some(_)) => o.same_value(&ValueRef::decode(&self.valbuf)?),
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            self.stats.unchanged += 1;
+            return Ok(());
+        }
+        let st = self.store;
+        // A value from before this import is logged for rollback and kept as
+        // history (removals are sent with the value last delivered). A value
+        // this import wrote itself is covered by the first write's records.
+        match (old, &old_ref) {
+            (Some(old_bytes), Some(o)) if o.seq != self.seq => {
+                self.batch.put_cf(
+                    st.cf(cf::ATTR_HISTORY),
+                    keys::attr_user_seq(c.attr, c.user, self.seq),
+                    old_bytes,
+                );
+                let mut undo = Vec::with_capacity(8 + old_bytes.len());
+                undo.extend_from_slice(&key);
+                undo.extend_from_slice(old_bytes);
+                self.push_undo(&undo);
+            }
+            (None, _) => self.push_undo(&key),
+            _ => {}
+        }
+        match &c.value {
+            Some(_) => {
+                self.batch.put_cf(st.cf(cf::ATTR_VALUES), key, &self.valbuf);
+                self.presence(c.attr)?.insert(c.user);
+                self.stats.set += 1;
+            }
+            None => {
+                self.batch.delete_cf(st.cf(cf::ATTR_VALUES), key);
+                self.presence(c.attr)?.remove(c.user);
+                self.stats.deleted += 1;
+            }
+        }
+        self.batch_ops += 3;
+        Ok(())
+    }
+
+    fn push_undo(&mut self, record: &[u8]) {
+        self.batch.put_cf(
+            self.store.cf(cf::UNDO),
+            keys::undo(self.seq, self.undo_n),
+            record,
+        );
+        self.undo_n += 1;
+    }
+
+    fn maybe_flush(&mut self) -> Result<()> {
+        if self.batch_ops >= BATCH_OPS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_ops = 0;
+        self.store.db().write(batch).map_err(db_err("write", "*"))
+    }
+
+    /// Makes everything this import wrote visible at once. When `table` is
+    /// given, the new users' fingerprints are merged into it and it is saved.
+    pub fn commit(mut self, table: Option<&mut FingerprintTable>) -> Result<Counters> {
+        // Staged writes (new users, logged attribute values) may land first:
+        // a crash before the final batch rolls them back.
+        self.flush()?;
+        let st = self.store;
+        let mut batch = std::mem::take(&mut self.publish);
+        let meta = st.cf(cf::META);
+        for (attr, bm) in &self.presence {
+            batch.put_cf(
+                st.cf(cf::ATTR_PRESENT),
+                keys::attr(*attr),
+                codec::encode_bitmap(bm),
+            );
+        }
+        for (name, id) in &self.new_attrs {
+            batch.put_cf(meta, keys::attr_name(name), keys::attr(*id));
+        }
+        self.counters.write_seq = self.seq;
+        batch.put_cf(meta, keys::COUNTERS, codec::encode_record(&self.counters));
+        batch.delete_cf(meta, keys::IMPORT_MARKER);
+        batch.delete_range_cf(
+            st.cf(cf::UNDO),
+            keys::undo(self.seq, 0),
+            keys::undo(self.seq + 1, 0),
+        );
+        st.write_sync(batch, cf::META)?;
+        self.done = true;
+        st.set_state(self.counters, &self.new_attrs);
+        if let Some(table) = table {
+            table.merge(std::mem::take(&mut self.new_fps), self.counters.user_count);
+            table.save(&table_path(st))?;
+        }
+        Ok(self.counters)
+    }
+
+    /// Undoes everything this import wrote.
+    pub fn rollback(mut self) -> Result<()> {
+        self.done = true;
+        self.batch = WriteBatch::default();
+        rollback(self.store, self.seq, self.first_new_user)
+    }
+}
+
+impl Drop for ImportTxn<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.batch = WriteBatch::default();
+            if let Err(e) = rollback(self.store, self.seq, self.first_new_user) {
+                tracing::error!(error = %e, "rolling back an abandoned import failed; it will be retried at next open");
+            }
+        }
+    }
+}
+
+fn dedup_keep_last(changes: &mut Vec<AttrChange>) {
+    let mut w = 0;
+    for r in 0..changes.len() {
+        let last_of_run = r + 1 == changes.len()
+            || (changes[r + 1].attr, changes[r + 1].user) != (changes[r].attr, changes[r].user);
+        if last_of_run {
+            changes.swap(w, r);
+            w += 1;
+        }
+    }
+    changes.truncate(w);
+}
+
+/// Undoes import `seq`: restores logged values newest first (so the oldest,
+/// pre-import value is the one that stays), drops its history entries and the
+/// users it created. Idempotent, so a crash during rollback is harmless.
+fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
+    let db = store.db();
+    let undo_cf = store.cf(cf::UNDO);
+    let mut batch = WriteBatch::default();
+    let mut it = db.raw_iterator_cf(undo_cf);
+    it.seek_for_prev(keys::undo(seq, u64::MAX));
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if keys::read_u32(k) != Some(seq) {
+            break;
+        }
+        let (key, old) = v.split_at(8.min(v.len()));
+        if old.is_empty() {
+            batch.delete_cf(store.cf(cf::ATTR_VALUES), key);
+        } else {
+            batch.put_cf(store.cf(cf::ATTR_VALUES), key, old);
+            let mut hk = [0u8; 12];
+            hk[..8].copy_from_slice(key);
+            hk[8..].copy_from_slice(&seq.to_be_bytes());
+            batch.delete_cf(store.cf(cf::ATTR_HISTORY), hk);
+        }
+        if batch.len() >= BATCH_OPS {
+            db.write(std::mem::take(&mut batch))
+                .map_err(db_err("write", cf::ATTR_VALUES))?;
+        }
+        it.prev();
+    }
+    it.status().map_err(db_err("scan", cf::UNDO))?;
+
+    let users_cf = store.cf(cf::USERS);
+    let mode =
+        rocksdb::IteratorMode::From(&keys::user(first_new_user)[..], rocksdb::Direction::Forward);
+    for item in db.iterator_cf(users_cf, mode) {
+        let (k, v) = item.map_err(db_err("scan", cf::USERS))?;
+        batch.delete_cf(store.cf(cf::USER_IDS), &v);
+        batch.delete_cf(users_cf, &k);
+        if batch.len() >= BATCH_OPS {
+            db.write(std::mem::take(&mut batch))
+                .map_err(db_err("write", cf::USERS))?;
+        }
+    }
+    batch.delete_range_cf(undo_cf, keys::undo(seq, 0), keys::undo(seq + 1, 0));
+    batch.delete_cf(store.cf(cf::META), keys::IMPORT_MARKER);
+    store.write_sync(batch, cf::UNDO)
+}
+
+/// Rolls back an import a previous process left unfinished.
+pub(crate) fn recover(store: &Store) -> Result<()> {
+    let Some(bytes) = store
+        .db()
+        .get_cf(store.cf(cf::META), keys::IMPORT_MARKER)
+        .map_err(db_err("get", cf::META))?
+    else {
+        return Ok(());
+    };
+    let marker: Marker = codec::decode_record("import marker", &bytes)?;
+    tracing::warn!(
+        seq = marker.seq,
+        "an import was interrupted; rolling it back so none of it is visible"
+    );
+    rollback(store, marker.seq, marker.first_new_user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(attr: u32, user: u32, v: &str) -> AttrChange {
+        AttrChange {
+            attr,
+            user,
+            value: Some(Value::Str(v.into())),
+        }
+    }
+
+    #[test]
+    fn dedup_keeps_the_last_change_of_each_pair() {
+        let mut v = vec![
+            change(1, 1, "a"),
+            change(1, 1, "b"),
+            change(1, 2, "c"),
+            change(2, 1, "d"),
+            change(2, 1, "e"),
+        ];
+        dedup_keep_last(&mut v);
+        let vals: Vec<_> = v.iter().map(|c| c.value.clone()).collect();
+        assert_eq!(
+            vals,
+            ["b", "c", "e"].map(|s| Some(Value::Str(s.into()))).to_vec()
+        );
+    }
+}
