@@ -114,17 +114,53 @@ fn block(
             idx,
         )
         .map_err(Error::Store)?;
-    add_sorted(sink.members_mut(), idx);
+    sink.members_mut().insert_all(idx);
     Ok(())
 }
 
-/// Adds a batch of indexes to a bitmap (sorting the batch first is much
-/// faster than inserting in random order).
-pub(crate) fn add_sorted(bitmap: &mut RoaringBitmap, idx: &mut Vec<u32>) {
-    idx.sort_unstable();
-    idx.dedup();
-    match RoaringBitmap::from_sorted_iter(idx.iter().copied()) {
-        Ok(b) => *bitmap |= b,
-        Err(_) => bitmap.extend(idx.iter().copied()),
+/// Members collected during an import: user indexes are dense, so a plain
+/// bit vector (1.25 MB for 10M users, cache-resident) takes any order of
+/// insertion at a nanosecond each and deduplicates for free; it becomes a
+/// roaring bitmap once, at the end.
+#[derive(Debug, Default)]
+pub(crate) struct DenseSet {
+    words: Vec<u64>,
+}
+
+impl DenseSet {
+    pub(crate) fn insert_all(&mut self, idx: &[u32]) {
+        for &i in idx {
+            let w = (i / 64) as usize;
+            if w >= self.words.len() {
+                self.words.resize((w + 1).next_power_of_two(), 0);
+            }
+            self.words[w] |= 1u64 << (i % 64);
+        }
+    }
+
+    pub(crate) fn to_bitmap(&self) -> RoaringBitmap {
+        let mut bytes = Vec::with_capacity(self.words.len() * 8);
+        for w in &self.words {
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+        RoaringBitmap::from_lsb0_bytes(0, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_set_matches_a_bitmap() {
+        let idx: Vec<u32> = (0..100_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 3_000_000)
+            .collect();
+        let mut set = DenseSet::default();
+        set.insert_all(&idx);
+        set.insert_all(&idx[..10]);
+        let expected: RoaringBitmap = idx.iter().copied().collect();
+        assert_eq!(set.to_bitmap(), expected);
+        assert!(DenseSet::default().to_bitmap().is_empty());
     }
 }

@@ -123,7 +123,7 @@ pub struct Summary {
 pub(crate) struct Sink<'s, 'o> {
     txn: ImportTxn<'s>,
     interner: Interner,
-    members: RoaringBitmap,
+    members: idlist::DenseSet,
     file: String,
     opts: &'o Options,
     lines: u64,
@@ -138,7 +138,7 @@ impl<'s> Sink<'s, '_> {
         (&mut self.txn, &mut self.interner)
     }
 
-    pub(crate) fn members_mut(&mut self) -> &mut RoaringBitmap {
+    pub(crate) fn members_mut(&mut self) -> &mut idlist::DenseSet {
         &mut self.members
     }
 
@@ -256,7 +256,7 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
     let mut sink = Sink {
         txn,
         interner,
-        members: RoaringBitmap::new(),
+        members: idlist::DenseSet::default(),
         file: file.clone(),
         opts,
         lines: 0,
@@ -283,6 +283,7 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
         examples,
         ..
     } = sink;
+    let members: RoaringBitmap = members.to_bitmap();
     // For CSV, `lines` counted the header line too.
     let lines = lines.saturating_sub(u64::from(format == Format::Csv));
     let users_new = u64::from(txn.new_users());

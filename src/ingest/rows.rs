@@ -70,7 +70,7 @@ impl Batch {
             .0
             .set_attrs(&mut changes)
             .map_err(Error::Store)?;
-        super::idlist::add_sorted(sink.members_mut(), &mut idx);
+        sink.members_mut().insert_all(&idx);
         self.ids.clear();
         self.spans.clear();
         Ok(())

@@ -5,9 +5,9 @@
 
 /// Schema version, id counters, the attribute catalogue, the import marker.
 pub(crate) const META: &str = "meta";
-/// Distinct id bytes → user index (big-endian `u32`).
-pub(crate) const USER_IDS: &str = "user_ids";
-/// User index → distinct id bytes.
+/// User index → distinct id bytes. (Distinct id → index is the interner's
+/// fingerprint table, see `fingerprints.rs`; a second, random-keyed family
+/// doubled the cost of interning new users.)
 pub(crate) const USERS: &str = "users";
 /// (attribute, user) → current value, tagged with the write sequence that set it.
 pub(crate) const ATTR_VALUES: &str = "attr_values";
@@ -33,9 +33,8 @@ pub(crate) const EXEC_BITMAPS: &str = "exec_bitmaps";
 pub(crate) const EVENTS: &str = "events";
 
 /// Every column family, in the order they are created.
-pub(crate) const ALL: [&str; 14] = [
+pub(crate) const ALL: [&str; 13] = [
     META,
-    USER_IDS,
     USERS,
     ATTR_VALUES,
     ATTR_HISTORY,

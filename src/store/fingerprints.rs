@@ -237,6 +237,47 @@ fn read_file(path: &Path) -> Option<FingerprintTable> {
     Some(t)
 }
 
+/// Looks one fingerprint up in the table file without loading it (binary
+/// search with positioned reads). `None` when the file is missing, of
+/// another version, or does not cover exactly `users` users.
+pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<Option<u32>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 20];
+    file.read_exact_at(&mut header, 0).ok()?;
+    if &header[..4] != MAGIC || header[4..8] != FILE_VERSION.to_le_bytes() {
+        return None;
+    }
+    let covers = u32::from_le_bytes(header[8..12].try_into().ok()?);
+    let count = u64::from_le_bytes(header[12..20].try_into().ok()?);
+    if covers != users || count != u64::from(users) {
+        return None;
+    }
+    let read = |i: u64| -> Option<Entry> {
+        let mut e = [0u8; ENTRY_BYTES];
+        file.read_exact_at(&mut e, 20 + i * ENTRY_BYTES as u64)
+            .ok()?;
+        Some(Entry {
+            fp: Fingerprint {
+                key: u64::from_le_bytes(e[..8].try_into().ok()?),
+                check: u32::from_le_bytes(e[8..12].try_into().ok()?),
+            },
+            idx: u32::from_le_bytes(e[12..16].try_into().ok()?),
+        })
+    };
+    let (mut lo, mut hi) = (0u64, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let e = read(mid)?;
+        match e.fp.cmp(&fp) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(Some(e.idx)),
+        }
+    }
+    Some(None)
+}
+
 /// Fingerprints of users `from..` read back from the `users` family.
 fn scan_users(store: &Store, from: u32) -> Result<Vec<Entry>> {
     let mut out = Vec::new();

@@ -122,6 +122,8 @@ struct State {
 /// An open segsync store.
 pub struct Store {
     db: DB,
+    /// Options of the SST files imports write new users into.
+    sst_opts: Options,
     dir: PathBuf,
     state: RwLock<State>,
     /// Serialises writers (imports); readers never take it.
@@ -203,6 +205,10 @@ impl Store {
         opts.create_if_missing(fresh);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        // Imports stage their writes without the WAL and flush before they
+        // commit; atomic flush keeps the column families of one batch
+        // together on disk, so a crash never leaves half a batch.
+        opts.set_atomic_flush(true);
         opts.increase_parallelism(2);
         let descriptors = cf::ALL
             .iter()
@@ -219,8 +225,11 @@ impl Store {
             }
         })?;
 
+        let mut sst_opts = cf_options(cf::USERS);
+        sst_opts.set_compression_type(rocksdb::DBCompressionType::None);
         let store = Store {
             db,
+            sst_opts,
             dir,
             state: RwLock::new(State::default()),
             writer: Mutex::new(()),
@@ -310,6 +319,21 @@ impl Store {
         self.db.write_opt(batch, &wo).map_err(db_err("write", cf))
     }
 
+    /// Persists WAL-less staged writes (every family an import writes).
+    pub(crate) fn flush_staged(&self) -> Result<()> {
+        let cfs: Vec<&ColumnFamily> = [cf::USERS, cf::ATTR_VALUES, cf::ATTR_HISTORY, cf::UNDO]
+            .iter()
+            .map(|c| self.cf(c))
+            .collect();
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(db_err("flush", "*"))
+    }
+
+    pub(crate) fn sst_options(&self) -> &Options {
+        &self.sst_opts
+    }
+
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -381,13 +405,19 @@ impl Store {
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
-    /// The user index of a distinct id.
+    /// The user index of a distinct id: a binary search in the persisted
+    /// fingerprint table (rebuilt first if stale), verified against `users`.
     pub fn user_index(&self, distinct_id: &str) -> Result<Option<u32>> {
-        let found = self
-            .db
-            .get_pinned_cf(self.cf(cf::USER_IDS), distinct_id.as_bytes())
-            .map_err(db_err("get", cf::USER_IDS))?;
-        Ok(found.and_then(|b| keys::read_u32(&b)))
+        let fp = Fingerprint::of(distinct_id.as_bytes());
+        let users = self.counters().user_count;
+        let found = match fingerprints::find_in_file(&fingerprints::table_path(self), fp, users) {
+            Some(found) => found,
+            None => self.fingerprints()?.lookup(fp),
+        };
+        match found {
+            Some(idx) if self.distinct_id(idx)?.as_deref() == Some(distinct_id) => Ok(Some(idx)),
+            _ => Ok(None),
+        }
     }
 
     /// The current value of an attribute for a user.

@@ -73,6 +73,8 @@ pub struct ImportTxn<'s> {
     batch_ops: usize,
     /// Records only the commit may write (snapshots): never flushed early.
     publish: WriteBatch,
+    users_sst: Option<rocksdb::SstFileWriter<'s>>,
+    sst_path: std::path::PathBuf,
     undo_n: u64,
     new_attrs: Vec<(String, u32)>,
     presence: HashMap<u32, RoaringBitmap>,
@@ -109,6 +111,8 @@ impl<'s> ImportTxn<'s> {
             batch: WriteBatch::default(),
             batch_ops: 0,
             publish: WriteBatch::default(),
+            users_sst: None,
+            sst_path: sst_path(store, seq),
             undo_n: 0,
             new_attrs: Vec::new(),
             presence: HashMap::new(),
@@ -142,16 +146,23 @@ impl<'s> ImportTxn<'s> {
 
     /// Interns a distinct id the caller found to be new (its fingerprint is
     /// in neither the table nor this import's new users).
+    ///
+    /// New users get ascending indexes, so they stream into one SST file
+    /// that the commit ingests: no memtable, no sorting, no WAL.
     pub fn new_user(&mut self, id: &[u8], fp: Fingerprint) -> Result<u32> {
         let idx = self.counters.user_count;
         self.counters.user_count = idx.checked_add(1).ok_or(Error::Full)?;
-        self.batch
-            .put_cf(self.store.cf(cf::USERS), keys::user(idx), id);
-        self.batch
-            .put_cf(self.store.cf(cf::USER_IDS), id, keys::user(idx));
+        if self.users_sst.is_none() {
+            let w = rocksdb::SstFileWriter::create(self.store.sst_options());
+            w.open(&self.sst_path)
+                .map_err(db_err("sst open", cf::USERS))?;
+            self.users_sst = Some(w);
+        }
+        if let Some(w) = &mut self.users_sst {
+            w.put(keys::user(idx), id)
+                .map_err(db_err("sst put", cf::USERS))?;
+        }
         self.new_fps.push(Entry { fp, idx });
-        self.batch_ops += 2;
-        self.maybe_flush()?;
         Ok(idx)
     }
 
@@ -298,10 +309,19 @@ impl<'s> ImportTxn<'s> {
         Ok(())
     }
 
+    /// Staged writes skip the WAL: a crash before commit rolls them back
+    /// anyway, and the commit flushes them to SST files first (atomically
+    /// across column families, see `Store::open`), so what a commit
+    /// publishes is on disk before the counters say it exists.
     fn flush(&mut self) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_ops = 0;
-        self.store.db().write(batch).map_err(db_err("write", "*"))
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.disable_wal(true);
+        self.store
+            .db()
+            .write_opt(batch, &wo)
+            .map_err(db_err("write", "*"))
     }
 
     /// Makes everything this import wrote visible at once. When `table` is
@@ -310,6 +330,17 @@ impl<'s> ImportTxn<'s> {
         // Staged writes (new users, logged attribute values) may land first:
         // a crash before the final batch rolls them back.
         self.flush()?;
+        self.store.flush_staged()?;
+        if let Some(mut w) = self.users_sst.take() {
+            w.finish().map_err(db_err("sst finish", cf::USERS))?;
+            let mut io = rocksdb::IngestExternalFileOptions::default();
+            io.set_move_files(true);
+            self.store
+                .db()
+                .ingest_external_file_cf_opts(self.store.cf(cf::USERS), &io, vec![&self.sst_path])
+                .map_err(db_err("ingest", cf::USERS))?;
+            let _ = std::fs::remove_file(&self.sst_path);
+        }
         let st = self.store;
         let mut batch = std::mem::take(&mut self.publish);
         let meta = st.cf(cf::META);
@@ -345,6 +376,8 @@ impl<'s> ImportTxn<'s> {
     pub fn rollback(mut self) -> Result<()> {
         self.done = true;
         self.batch = WriteBatch::default();
+        self.users_sst = None;
+        let _ = std::fs::remove_file(&self.sst_path);
         rollback(self.store, self.seq, self.first_new_user)
     }
 }
@@ -353,6 +386,8 @@ impl Drop for ImportTxn<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.batch = WriteBatch::default();
+            self.users_sst = None;
+            let _ = std::fs::remove_file(&self.sst_path);
             if let Err(e) = rollback(self.store, self.seq, self.first_new_user) {
                 tracing::error!(error = %e, "rolling back an abandoned import failed; it will be retried at next open");
             }
@@ -408,8 +443,7 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
     let mode =
         rocksdb::IteratorMode::From(&keys::user(first_new_user)[..], rocksdb::Direction::Forward);
     for item in db.iterator_cf(users_cf, mode) {
-        let (k, v) = item.map_err(db_err("scan", cf::USERS))?;
-        batch.delete_cf(store.cf(cf::USER_IDS), &v);
+        let (k, _) = item.map_err(db_err("scan", cf::USERS))?;
         batch.delete_cf(users_cf, &k);
         if batch.len() >= BATCH_OPS {
             db.write(std::mem::take(&mut batch))
@@ -418,7 +452,14 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
     }
     batch.delete_range_cf(undo_cf, keys::undo(seq, 0), keys::undo(seq + 1, 0));
     batch.delete_cf(store.cf(cf::META), keys::IMPORT_MARKER);
-    store.write_sync(batch, cf::UNDO)
+    store.write_sync(batch, cf::UNDO)?;
+    let _ = std::fs::remove_file(sst_path(store, seq));
+    Ok(())
+}
+
+/// Where import `seq` writes its new users before ingesting them.
+fn sst_path(store: &Store, seq: u32) -> std::path::PathBuf {
+    store.dir().join(format!("import-{seq}.sst"))
 }
 
 /// Rolls back an import a previous process left unfinished.
