@@ -5,19 +5,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::{path_str, Env};
-
-/// Tiny deterministic PRNG so the test does not depend on the crate's own.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
+use common::{path_str, Env, Lcg};
 
 #[test]
 fn diff_counts_match_hash_sets_for_random_data() {

@@ -1,11 +1,21 @@
-//! `segsync demo`: the main job end to end on generated data, in a
-//! temporary data dir unless one is given.
+//! `segsync demo`: the main job end to end on generated data — users and
+//! two snapshots, a built-in receiver on 127.0.0.1, a periodic sync run
+//! twice (the full membership, then after churn only the difference) — and a
+//! check that what the receiver rebuilt equals what it should hold,
+//! computed independently from the generator.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::fixtures::{generate, Spec};
-use crate::{ingest, plan, store::Store};
+use anyhow::Context;
+
+use crate::destination::{self, DestinationConfig};
+use crate::fixtures::{distinct_id, draw, generate, Spec};
+use crate::lifecycle::{ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus};
+use crate::pipeline::{self, RunOptions};
+use crate::receiver::{Receiver, ReceiverOptions};
+use crate::{ingest, store::Store};
 
 /// `demo` arguments.
 #[derive(Debug, clap::Args)]
@@ -16,30 +26,86 @@ pub struct DemoArgs {
     /// Churn between the two snapshots.
     #[arg(long, default_value_t = 0.01)]
     pub churn: f64,
-    /// Keep the demo's store here instead of a temporary directory.
+    /// Users per request.
+    #[arg(long, default_value_t = 5000)]
+    pub page_size: u32,
+    /// Keep the demo's files and store here instead of a temporary directory.
     #[arg(long = "demo-dir")]
     pub demo_dir: Option<PathBuf>,
 }
 
+/// The demo found a mismatch (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("the receiver's membership differs from the expected one: {0}")]
+pub struct Mismatch(String);
+
+pub(crate) fn local_destination(
+    name: &str,
+    url: String,
+    page_size: u32,
+    rpm: u32,
+) -> DestinationConfig {
+    DestinationConfig {
+        headers: vec![("X-Demo".into(), "segsync".into())],
+        page_size: Some(page_size),
+        rpm: Some(rpm),
+        allow_resync: true,
+        retry_delay_ms: Some(100),
+        ..DestinationConfig::new(name, url)
+    }
+}
+
+pub(crate) fn create_sync(store: &Store, segment: &str, dest: &str) -> anyhow::Result<u32> {
+    let rec = SyncRecord {
+        id: store.next_id("sync")?,
+        segment: segment.into(),
+        destination: dest.into(),
+        attribute: "uid".into(),
+        schedule: Schedule::Every(Frequency::Daily),
+        status: SyncStatus::Active,
+        created_ms: chrono::Utc::now().timestamp_millis(),
+        last_complete: None,
+        last_execution: None,
+    };
+    rec.save(store)?;
+    Ok(rec.id)
+}
+
+fn row(e: &ExecutionRecord) {
+    let secs = e.seconds().unwrap_or(0.0).max(1e-9);
+    println!(
+        "{:<4} {:<5} {:>6} {:>10} {:>9} {:>10} {:>9} {:>8.2} {:>9.0} {:>11.0}",
+        e.seq,
+        if e.seq == 1 { "full" } else { "diff" },
+        e.total_pages,
+        e.added,
+        e.removed,
+        e.total,
+        e.requests,
+        secs,
+        e.requests as f64 / secs,
+        (e.added + e.removed) as f64 / secs
+    );
+}
+
 pub(crate) fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     let tmp = tempfile::tempdir()?;
     let root = a
         .demo_dir
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    let data = root.join("fixtures");
     let spec = Spec {
         users: a.users,
         churn: a.churn,
         attribute_coverage: 0.9,
         seed: 42,
     };
-    let t = Instant::now();
-    let g = generate(&spec, &data)?;
+    let g = generate(&spec, &root.join("fixtures"))?;
     println!(
-        "generated {} users in {:.2} s",
+        "generated {} users, 2 snapshots with {:.1}% churn",
         g.users,
-        t.elapsed().as_secs_f64()
+        a.churn * 100.0
     );
 
     let store = Store::open(root.join("store"))?;
@@ -47,26 +113,90 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<()> {
         progress: true,
         ..Default::default()
     };
-    let users = ingest::import_users(&store, &g.users_csv, &opts)?;
+    let u = ingest::import_users(&store, &g.users_csv, &opts)?;
+    println!("imported users:      {:>9} in {:.2} s", u.lines, u.seconds);
+    let s1 = ingest::import_segment(&store, "demo", &g.snapshot_1, &opts)?;
     println!(
-        "users import:    {:>9} users in {:.2} s ({:.0} ids/s)",
-        users.lines, users.seconds, users.ids_per_sec
+        "imported snapshot 1: {:>9} members in {:.2} s ({:.1}M ids/s)",
+        s1.members.unwrap_or(0),
+        s1.seconds,
+        s1.ids_per_sec / 1e6
     );
-    for path in [&g.snapshot_1, &g.snapshot_2] {
-        let s = ingest::import_segment(&store, "demo", path, &opts)?;
-        println!(
-            "snapshot {}:      {:>9} members in {:.2} s ({:.0} ids/s, {} new users)",
-            s.snapshot.unwrap_or(0),
-            s.members.unwrap_or(0),
-            s.seconds,
-            s.ids_per_sec,
-            s.users_new
-        );
+
+    let receiver =
+        Receiver::start(ReceiverOptions::default()).context("starting the built-in receiver")?;
+    destination::add(
+        &store,
+        local_destination("demo-receiver", receiver.url(), a.page_size, 25_000),
+    )?;
+    let sync = create_sync(&store, "demo", "demo-receiver")?;
+    println!(
+        "receiver on {}; sync {sync}: demo → demo-receiver (uid, daily)\n",
+        receiver.addr
+    );
+    println!(
+        "{:<4} {:<5} {:>6} {:>10} {:>9} {:>10} {:>9} {:>8} {:>9} {:>11}",
+        "run",
+        "kind",
+        "pages",
+        "added",
+        "removed",
+        "total",
+        "requests",
+        "seconds",
+        "req/s",
+        "users/s"
+    );
+    let run_opts = RunOptions {
+        progress: false,
+        ..Default::default()
+    };
+    let first = pipeline::run_sync(&store, sync, &run_opts)?;
+    row(&first);
+    let s2 = ingest::import_segment(&store, "demo", &g.snapshot_2, &ingest::Options::default())?;
+    let second = pipeline::run_sync(&store, sync, &run_opts)?;
+    row(&second);
+    for e in [&first, &second] {
+        if e.status != ExecStatus::Complete {
+            anyhow::bail!(
+                "execution {} failed: {}",
+                e.execution_id(),
+                e.error.clone().unwrap_or_default()
+            );
+        }
     }
-    let d = plan::segment_diff(&store, "demo", None, None, Some("uid"))?;
+
+    // What the destination must hold, from the generator alone.
+    let expected: HashSet<String> = (0..spec.users)
+        .filter(|&i| {
+            let d = draw(&spec, i);
+            d.has_uid && d.in_snapshot_2(spec.churn)
+        })
+        .map(distinct_id)
+        .collect();
+    let got = receiver.received();
+    let members: HashSet<&String> = got.members.keys().collect();
+    let matches = got.errors.is_empty()
+        && members.len() == expected.len()
+        && expected.iter().all(|id| got.members.contains_key(id));
     println!(
-        "diff (members with uid): +{} added, -{} removed, {} total, {:.2} ms",
-        d.added, d.removed, d.total, d.millis
+        "\nreceiver: {} requests, {} rejected, {} members; expected {} (snapshot 2 ∩ has uid, {} members in snapshot 2): {}",
+        got.requests,
+        got.errors.len(),
+        members.len(),
+        expected.len(),
+        s2.members.unwrap_or(0),
+        if matches { "MATCH" } else { "MISMATCH" }
     );
+    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    if !matches {
+        return Err(Mismatch(format!(
+            "{} rejected requests, {} members vs {} expected",
+            got.errors.len(),
+            members.len(),
+            expected.len()
+        ))
+        .into());
+    }
     Ok(())
 }

@@ -446,25 +446,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
     let store = super::open_store(data_dir)?;
     match cmd {
         DestinationCmd::Add(a) => {
-            let mut c = DestinationConfig {
-                name: a.name,
-                url: a.url,
-                headers: vec![],
-                params: vec![],
-                basic: None,
-                identifier_key: None,
-                add_key: None,
-                remove_key: None,
-                static_kv: vec![],
-                page_size: None,
-                rpm: None,
-                allow_resync: false,
-                app: None,
-                timeout_ms: None,
-                retry_delay_ms: None,
-                max_retries: None,
-                in_flight: None,
-            };
+            let mut c = DestinationConfig::new(a.name, a.url);
             apply(&mut c, a.settings, true)?;
             let rec = destination::add(&store, c)?;
             if a.json {

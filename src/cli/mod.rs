@@ -2,6 +2,7 @@
 //! group. This is the edge where errors become `anyhow` with context and
 //! then exit codes: 0 ok, 1 failure, 2 usage or bad input.
 
+mod bench;
 mod demo;
 mod destination;
 mod fixtures;
@@ -50,8 +51,10 @@ pub enum Command {
     /// Generate test data.
     #[command(subcommand)]
     Fixtures(fixtures::FixturesCmd),
-    /// Run the main job end to end on built-in data.
+    /// Run the main job end to end on built-in data and a built-in receiver.
     Demo(demo::DemoArgs),
+    /// End-to-end performance figures on generated data.
+    Bench(bench::BenchArgs),
 }
 
 /// An error in how segsync was called (exit code 2).
@@ -68,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Sync(cmd) => sync::run(&args.data_dir, cmd),
         Command::Fixtures(cmd) => fixtures::run(cmd),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

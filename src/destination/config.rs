@@ -222,6 +222,29 @@ fn check_key(field: &str, key: &str) -> Result<(), ConfigError> {
 }
 
 impl DestinationConfig {
+    /// A configuration with every optional setting at its default.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> DestinationConfig {
+        DestinationConfig {
+            name: name.into(),
+            url: url.into(),
+            headers: vec![],
+            params: vec![],
+            basic: None,
+            identifier_key: None,
+            add_key: None,
+            remove_key: None,
+            static_kv: vec![],
+            page_size: None,
+            rpm: None,
+            allow_resync: false,
+            app: None,
+            timeout_ms: None,
+            retry_delay_ms: None,
+            max_retries: None,
+            in_flight: None,
+        }
+    }
+
     /// Validates into a [`Destination`] with store id `id`.
     pub fn validate(&self, id: u32) -> Result<Destination, ConfigError> {
         if self.name.trim().is_empty() || self.name.contains('/') {
@@ -379,25 +402,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> DestinationConfig {
-        DestinationConfig {
-            name: "crm".into(),
-            url: "https://api.example.com/segments".into(),
-            headers: vec![],
-            params: vec![],
-            basic: None,
-            identifier_key: None,
-            add_key: None,
-            remove_key: None,
-            static_kv: vec![],
-            page_size: None,
-            rpm: None,
-            allow_resync: false,
-            app: None,
-            timeout_ms: None,
-            retry_delay_ms: None,
-            max_retries: None,
-            in_flight: None,
-        }
+        DestinationConfig::new("crm", "https://api.example.com/segments")
     }
 
     #[test]

@@ -132,23 +132,10 @@ mod tests {
     #[test]
     fn body_has_the_seed_shape_with_renames_and_statics() {
         let cfg = DestinationConfig {
-            name: "crm".into(),
-            url: "http://127.0.0.1:1/x".into(),
-            headers: vec![],
-            params: vec![],
-            basic: None,
             identifier_key: Some("partner_user_id".into()),
             add_key: Some("adds".into()),
-            remove_key: None,
             static_kv: vec![("source".into(), "moe\"ngage".into())],
-            page_size: None,
-            rpm: None,
-            allow_resync: false,
-            app: None,
-            timeout_ms: None,
-            retry_delay_ms: None,
-            max_retries: None,
-            in_flight: None,
+            ..DestinationConfig::new("crm", "http://127.0.0.1:1/x")
         };
         let dest = cfg.validate(4).unwrap();
         let ids = Ids {

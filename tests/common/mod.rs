@@ -7,6 +7,19 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+/// Tiny deterministic PRNG, independent of the crate's own generator.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
 /// A temp dir holding a data dir and input files.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -61,4 +74,168 @@ impl Env {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
+}
+
+/// One request as a test receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+    pub at: std::time::Instant,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn page(&self) -> u64 {
+        self.body["pagination"]["page_count"].as_u64().unwrap_or(0)
+    }
+}
+
+/// How a scripted receiver answers: (status, extra headers, body, delay).
+pub type Reply = (
+    u16,
+    Vec<(&'static str, String)>,
+    String,
+    std::time::Duration,
+);
+
+/// A real HTTP server on 127.0.0.1:0 that records every request and answers
+/// as `script(request, attempt number for its idempotency key)` says.
+pub struct Scripted {
+    pub addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Scripted {
+    pub fn start<F>(script: F) -> Scripted
+    where
+        F: Fn(&Seen, u32) -> Reply + Send + Sync + 'static,
+    {
+        use axum::response::IntoResponse;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Seen>::new()));
+        let script = std::sync::Arc::new(script);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let seen2 = seen.clone();
+        let handler =
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen2.clone();
+                let script = script.clone();
+                async move {
+                    let req = Seen {
+                        uri: uri.to_string(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                            .collect(),
+                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                        at: std::time::Instant::now(),
+                    };
+                    let attempt = {
+                        let mut s = seen.lock().unwrap();
+                        let key = req.header("idempotency-key").map(str::to_string);
+                        let n = s
+                            .iter()
+                            .filter(|r| r.header("idempotency-key").map(str::to_string) == key)
+                            .count();
+                        s.push(req.clone());
+                        n as u32 + 1
+                    };
+                    let (status, hdrs, body, delay) = script(&req, attempt);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let mut resp =
+                        (axum::http::StatusCode::from_u16(status).unwrap(), body).into_response();
+                    for (k, v) in hdrs {
+                        resp.headers_mut().insert(k, v.parse().unwrap());
+                    }
+                    resp
+                }
+            };
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().fallback(handler);
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        Scripted {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+pub fn ok_json() -> Reply {
+    (
+        200,
+        vec![("content-type", "application/json".into())],
+        "{\"ok\":true}".into(),
+        std::time::Duration::ZERO,
+    )
+}
+
+/// Users with a uid, a segment of them, a destination at `url`, a periodic
+/// sync of uid; returns the sync id.
+pub fn setup_sync(
+    env: &Env,
+    users: &[(&str, Option<&str>)],
+    members: &[&str],
+    url: &str,
+    dest_args: &[&str],
+) -> String {
+    let mut csv = String::from("distinct_id,uid\n");
+    for (id, uid) in users {
+        csv.push_str(&format!("{id},{}\n", uid.unwrap_or("")));
+    }
+    let u = env.file("users.csv", csv.as_bytes());
+    env.ok(&["users", "import", path_str(&u)]);
+    let s = env.file("members.txt", members.join("\n").as_bytes());
+    env.ok(&["segment", "import", "seg", path_str(&s)]);
+    let mut args = vec!["destination", "add", "dest", "--url", url];
+    args.extend_from_slice(dest_args);
+    env.ok(&args);
+    let created = env.json(&[
+        "sync",
+        "create",
+        "--segment",
+        "seg",
+        "--destination",
+        "dest",
+        "--attribute",
+        "uid",
+        "--every",
+        "daily",
+    ]);
+    created["id"].to_string()
 }

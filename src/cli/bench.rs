@@ -1,0 +1,177 @@
+//! `segsync bench`: end-to-end figures on generated data — ingest, diff,
+//! render, a full sync to a local receiver at the highest allowed rate, the
+//! achieved rate at a throttled setting, and peak memory.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::demo::{create_sync, local_destination};
+use crate::destination;
+use crate::fixtures::{generate, Spec};
+use crate::lifecycle::ExecStatus;
+use crate::pipeline::{self, RunOptions};
+use crate::receiver::{Receiver, ReceiverOptions};
+use crate::{ingest, plan, store::Store};
+
+/// `bench` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Users to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub users: u64,
+    /// Requests per minute for the throttled run.
+    #[arg(long, default_value_t = 1200)]
+    pub throttled_rpm: u32,
+    /// Seconds the throttled run lasts (about).
+    #[arg(long, default_value_t = 20)]
+    pub throttled_seconds: u32,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The figures.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    users: u64,
+    users_import_rows_per_s: f64,
+    ingest_new_ids_per_s: f64,
+    ingest_known_ids_per_s: f64,
+    diff_ms: f64,
+    render_users_per_s: f64,
+    render_threads: usize,
+    full_sync_users: u64,
+    full_sync_seconds: f64,
+    full_sync_users_per_s: f64,
+    full_sync_requests: u64,
+    throttled_rpm_configured: u32,
+    throttled_requests: u64,
+    throttled_rpm_achieved: f64,
+    throttled_ratio: f64,
+    peak_rss_mb: f64,
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let spec = Spec {
+        users: a.users,
+        churn: 0.01,
+        attribute_coverage: 0.9,
+        seed: 7,
+    };
+    let g = generate(&spec, &tmp.path().join("fixtures"))?;
+    let store = Store::open(tmp.path().join("store"))?;
+    let opts = ingest::Options::default();
+    let new_ids = ingest::import_segment(&store, "bench", &g.snapshot_1, &opts)?;
+    let known = ingest::import_segment(&store, "bench", &g.snapshot_1, &opts)?;
+    let users = ingest::import_users(&store, &g.users_csv, &opts)?;
+    ingest::import_segment(&store, "bench", &g.snapshot_2, &opts)?;
+    let diff = plan::segment_diff(&store, "bench", Some(1), Some(3), Some("uid"))?;
+
+    let receiver = Receiver::start(ReceiverOptions::default())?;
+    destination::add(
+        &store,
+        local_destination("bench-receiver", receiver.url(), 10_000, 25_000),
+    )?;
+    let sync = create_sync(&store, "bench", "bench-receiver")?;
+    let full = pipeline::run_sync(&store, sync, &RunOptions::default())?;
+    if full.status != ExecStatus::Complete {
+        anyhow::bail!("full sync failed: {:?}", full.error);
+    }
+    let threads = 2;
+    let t = Instant::now();
+    let (_, rendered, _) = pipeline::render_only(&store, sync, full.seq, threads)?;
+    let render_secs = t.elapsed().as_secs_f64();
+
+    // Throttled: enough 100-user pages to last about `throttled_seconds`.
+    let pages = u64::from(a.throttled_rpm) * u64::from(a.throttled_seconds) / 60;
+    let slow_rx = Receiver::start(ReceiverOptions::default())?;
+    destination::add(
+        &store,
+        local_destination("bench-throttled", slow_rx.url(), 100, a.throttled_rpm),
+    )?;
+    let ids: Vec<String> = (0..pages * 100).map(crate::fixtures::distinct_id).collect();
+    let list = tmp.path().join("throttled.txt");
+    std::fs::write(&list, ids.join("\n"))?;
+    ingest::import_segment(&store, "bench-throttled", &list, &opts)?;
+    let tsync = create_sync(&store, "bench-throttled", "bench-throttled")?;
+    let throttled = pipeline::run_sync(&store, tsync, &RunOptions::default())?;
+    let tsecs = throttled.seconds().unwrap_or(0.0);
+    // n requests spaced by one period span (n - 1) periods.
+    let achieved = if tsecs > 0.0 {
+        (throttled.requests.saturating_sub(1)) as f64 / tsecs * 60.0
+    } else {
+        0.0
+    };
+
+    let full_secs = full.seconds().unwrap_or(0.0).max(1e-9);
+    let r = Report {
+        users: a.users,
+        users_import_rows_per_s: users.ids_per_sec,
+        ingest_new_ids_per_s: new_ids.ids_per_sec,
+        ingest_known_ids_per_s: known.ids_per_sec,
+        diff_ms: diff.millis,
+        render_users_per_s: rendered as f64 / render_secs.max(1e-9),
+        render_threads: threads,
+        full_sync_users: full.added,
+        full_sync_seconds: full_secs,
+        full_sync_users_per_s: full.added as f64 / full_secs,
+        full_sync_requests: full.requests,
+        throttled_rpm_configured: a.throttled_rpm,
+        throttled_requests: throttled.requests,
+        throttled_rpm_achieved: achieved,
+        throttled_ratio: achieved / f64::from(a.throttled_rpm),
+        peak_rss_mb: peak_rss_mb(),
+    };
+    if a.json {
+        return super::print_json(&r);
+    }
+    println!("users                         {}", r.users);
+    println!(
+        "users import (CSV, 5 attrs)   {:.0} rows/s",
+        r.users_import_rows_per_s
+    );
+    println!(
+        "snapshot import, new ids      {:.2}M ids/s",
+        r.ingest_new_ids_per_s / 1e6
+    );
+    println!(
+        "snapshot import, known ids    {:.2}M ids/s",
+        r.ingest_known_ids_per_s / 1e6
+    );
+    println!("diff (load + compute)         {:.2} ms", r.diff_ms);
+    println!(
+        "render                        {:.2}M users/s on {} threads",
+        r.render_users_per_s / 1e6,
+        threads
+    );
+    println!(
+        "full sync                     {} users in {:.2} s = {:.2}M users/s ({} requests)",
+        r.full_sync_users,
+        r.full_sync_seconds,
+        r.full_sync_users_per_s / 1e6,
+        r.full_sync_requests
+    );
+    println!(
+        "throttled rate                {:.1} of {} rpm ({:.2}%)",
+        r.throttled_rpm_achieved,
+        r.throttled_rpm_configured,
+        r.throttled_ratio * 100.0
+    );
+    println!("peak RSS                      {:.0} MB", r.peak_rss_mb);
+    Ok(())
+}
