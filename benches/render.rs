@@ -1,0 +1,66 @@
+//! Rendering pages to JSON (resolve distinct ids and identifier values from
+//! the store, write the seed's body): the budget is ≥ 3M users/s per core.
+//! Runs a planned full execution's pages through `pipeline::render_only`
+//! on one and on two threads.
+
+use std::io::Write;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use segsync::destination::{self, DestinationConfig};
+use segsync::lifecycle::{Frequency, Schedule, SyncRecord, SyncStatus};
+use segsync::{fixtures::distinct_id, ingest, pipeline, plan, store::Store};
+
+fn sizes() -> Vec<u64> {
+    std::env::var("SEGSYNC_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000_000])
+}
+
+fn bench(c: &mut Criterion) {
+    for n in sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("members.csv");
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+        writeln!(w, "distinct_id,uid").unwrap();
+        for i in 0..n {
+            writeln!(w, "{},uid-{i}", distinct_id(i)).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        let store = Store::open(dir.path().join("store")).unwrap();
+        ingest::import_segment(&store, "s", &csv, &ingest::Options::default()).unwrap();
+        let cfg = DestinationConfig {
+            page_size: Some(10_000),
+            static_kv: vec![("source".into(), "segsync".into())],
+            ..DestinationConfig::new("d", "http://127.0.0.1:9/")
+        };
+        destination::add(&store, cfg).unwrap();
+        let mut sync = SyncRecord {
+            id: 1,
+            segment: "s".into(),
+            destination: "d".into(),
+            attribute: "uid".into(),
+            schedule: Schedule::Every(Frequency::Daily),
+            status: SyncStatus::Active,
+            created_ms: 0,
+            last_complete: None,
+            last_execution: None,
+        };
+        sync.save(&store).unwrap();
+        let exec = plan::plan_execution(&store, &mut sync, 10_000).unwrap();
+
+        let mut g = c.benchmark_group(format!("render_{n}"));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements(n));
+        for threads in [1, 2] {
+            g.bench_function(format!("{threads}_threads"), |b| {
+                b.iter(|| pipeline::render_only(&store, sync.id, exec.seq, threads).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
