@@ -167,3 +167,54 @@ fn removed_users_carry_the_value_last_sent() {
         vec![("a".into(), "old-a".into()), ("b".into(), "old-b".into())]
     );
 }
+
+#[test]
+fn the_checksum_only_receiver_agrees_with_the_exact_membership() {
+    let exact = Receiver::start(ReceiverOptions::default()).unwrap();
+    let counting = Receiver::start(ReceiverOptions {
+        keep_members: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let env = Env::new();
+    let users = env.file("u.csv", b"distinct_id,uid\na,1\nb,2\nc,3\nd,4\n");
+    env.ok(&["users", "import", path_str(&users)]);
+    let s1 = env.file("s1.txt", b"a\nb\nc\n");
+    env.ok(&["segment", "import", "seg", path_str(&s1)]);
+    for (name, rx) in [("exact", &exact), ("counting", &counting)] {
+        env.ok(&[
+            "destination",
+            "add",
+            name,
+            "--url",
+            &rx.url(),
+            "--page-size",
+            "100",
+        ]);
+        let c = env.json(&[
+            "sync",
+            "create",
+            "--segment",
+            "seg",
+            "--destination",
+            name,
+            "--attribute",
+            "uid",
+            "--every",
+            "daily",
+        ]);
+        env.ok(&["sync", "run", &c["id"].to_string()]);
+    }
+    let s2 = env.file("s2.txt", b"b\nc\nd\n");
+    env.ok(&["segment", "import", "seg", path_str(&s2)]);
+    env.ok(&["sync", "run", "1"]);
+    env.ok(&["sync", "run", "2"]);
+    let (e, c) = (exact.summary(), counting.summary());
+    let expected = segsync::receiver::membership_checksum([&b"b"[..], b"c", b"d"]);
+    assert_eq!((e.member_count, e.checksum), (3, expected));
+    assert_eq!((c.member_count, c.checksum), (3, expected));
+    assert!(
+        counting.received().members.is_empty(),
+        "the counting receiver keeps no map"
+    );
+}

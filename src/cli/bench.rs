@@ -45,6 +45,7 @@ pub struct Report {
     full_sync_seconds: f64,
     full_sync_users_per_s: f64,
     full_sync_requests: u64,
+    full_sync_verified: bool,
     throttled_rpm_configured: u32,
     throttled_requests: u64,
     throttled_rpm_achieved: f64,
@@ -82,7 +83,11 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     ingest::import_segment(&store, "bench", &g.snapshot_2, &opts)?;
     let diff = plan::segment_diff(&store, "bench", Some(1), Some(3), Some("uid"))?;
 
-    let receiver = Receiver::start(ReceiverOptions::default())?;
+    // Constant-memory receiver: counts and a membership checksum.
+    let receiver = Receiver::start(ReceiverOptions {
+        keep_members: false,
+        ..Default::default()
+    })?;
     destination::add(
         &store,
         local_destination("bench-receiver", receiver.url(), 10_000, 25_000),
@@ -91,6 +96,23 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     let full = pipeline::run_sync(&store, sync, &RunOptions::default())?;
     if full.status != ExecStatus::Complete {
         anyhow::bail!("full sync failed: {:?}", full.error);
+    }
+    let synced = full.bitmap(&store, crate::lifecycle::BitmapKind::Synced)?;
+    let mut expected = 0u64;
+    store.for_each_user(|idx, id| {
+        if synced.contains(idx) {
+            expected = expected.wrapping_add(crate::receiver::membership_checksum([id]));
+        }
+    })?;
+    let got = receiver.summary();
+    let verified =
+        got.checksum == expected && got.member_count == synced.len() && got.errors.is_empty();
+    if !verified {
+        anyhow::bail!(
+            "the receiver's membership does not match: {} members, {} rejected",
+            got.member_count,
+            got.errors.len()
+        );
     }
     let threads = 2;
     let t = Instant::now();
@@ -131,6 +153,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         full_sync_seconds: full_secs,
         full_sync_users_per_s: full.added as f64 / full_secs,
         full_sync_requests: full.requests,
+        full_sync_verified: verified,
         throttled_rpm_configured: a.throttled_rpm,
         throttled_requests: throttled.requests,
         throttled_rpm_achieved: achieved,
@@ -160,7 +183,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         threads
     );
     println!(
-        "full sync                     {} users in {:.2} s = {:.2}M users/s ({} requests)",
+        "full sync                     {} users in {:.2} s = {:.2}M users/s ({} requests, receiver checksum verified)",
         r.full_sync_users,
         r.full_sync_seconds,
         r.full_sync_users_per_s / 1e6,

@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod destination;
 mod fixtures;
+mod receive;
 mod segment;
 mod sync;
 mod users;
@@ -55,6 +56,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// End-to-end performance figures on generated data.
     Bench(bench::BenchArgs),
+    /// Run the built-in checking receiver (a local destination for trials).
+    Receive(receive::ReceiveArgs),
 }
 
 /// An error in how segsync was called (exit code 2).
@@ -72,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Fixtures(cmd) => fixtures::run(cmd),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Receive(a) => receive::run(a),
     }
 }
 

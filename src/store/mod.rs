@@ -136,10 +136,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn cf_options(name: &str) -> Options {
+/// One block cache for every column family (otherwise each family's table
+/// options get a default cache of their own, and memory grows with their
+/// number).
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// Cap on all memtables together.
+const WRITE_BUFFERS_BYTES: usize = 128 << 20;
+
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut o = Options::default();
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
+    table.set_block_cache(cache);
     o.set_block_based_table_factory(&table);
     match name {
         // Bitmaps are compressed already; LZ4 on top only costs time.
@@ -209,10 +217,12 @@ impl Store {
         // commit; atomic flush keeps the column families of one batch
         // together on disk, so a crash never leaves half a batch.
         opts.set_atomic_flush(true);
+        opts.set_db_write_buffer_size(WRITE_BUFFERS_BYTES);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         opts.increase_parallelism(2);
         let descriptors = cf::ALL
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
         let db = DB::open_cf_descriptors(&opts, &db_dir, descriptors).map_err(|e| {
             if is_lock_error(&e) {
                 Error::Locked { path: dir.clone() }
@@ -225,7 +235,7 @@ impl Store {
             }
         })?;
 
-        let mut sst_opts = cf_options(cf::USERS);
+        let mut sst_opts = cf_options(cf::USERS, &cache);
         sst_opts.set_compression_type(rocksdb::DBCompressionType::None);
         let store = Store {
             db,
@@ -403,6 +413,19 @@ impl Store {
             .get_pinned_cf(self.cf(cf::USERS), keys::user(idx))
             .map_err(db_err("get", cf::USERS))?
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Calls `f(index, distinct id)` for every user, in index order.
+    pub fn for_each_user(&self, mut f: impl FnMut(u32, &[u8])) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::USERS));
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if let Some(idx) = keys::read_u32(k) {
+                f(idx, v);
+            }
+            it.next();
+        }
+        it.status().map_err(db_err("scan", cf::USERS))
     }
 
     /// The user index of a distinct id: a binary search in the persisted
