@@ -12,6 +12,17 @@ have_libclang() {
 have_libclang || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
+# `make test` runs rustfmt and clippy; a minimal rustup profile lacks them.
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            rustup component add "$component" >&2
+        else
+            echo "error: cargo $component is missing and there is no rustup to add it" >&2
+            exit 1
+        fi
+    fi
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

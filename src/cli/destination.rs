@@ -36,6 +36,9 @@ pub enum DestinationCmd {
     Remove {
         /// Name.
         name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the exact request a sync would send, for a sample page.
     Preview {
@@ -504,8 +507,11 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
             }
             print_one(&rec, e.json)
         }
-        DestinationCmd::Remove { name } => {
+        DestinationCmd::Remove { name, json } => {
             destination::remove(&store, &name)?;
+            if json {
+                return super::print_json(&serde_json::json!({ "removed": name }));
+            }
             println!("removed destination {name}");
             Ok(())
         }

@@ -156,6 +156,11 @@ impl<'s> Sink<'s, '_> {
         self.lines
     }
 
+    /// Counts lines read elsewhere (by the id-list producer thread).
+    pub(crate) fn add_lines(&mut self, n: u64) {
+        self.lines += n;
+    }
+
     pub(crate) fn set_line(&mut self, line: u64) {
         self.lines = self.lines.max(line);
     }
