@@ -91,3 +91,23 @@ fn users_lacking_the_attribute_are_outside_current() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("phone attribute not found"));
 }
+
+#[test]
+fn a_new_id_repeated_in_one_file_becomes_one_user() {
+    let env = Env::new();
+    // Repeats close together and far apart (beyond one 16 MiB block).
+    let mut ids: Vec<String> = (0..50).map(|i| format!("fresh-{i}")).collect();
+    ids.extend((0..50).map(|i| format!("fresh-{i}")));
+    let filler: Vec<String> = (0..1_300_000).map(|i| format!("filler-{i:07}")).collect();
+    ids.extend(filler.iter().cloned());
+    ids.extend((0..50).map(|i| format!("fresh-{i}")));
+    let p = env.file("dups.txt", ids.join("\n").as_bytes());
+    let s = env.json(&["segment", "import", "s", path_str(&p)]);
+    assert!(std::fs::metadata(&p).unwrap().len() > 16 << 20);
+    assert_eq!(s["lines"], ids.len() as u64);
+    assert_eq!(s["members"], 1_300_050);
+    assert_eq!(s["users_new"], 1_300_050);
+    let again = env.json(&["segment", "import", "s", path_str(&p)]);
+    assert_eq!(again["users_new"], 0);
+    assert_eq!(again["users_known"], 1_300_050);
+}
