@@ -13,7 +13,8 @@
 //!   rate limit, retries, idempotency keys) → checkpoint; crash-safe resume.
 //! - [`destination`]: destination config validated into types that cannot be
 //!   invalid, and one module per request format.
-//! - [`lifecycle`]: sync and execution records (statuses and schedules to come).
+//! - [`lifecycle`]: sync and execution records, the status × action rules,
+//!   schedule computation.
 //! - [`receiver`]: a built-in endpoint that checks requests and rebuilds
 //!   membership (demo, bench, tests).
 //! - [`fixtures`]: deterministic generated data for tests, benches and the demo.

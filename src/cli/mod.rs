@@ -97,7 +97,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<crate::destination::Error>() {
             return if e.is_bad_input() { 2 } else { 1 };
         }
-        if cause.is::<crate::destination::ConfigError>() {
+        if cause.is::<crate::destination::ConfigError>()
+            || cause.is::<crate::lifecycle::rules::Refused>()
+        {
             return 2;
         }
     }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::UsageError;
 use crate::destination;
+use crate::lifecycle::rules::{self, Action};
 use crate::lifecycle::{ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus};
 use crate::pipeline::{self, RunOptions};
 use crate::plan;
@@ -34,6 +35,22 @@ pub enum SyncCmd {
     /// Run one execution now, in the foreground (resumes one left processing).
     /// Exits 0 only when it completed.
     Run {
+        /// Sync id.
+        id: u32,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause scheduled runs (an ad hoc run resumes them).
+    Pause {
+        /// Sync id.
+        id: u32,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archive a sync. Irreversible.
+    Archive {
         /// Sync id.
         id: u32,
         /// JSON output.
@@ -137,6 +154,34 @@ fn print_exec(e: &ExecutionRecord) {
         e.total,
         e.error.as_deref().unwrap_or("")
     );
+}
+
+fn set_status(
+    store: &Store,
+    id: u32,
+    action: Action,
+    to: SyncStatus,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut s = load(store, id)?;
+    let resync = destination::get(store, &s.destination)
+        .ok()
+        .and_then(|d| d.validated().ok())
+        .is_some_and(|d| d.allow_resync);
+    rules::check(s.status, action, resync)?;
+    s.status = to;
+    s.save(store)?;
+    if json {
+        return super::print_json(&s);
+    }
+    println!(
+        "sync {id} is now {}",
+        serde_json::to_value(to)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
+    Ok(())
 }
 
 pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
@@ -270,6 +315,12 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
                 }
                 .into()),
             }
+        }
+        SyncCmd::Pause { id, json } => {
+            set_status(&store, id, Action::Pause, SyncStatus::Paused, json)
+        }
+        SyncCmd::Archive { id, json } => {
+            set_status(&store, id, Action::Archive, SyncStatus::Archived, json)
         }
         SyncCmd::History { id, json } => {
             load(&store, id)?;

@@ -1,8 +1,11 @@
-//! Syncs over time. For now: the sync and execution records and their
-//! storage; statuses, actions, limits, schedules and notifications come with
-//! the lifecycle work (see docs/ARCHITECTURE.md, Status).
+//! Syncs over time: the sync and execution records, the status × action
+//! table ([`rules`]) and when periodic syncs run ([`schedule`]). Limits,
+//! the scheduler and notifications are still to come (docs/ARCHITECTURE.md,
+//! Status).
 
 mod records;
+pub mod rules;
+pub mod schedule;
 
 pub use records::{
     BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus,

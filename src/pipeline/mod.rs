@@ -26,7 +26,8 @@ use crossbeam::channel;
 use roaring::RoaringBitmap;
 
 use crate::destination::{self, segment_sync, ConfigError, Destination};
-use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord, SyncStatus};
+use crate::lifecycle::rules::{self, Action};
+use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord};
 use crate::plan;
 use crate::progress::Progress;
 use crate::store::{self, Store};
@@ -59,13 +60,16 @@ pub enum Error {
     /// A pipeline thread died.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The sync's status does not allow a run.
+    #[error(transparent)]
+    Refused(#[from] crate::lifecycle::rules::Refused),
 }
 
 impl Error {
     /// True for errors in what the user asked for.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Error::NoSync(_) | Error::Config(_) => true,
+            Error::NoSync(_) | Error::Config(_) | Error::Refused(_) => true,
             Error::Plan(e) => e.is_bad_input(),
             Error::Destination(e) => e.is_bad_input(),
             Error::Store(_) | Error::Start(_) | Error::Internal(_) => false,
@@ -96,6 +100,7 @@ impl Default for RunOptions {
 pub fn run_sync(store: &Store, sync_id: u32, opts: &RunOptions) -> Result<ExecutionRecord, Error> {
     let mut sync = SyncRecord::load(store, sync_id)?.ok_or(Error::NoSync(sync_id))?;
     let dest = destination::get(store, &sync.destination)?.validated()?;
+    rules::check(sync.status, Action::Run, dest.allow_resync)?;
     let resumable = match sync.last_execution {
         Some(seq) => ExecutionRecord::load(store, sync.id, seq)?
             .filter(|e| e.status == ExecStatus::Processing),
@@ -284,15 +289,13 @@ fn execute(
         None if exec.pages_done >= exec.total_pages => {
             exec.status = ExecStatus::Complete;
             sync.last_complete = Some(exec.seq);
-            if sync.status == SyncStatus::Failed {
-                sync.status = SyncStatus::Active;
-            }
+            sync.status = rules::after_run(true);
         }
         other => {
             exec.status = ExecStatus::Failed;
             exec.error =
                 Some(other.unwrap_or_else(|| "the run ended with pages not delivered".into()));
-            sync.status = SyncStatus::Failed;
+            sync.status = rules::after_run(false);
         }
     }
     store.write_records(
