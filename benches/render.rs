@@ -7,7 +7,7 @@ use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use segsync::destination::{self, DestinationConfig};
-use segsync::lifecycle::{Frequency, Schedule, SyncRecord, SyncStatus};
+use segsync::lifecycle::{Frequency, Schedule, Trigger};
 use segsync::{fixtures::distinct_id, ingest, pipeline, plan, store::Store};
 
 fn sizes() -> Vec<u64> {
@@ -36,19 +36,22 @@ fn bench(c: &mut Criterion) {
             ..DestinationConfig::new("d", "http://127.0.0.1:9/")
         };
         destination::add(&store, cfg).unwrap();
-        let mut sync = SyncRecord {
-            id: 1,
-            segment: "s".into(),
-            destination: "d".into(),
-            attribute: "uid".into(),
-            schedule: Schedule::Every(Frequency::Daily),
-            status: SyncStatus::Active,
-            created_ms: 0,
-            last_complete: None,
-            last_execution: None,
-        };
-        sync.save(&store).unwrap();
-        let exec = plan::plan_execution(&store, &mut sync, 10_000).unwrap();
+        let mut sync = segsync::lifecycle::actions::create(
+            &store,
+            segsync::lifecycle::actions::NewSync {
+                segment: "s".into(),
+                destination: "d".into(),
+                attribute: "uid".into(),
+                schedule: Schedule::Every(Frequency::Daily),
+                start: None,
+                end: None,
+                timezone: None,
+                notify: Vec::new(),
+            },
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let exec = plan::plan_execution(&store, &mut sync, 10_000, Trigger::Scheduled).unwrap();
 
         let mut g = c.benchmark_group(format!("render_{n}"));
         g.sample_size(10);

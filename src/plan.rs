@@ -10,7 +10,9 @@
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
-use crate::lifecycle::{BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Schedule, SyncRecord};
+use crate::lifecycle::{
+    BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Schedule, SyncRecord, Trigger,
+};
 use crate::store::{self, SegmentRecord, Store};
 
 /// Errors of planning.
@@ -168,11 +170,19 @@ pub fn segment_diff(
 /// whole current membership; later runs send the difference from the last
 /// complete execution. Removed users are grouped by the execution that last
 /// added them, whose attribute values they are sent with.
+///
+/// `trigger` decides the plan: a resync of all users sends the whole
+/// current membership whatever the schedule; a resync of the last difference
+/// plans the last execution's difference again, with the same values.
 pub fn plan_execution(
     store: &Store,
     sync: &mut SyncRecord,
     page_size: u32,
+    trigger: Trigger,
 ) -> Result<ExecutionRecord, Error> {
+    if trigger == Trigger::ResyncLast {
+        return plan_resync_last(store, sync, page_size);
+    }
     // Imports hold the writer lock while they run, so the snapshot, the
     // presence bitmap and the write sequence are read at one point in time.
     let _consistent = store.lock_writer();
@@ -195,7 +205,7 @@ pub fn plan_execution(
         .transpose()?
         .flatten();
     let (kind, d) = match (&last, sync.schedule) {
-        (Some(prev), Schedule::Every(_)) => {
+        (Some(prev), Schedule::Every(_)) if trigger != Trigger::ResyncAll => {
             let previous = prev.bitmap(store, BitmapKind::Synced)?;
             let mut d = diff(&previous, &cur);
             // Executions that failed since then may have delivered any part
@@ -246,6 +256,7 @@ pub fn plan_execution(
         sync_id: sync.id,
         seq,
         kind,
+        trigger,
         status: ExecStatus::Processing,
         started_ms: chrono::Utc::now().timestamp_millis(),
         finished_ms: None,
@@ -274,6 +285,49 @@ pub fn plan_execution(
     for (i, (_, b)) in groups.iter().enumerate() {
         writes.push(exec.bitmap_write(BitmapKind::RemovedAsOf(i as u8), b));
     }
+    store.write_records(writes, true)?;
+    Ok(exec)
+}
+
+/// A new execution with the last execution's plan (its bitmaps, removal
+/// groups and write sequence), for `sync resync-last`.
+fn plan_resync_last(
+    store: &Store,
+    sync: &mut SyncRecord,
+    page_size: u32,
+) -> Result<ExecutionRecord, Error> {
+    let last = sync
+        .last_execution
+        .map(|seq| ExecutionRecord::load(store, sync.id, seq))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| Error::Empty(format!("{} (sync {} never ran)", sync.segment, sync.id)))?;
+    let seq = last.seq + 1;
+    let exec = ExecutionRecord {
+        seq,
+        trigger: Trigger::ResyncLast,
+        status: ExecStatus::Processing,
+        started_ms: chrono::Utc::now().timestamp_millis(),
+        finished_ms: None,
+        page_size,
+        total_pages: crate::pipeline::total_pages(last.added, last.removed, page_size),
+        pages_done: 0,
+        requests: 0,
+        retries: 0,
+        error: None,
+        ..last.clone()
+    };
+    let mut writes = Vec::new();
+    for kind in [BitmapKind::Synced, BitmapKind::Added, BitmapKind::Removed] {
+        writes.push(exec.bitmap_write(kind, &last.bitmap(store, kind)?));
+    }
+    for i in 0..last.removed_as_of.len() {
+        let kind = BitmapKind::RemovedAsOf(i as u8);
+        writes.push(exec.bitmap_write(kind, &last.bitmap(store, kind)?));
+    }
+    sync.last_execution = Some(seq);
+    writes.push(exec.write());
+    writes.push(sync.write());
     store.write_records(writes, true)?;
     Ok(exec)
 }

@@ -130,6 +130,8 @@ fn exhausted_retries_fail_the_execution_and_keep_delivered_pages() {
     });
     let env = Env::new();
     let sync = setup(&env, &rx.url("/"), 400, &["--in-flight", "1"]);
+    // Retry at once after the failure (the cool-off has its own test).
+    env.config("[limits]\ncool_off_minutes = 0\n");
     let out = env.run(&["sync", "run", &sync, "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

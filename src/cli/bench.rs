@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::demo::{create_sync, local_destination};
 use crate::destination;
 use crate::fixtures::{generate, Spec};
-use crate::lifecycle::ExecStatus;
+use crate::lifecycle::{ExecStatus, Trigger};
 use crate::pipeline::{self, RunOptions};
 use crate::receiver::{Receiver, ReceiverOptions};
 use crate::{ingest, plan, store::Store};
@@ -101,7 +101,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     )?;
     let sync = create_sync(&store, "bench", "bench-receiver")?;
     let reset = reset_peak_rss();
-    let full = pipeline::run_sync(&store, sync, &RunOptions::default())?;
+    let full = pipeline::run_sync(&store, sync, Trigger::Scheduled, &RunOptions::default())?;
     let full_sync_peak_rss_mb = reset.then(peak_rss_mb);
     if full.status != ExecStatus::Complete {
         anyhow::bail!("full sync failed: {:?}", full.error);
@@ -140,7 +140,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(&list, ids.join("\n"))?;
     ingest::import_segment(&store, "bench-throttled", &list, &opts)?;
     let tsync = create_sync(&store, "bench-throttled", "bench-throttled")?;
-    let throttled = pipeline::run_sync(&store, tsync, &RunOptions::default())?;
+    let throttled = pipeline::run_sync(&store, tsync, Trigger::Scheduled, &RunOptions::default())?;
     let tsecs = throttled.seconds().unwrap_or(0.0);
     // n requests spaced by one period span (n - 1) periods.
     let achieved = if tsecs > 0.0 {

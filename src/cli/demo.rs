@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use crate::destination::{self, DestinationConfig};
 use crate::fixtures::{distinct_id, draw, generate, Spec};
-use crate::lifecycle::{ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus};
+use crate::lifecycle::{actions, ExecStatus, ExecutionRecord, Frequency, Schedule, Trigger};
 use crate::pipeline::{self, RunOptions};
 use crate::receiver::{Receiver, ReceiverOptions};
 use crate::{ingest, store::Store};
@@ -56,18 +56,20 @@ pub(crate) fn local_destination(
 }
 
 pub(crate) fn create_sync(store: &Store, segment: &str, dest: &str) -> anyhow::Result<u32> {
-    let rec = SyncRecord {
-        id: store.next_id("sync")?,
-        segment: segment.into(),
-        destination: dest.into(),
-        attribute: "uid".into(),
-        schedule: Schedule::Every(Frequency::Daily),
-        status: SyncStatus::Active,
-        created_ms: chrono::Utc::now().timestamp_millis(),
-        last_complete: None,
-        last_execution: None,
-    };
-    rec.save(store)?;
+    let rec = actions::create(
+        store,
+        actions::NewSync {
+            segment: segment.into(),
+            destination: dest.into(),
+            attribute: "uid".into(),
+            schedule: Schedule::Every(Frequency::Daily),
+            start: None,
+            end: None,
+            timezone: None,
+            notify: Vec::new(),
+        },
+        chrono::Utc::now(),
+    )?;
     Ok(rec.id)
 }
 
@@ -151,10 +153,10 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<()> {
         progress: false,
         ..Default::default()
     };
-    let first = pipeline::run_sync(&store, sync, &run_opts)?;
+    let first = pipeline::run_sync(&store, sync, Trigger::Scheduled, &run_opts)?;
     row(&first);
     let s2 = ingest::import_segment(&store, "demo", &g.snapshot_2, &ingest::Options::default())?;
-    let second = pipeline::run_sync(&store, sync, &run_opts)?;
+    let second = pipeline::run_sync(&store, sync, Trigger::Scheduled, &run_opts)?;
     row(&second);
     for e in [&first, &second] {
         if e.status != ExecStatus::Complete {

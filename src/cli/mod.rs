@@ -80,28 +80,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The exit code for an error: 2 for bad input or usage, 1 otherwise.
+/// The first error in the chain that knows whose fault it is decides.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
+    macro_rules! classify {
+        ($cause:expr, $($ty:ty),*) => {
+            $( if let Some(e) = $cause.downcast_ref::<$ty>() {
+                return if e.is_bad_input() { 2 } else { 1 };
+            } )*
+        };
+    }
     for cause in err.chain() {
-        if cause.is::<UsageError>() {
+        if cause.is::<UsageError>() || cause.is::<crate::destination::ConfigError>() {
             return 2;
         }
-        if let Some(e) = cause.downcast_ref::<crate::ingest::Error>() {
-            return if e.is_bad_input() { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<crate::plan::Error>() {
-            return if e.is_bad_input() { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<crate::pipeline::Error>() {
-            return if e.is_bad_input() { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<crate::destination::Error>() {
-            return if e.is_bad_input() { 2 } else { 1 };
-        }
-        if cause.is::<crate::destination::ConfigError>()
-            || cause.is::<crate::lifecycle::rules::Refused>()
-        {
-            return 2;
-        }
+        classify!(
+            cause,
+            crate::ingest::Error,
+            crate::plan::Error,
+            crate::pipeline::Error,
+            crate::destination::Error,
+            crate::lifecycle::actions::ActionError
+        );
     }
     1
 }

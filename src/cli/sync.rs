@@ -1,16 +1,18 @@
-//! `segsync sync …`: create, list, show, run in the foreground, history.
+//! `segsync sync …`: create, list, show, edit, run in the foreground,
+//! pause, resync, archive, history. The rules live in
+//! [`crate::lifecycle::actions`]; this file only parses and prints.
 
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 
 use super::UsageError;
-use crate::destination;
-use crate::lifecycle::rules::{self, Action};
-use crate::lifecycle::{ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus};
+use crate::lifecycle::actions::{self, NewSync, SyncEdit};
+use crate::lifecycle::rules::Action;
+use crate::lifecycle::{ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
 use crate::pipeline::{self, RunOptions};
-use crate::plan;
 use crate::store::Store;
 
 /// `sync` subcommands.
@@ -24,7 +26,7 @@ pub enum SyncCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show a sync and its last execution.
+    /// Show a sync: status, last and next run.
     Show {
         /// Sync id.
         id: u32,
@@ -32,8 +34,10 @@ pub enum SyncCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run one execution now, in the foreground (resumes one left processing).
-    /// Exits 0 only when it completed.
+    /// Change destination, frequency, start (until it passes), end, emails.
+    Edit(EditArgs),
+    /// Run now, in the foreground (resumes an execution left processing;
+    /// resumes a paused or failed sync). Exits 0 only when it completed.
     Run {
         /// Sync id.
         id: u32,
@@ -41,8 +45,24 @@ pub enum SyncCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Pause scheduled runs (an ad hoc run resumes them).
+    /// Pause scheduled runs (`sync run` resumes them).
     Pause {
+        /// Sync id.
+        id: u32,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send every current member again (if the destination allows resync).
+    ResyncAll {
+        /// Sync id.
+        id: u32,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the last execution's difference again (failed syncs only).
+    ResyncLast {
         /// Sync id.
         id: u32,
         /// JSON output.
@@ -85,9 +105,61 @@ pub struct CreateArgs {
     /// Periodic sync.
     #[arg(long, value_enum)]
     pub every: Option<Frequency>,
+    /// First run (RFC 3339, e.g. 2026-12-01T09:00:00Z; default now).
+    #[arg(long, value_parser = parse_time)]
+    pub start: Option<DateTime<Utc>>,
+    /// No runs from this time on (periodic syncs).
+    #[arg(long, value_parser = parse_time)]
+    pub end: Option<DateTime<Utc>>,
+    /// IANA time zone whose wall clock the schedule follows (default UTC).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Email told about changes, successes and failures; repeatable.
+    #[arg(long = "notify", value_name = "EMAIL")]
+    pub notify: Vec<String>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `sync edit`.
+#[derive(Debug, clap::Args)]
+pub struct EditArgs {
+    /// Sync id.
+    pub id: u32,
+    /// New destination.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// New frequency (periodic syncs).
+    #[arg(long, value_enum)]
+    pub every: Option<Frequency>,
+    /// New start (only before the current one passes).
+    #[arg(long, value_parser = parse_time)]
+    pub start: Option<DateTime<Utc>>,
+    /// New end date.
+    #[arg(long, value_parser = parse_time, conflicts_with = "no_end")]
+    pub end: Option<DateTime<Utc>>,
+    /// Remove the end date.
+    #[arg(long)]
+    pub no_end: bool,
+    /// Replace the notification emails; repeatable.
+    #[arg(long = "notify", value_name = "EMAIL")]
+    pub notify: Vec<String>,
+    /// Remove every notification email.
+    #[arg(long, conflicts_with = "notify")]
+    pub no_notify: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if s == "now" {
+        return Ok(Utc::now());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e}); e.g. 2026-12-01T09:00:00Z"))
 }
 
 /// An execution that ended failed (exit code 1).
@@ -98,20 +170,17 @@ pub struct ExecutionFailed {
     error: String,
 }
 
-fn load(store: &Store, id: u32) -> anyhow::Result<SyncRecord> {
-    SyncRecord::load(store, id)?.ok_or_else(|| pipeline::Error::NoSync(id).into())
+fn word<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn schedule_text(s: Schedule) -> String {
     match s {
         Schedule::Once => "once".into(),
-        Schedule::Every(f) => format!(
-            "every {}",
-            serde_json::to_value(f)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        ),
+        Schedule::Every(f) => format!("every {}", word(f)),
     }
 }
 
@@ -136,17 +205,12 @@ fn row(e: &ExecutionRecord) -> Row<'_> {
 
 fn print_exec(e: &ExecutionRecord) {
     println!(
-        "{:<8} {:<20} {:<5} {:<10} {:>6}/{:<6} +{:<9} -{:<9} total {:<9} {}",
+        "{:<8} {:<20} {:<5} {:<11} {:<10} {:>6}/{:<6} +{:<9} -{:<9} total {:<9} {}",
         e.execution_id(),
         super::fmt_ms(e.started_ms),
-        serde_json::to_value(e.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        serde_json::to_value(e.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        word(e.kind),
+        word(e.trigger),
+        word(e.status),
         e.pages_done,
         e.total_pages,
         e.added,
@@ -156,36 +220,96 @@ fn print_exec(e: &ExecutionRecord) {
     );
 }
 
-fn set_status(
-    store: &Store,
-    id: u32,
-    action: Action,
-    to: SyncStatus,
-    json: bool,
-) -> anyhow::Result<()> {
-    let mut s = load(store, id)?;
-    let resync = destination::get(store, &s.destination)
-        .ok()
-        .and_then(|d| d.validated().ok())
-        .is_some_and(|d| d.allow_resync);
-    rules::check(s.status, action, resync)?;
-    s.status = to;
-    s.save(store)?;
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    sync: &'a SyncRecord,
+    next_run: Option<String>,
+    last_run: Option<Row<'a>>,
+}
+
+fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
+    let last = s
+        .last_execution
+        .map(|seq| ExecutionRecord::load(store, s.id, seq))
+        .transpose()?
+        .flatten();
+    let next = actions::next_run(s, Utc::now()).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     if json {
-        return super::print_json(&s);
+        return super::print_json(&Shown {
+            sync: s,
+            next_run: next,
+            last_run: last.as_ref().map(row),
+        });
     }
     println!(
-        "sync {id} is now {}",
-        serde_json::to_value(to)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        "sync {}: {} → {} ({}), {} ({}), status {}",
+        s.id,
+        s.segment,
+        s.destination,
+        s.attribute,
+        schedule_text(s.schedule),
+        s.timezone,
+        word(s.status)
     );
+    println!(
+        "  start {}, end {}, next run {}, notify {}",
+        super::fmt_ms(s.start_ms),
+        s.end_ms.map_or("-".into(), super::fmt_ms),
+        next.as_deref().unwrap_or("-"),
+        if s.notify.is_empty() {
+            "-".into()
+        } else {
+            s.notify.join(", ")
+        }
+    );
+    match &last {
+        Some(e) => print_exec(e),
+        None => println!("  never run"),
+    }
     Ok(())
+}
+
+fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Result<()> {
+    let e = pipeline::run_sync(
+        store,
+        id,
+        trigger,
+        &RunOptions {
+            progress: !json,
+            ..Default::default()
+        },
+    )?;
+    if json {
+        super::print_json(&row(&e))?;
+    } else {
+        println!(
+            "execution {} {}: {} pages, +{} added, -{} removed, {} total, {} skipped, {} requests ({} retries), {:.2} s",
+            e.execution_id(),
+            word(e.status),
+            e.pages_done,
+            e.added,
+            e.removed,
+            e.total,
+            e.skipped,
+            e.requests,
+            e.retries,
+            e.seconds().unwrap_or(0.0)
+        );
+    }
+    match e.status {
+        ExecStatus::Complete => Ok(()),
+        _ => Err(ExecutionFailed {
+            id: e.execution_id(),
+            error: e.error.clone().unwrap_or_default(),
+        }
+        .into()),
+    }
 }
 
 pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
     let store = super::open_store(data_dir)?;
+    let now = Utc::now();
     match cmd {
         SyncCmd::Create(a) => {
             let schedule = match (a.once, a.every) {
@@ -193,28 +317,22 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
                 (false, Some(f)) => Schedule::Every(f),
                 _ => return Err(UsageError("give exactly one of --once or --every".into()).into()),
             };
-            let seg = store
-                .segment(&a.segment)?
-                .ok_or_else(|| plan::Error::NoSegment(a.segment.clone()))?;
-            let dest = destination::get(&store, &a.destination)?.validated()?;
-            if store.attr_id(&a.attribute).is_none() {
-                return Err(plan::Error::UnknownAttribute(a.attribute.clone()).into());
-            }
-            dest.check_attribute(&a.attribute)?;
-            let rec = SyncRecord {
-                id: store.next_id("sync")?,
-                segment: seg.name,
-                destination: a.destination,
-                attribute: a.attribute,
-                schedule,
-                status: SyncStatus::Active,
-                created_ms: chrono::Utc::now().timestamp_millis(),
-                last_complete: None,
-                last_execution: None,
-            };
-            rec.save(&store)?;
+            let rec = actions::create(
+                &store,
+                NewSync {
+                    segment: a.segment,
+                    destination: a.destination,
+                    attribute: a.attribute,
+                    schedule,
+                    start: a.start,
+                    end: a.end,
+                    timezone: a.timezone,
+                    notify: a.notify,
+                },
+                now,
+            )?;
             if a.json {
-                return super::print_json(&rec);
+                return print_sync(&store, &rec, true);
             }
             println!(
                 "created sync {} ({} → {}, {}, {})",
@@ -236,94 +354,54 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
             }
             for s in all {
                 println!(
-                    "{:>4}  {:<20} → {:<20} {:<10} {:<14} {:?}",
+                    "{:>4}  {:<20} → {:<20} {:<10} {:<14} {}",
                     s.id,
                     s.segment,
                     s.destination,
                     s.attribute,
                     schedule_text(s.schedule),
-                    s.status
+                    word(s.status)
                 );
             }
             Ok(())
         }
-        SyncCmd::Show { id, json } => {
-            let s = load(&store, id)?;
-            let last = s
-                .last_execution
-                .map(|seq| ExecutionRecord::load(&store, id, seq))
-                .transpose()?
-                .flatten();
-            if json {
-                #[derive(Serialize)]
-                struct Out<'a> {
-                    #[serde(flatten)]
-                    sync: &'a SyncRecord,
-                    last_run: Option<Row<'a>>,
-                }
-                return super::print_json(&Out {
-                    sync: &s,
-                    last_run: last.as_ref().map(row),
-                });
-            }
-            println!(
-                "sync {}: {} → {} ({}), {}, status {:?}",
-                s.id,
-                s.segment,
-                s.destination,
-                s.attribute,
-                schedule_text(s.schedule),
-                s.status
-            );
-            match &last {
-                Some(e) => print_exec(e),
-                None => println!("never run"),
-            }
-            Ok(())
-        }
-        SyncCmd::Run { id, json } => {
-            let e = pipeline::run_sync(
-                &store,
-                id,
-                &RunOptions {
-                    progress: !json,
-                    ..Default::default()
+        SyncCmd::Show { id, json } => print_sync(&store, &actions::load(&store, id)?, json),
+        SyncCmd::Edit(e) => {
+            let edit = SyncEdit {
+                destination: e.destination,
+                every: e.every,
+                start: e.start,
+                end: if e.no_end {
+                    Some(None)
+                } else {
+                    e.end.map(Some)
                 },
-            )?;
-            if json {
-                super::print_json(&row(&e))?;
-            } else {
-                println!(
-                    "execution {} {}: {} pages, +{} added, -{} removed, {} total, {} skipped, {} requests ({} retries), {:.2} s",
-                    e.execution_id(),
-                    if e.status == ExecStatus::Complete { "complete" } else { "failed" },
-                    e.pages_done,
-                    e.added,
-                    e.removed,
-                    e.total,
-                    e.skipped,
-                    e.requests,
-                    e.retries,
-                    e.seconds().unwrap_or(0.0)
-                );
-            }
-            match e.status {
-                ExecStatus::Complete => Ok(()),
-                _ => Err(ExecutionFailed {
-                    id: e.execution_id(),
-                    error: e.error.clone().unwrap_or_default(),
-                }
-                .into()),
-            }
+                notify: if e.no_notify {
+                    Some(Vec::new())
+                } else if e.notify.is_empty() {
+                    None
+                } else {
+                    Some(e.notify)
+                },
+            };
+            let s = actions::edit(&store, e.id, edit, now)?;
+            print_sync(&store, &s, e.json)
         }
-        SyncCmd::Pause { id, json } => {
-            set_status(&store, id, Action::Pause, SyncStatus::Paused, json)
-        }
-        SyncCmd::Archive { id, json } => {
-            set_status(&store, id, Action::Archive, SyncStatus::Archived, json)
-        }
+        SyncCmd::Run { id, json } => run_now(&store, id, Trigger::AdHoc, json),
+        SyncCmd::ResyncAll { id, json } => run_now(&store, id, Trigger::ResyncAll, json),
+        SyncCmd::ResyncLast { id, json } => run_now(&store, id, Trigger::ResyncLast, json),
+        SyncCmd::Pause { id, json } => print_sync(
+            &store,
+            &actions::set_status(&store, id, Action::Pause, now)?,
+            json,
+        ),
+        SyncCmd::Archive { id, json } => print_sync(
+            &store,
+            &actions::set_status(&store, id, Action::Archive, now)?,
+            json,
+        ),
         SyncCmd::History { id, json } => {
-            load(&store, id)?;
+            actions::load(&store, id)?;
             let all = ExecutionRecord::all(&store, id)?;
             if json {
                 let rows: Vec<Row<'_>> = all.iter().map(row).collect();

@@ -3,10 +3,14 @@
 //! the scheduler and notifications are still to come (docs/ARCHITECTURE.md,
 //! Status).
 
+pub mod limits;
 mod records;
 pub mod rules;
 pub mod schedule;
 
+pub mod actions;
+
 pub use records::{
     BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus,
+    Trigger,
 };

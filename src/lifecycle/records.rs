@@ -67,6 +67,46 @@ pub struct SyncRecord {
     pub last_complete: Option<u32>,
     /// Sequence number of the newest execution.
     pub last_execution: Option<u32>,
+    /// First run, Unix ms.
+    pub start_ms: i64,
+    /// No run at or after this, Unix ms.
+    pub end_ms: Option<i64>,
+    /// IANA time zone whose wall clock the schedule follows.
+    pub timezone: String,
+    /// Who is told about configuration changes, successes and failures.
+    pub notify: Vec<String>,
+    /// The schedule slot the scheduler last ran, Unix ms.
+    pub last_slot_ms: Option<i64>,
+    /// When the sync became inactive, Unix ms.
+    pub inactive_since_ms: Option<i64>,
+    /// Last configuration change, Unix ms.
+    pub updated_ms: i64,
+}
+
+impl SyncRecord {
+    /// The schedule's timing (start, end, zone).
+    pub fn timing(&self) -> super::schedule::Timing {
+        let ts = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        super::schedule::Timing {
+            start: ts(self.start_ms),
+            end: self.end_ms.map(ts),
+            tz: self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC),
+        }
+    }
+}
+
+/// What started an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// The schedule (or the demo and benchmarks).
+    Scheduled,
+    /// `sync run`: counts towards the daily resync limit.
+    AdHoc,
+    /// `sync resync-all`: the whole membership again.
+    ResyncAll,
+    /// `sync resync-last`: the last execution's difference again.
+    ResyncLast,
 }
 
 /// What an execution sends.
@@ -100,6 +140,8 @@ pub struct ExecutionRecord {
     pub seq: u32,
     /// Kind.
     pub kind: ExecKind,
+    /// What started it.
+    pub trigger: Trigger,
     /// Status.
     pub status: ExecStatus,
     /// Start, Unix ms.

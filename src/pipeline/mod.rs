@@ -26,8 +26,8 @@ use crossbeam::channel;
 use roaring::RoaringBitmap;
 
 use crate::destination::{self, segment_sync, ConfigError, Destination};
-use crate::lifecycle::rules::{self, Action};
-use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord};
+use crate::lifecycle::{actions, rules};
+use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord, Trigger};
 use crate::plan;
 use crate::progress::Progress;
 use crate::store::{self, Store};
@@ -60,16 +60,17 @@ pub enum Error {
     /// A pipeline thread died.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The sync's status does not allow a run.
+    /// The run is not allowed now (status, limit, cool-off).
     #[error(transparent)]
-    Refused(#[from] crate::lifecycle::rules::Refused),
+    Action(#[from] crate::lifecycle::actions::ActionError),
 }
 
 impl Error {
     /// True for errors in what the user asked for.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Error::NoSync(_) | Error::Config(_) | Error::Refused(_) => true,
+            Error::NoSync(_) | Error::Config(_) => true,
+            Error::Action(e) => e.is_bad_input(),
             Error::Plan(e) => e.is_bad_input(),
             Error::Destination(e) => e.is_bad_input(),
             Error::Store(_) | Error::Start(_) | Error::Internal(_) => false,
@@ -96,11 +97,17 @@ impl Default for RunOptions {
 }
 
 /// Runs sync `sync_id` once: resumes its execution left processing, or plans
-/// a new one; returns the execution as it ended (complete or failed).
-pub fn run_sync(store: &Store, sync_id: u32, opts: &RunOptions) -> Result<ExecutionRecord, Error> {
+/// a new one for `trigger`; returns the execution as it ended (complete or
+/// failed). Refuses what the status table, limits or cool-off forbid.
+pub fn run_sync(
+    store: &Store,
+    sync_id: u32,
+    trigger: Trigger,
+    opts: &RunOptions,
+) -> Result<ExecutionRecord, Error> {
     let mut sync = SyncRecord::load(store, sync_id)?.ok_or(Error::NoSync(sync_id))?;
     let dest = destination::get(store, &sync.destination)?.validated()?;
-    rules::check(sync.status, Action::Run, dest.allow_resync)?;
+    actions::check_run(store, &sync, trigger, dest.allow_resync, chrono::Utc::now())?;
     let resumable = match sync.last_execution {
         Some(seq) => ExecutionRecord::load(store, sync.id, seq)?
             .filter(|e| e.status == ExecStatus::Processing),
@@ -116,7 +123,7 @@ pub fn run_sync(store: &Store, sync_id: u32, opts: &RunOptions) -> Result<Execut
             );
             e
         }
-        None => plan::plan_execution(store, &mut sync, dest.page_size.get())?,
+        None => plan::plan_execution(store, &mut sync, dest.page_size.get(), trigger)?,
     };
     execute(store, &mut sync, exec, dest, opts)
 }

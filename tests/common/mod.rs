@@ -42,6 +42,12 @@ impl Env {
         p
     }
 
+    /// Writes `segsync.toml` into the data dir.
+    pub fn config(&self, toml: &str) {
+        std::fs::create_dir_all(self.data()).expect("data dir");
+        std::fs::write(self.data().join("segsync.toml"), toml).expect("write config");
+    }
+
     /// Runs `segsync --data-dir DATA args…`.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::cargo_bin("segsync")
