@@ -69,6 +69,14 @@ fn schema_mismatch_is_refused() {
 }
 
 #[test]
+fn a_new_data_dir_may_hold_its_config_file_first() {
+    let env = Env::new();
+    env.config("[limits]\ncool_off_minutes = 5\n");
+    Store::open(env.data()).unwrap();
+    env.ok(&["segment", "list"]);
+}
+
+#[test]
 fn a_directory_that_is_not_a_store_is_refused() {
     let env = Env::new();
     std::fs::create_dir_all(env.data()).unwrap();

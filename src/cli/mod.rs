@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod destination;
 mod fixtures;
+mod notifications;
 mod receive;
 mod segment;
 mod sync;
@@ -56,6 +57,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// End-to-end performance figures on generated data.
     Bench(bench::BenchArgs),
+    /// The notification outbox.
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCmd),
     /// Run the built-in checking receiver (a local destination for trials).
     Receive(receive::ReceiveArgs),
 }
@@ -76,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Receive(a) => receive::run(a),
+        Command::Notifications(cmd) => notifications::run(&args.data_dir, cmd),
     }
 }
 

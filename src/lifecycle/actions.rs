@@ -282,6 +282,16 @@ pub fn edit(
     }
     s.updated_ms = now.timestamp_millis();
     s.save(store)?;
+    let detail = format!(
+        "Now: destination '{}', schedule {:?}, end {}, notifications to {}.",
+        s.destination,
+        s.schedule,
+        s.end_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or("none".to_string(), |t| t.to_rfc3339()),
+        s.notify.join(", ")
+    );
+    super::notify::notify(store, &s, super::notify::Kind::ConfigUpdate, &detail);
     Ok(s)
 }
 

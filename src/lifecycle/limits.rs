@@ -40,11 +40,38 @@ impl Default for Limits {
     }
 }
 
+/// The whole of `segsync.toml`: one schema, unknown sections and keys
+/// refused, so a typo is an error instead of a silent default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
+pub struct ConfigFile {
+    /// `[limits]`.
     #[serde(default)]
-    limits: Limits,
+    pub limits: Limits,
+    /// `[smtp]`, if notifications are to be emailed.
+    #[serde(default)]
+    pub smtp: Option<super::notify::SmtpConfig>,
+}
+
+impl ConfigFile {
+    /// Reads a data dir's `segsync.toml` (defaults when there is none).
+    pub fn load(data_dir: &Path) -> Result<ConfigFile, ConfigFileError> {
+        let path = config_path(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
+            Err(e) => {
+                return Err(ConfigFileError {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        toml::from_str(&text).map_err(|e| ConfigFileError {
+            path,
+            reason: e.to_string(),
+        })
+    }
 }
 
 /// A config file that cannot be used.
@@ -65,23 +92,7 @@ pub fn config_path(data_dir: &Path) -> PathBuf {
 impl Limits {
     /// Reads the limits of a data dir (defaults when there is no file).
     pub fn load(data_dir: &Path) -> Result<Limits, ConfigFileError> {
-        let path = config_path(data_dir);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Limits::default()),
-            Err(e) => {
-                return Err(ConfigFileError {
-                    path,
-                    reason: e.to_string(),
-                })
-            }
-        };
-        toml::from_str::<File>(&text)
-            .map(|f| f.limits)
-            .map_err(|e| ConfigFileError {
-                path,
-                reason: e.to_string(),
-            })
+        ConfigFile::load(data_dir).map(|c| c.limits)
     }
 }
 

@@ -4,6 +4,7 @@
 //! Status).
 
 pub mod limits;
+pub mod notify;
 mod records;
 pub mod rules;
 pub mod schedule;

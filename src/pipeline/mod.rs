@@ -26,7 +26,7 @@ use crossbeam::channel;
 use roaring::RoaringBitmap;
 
 use crate::destination::{self, segment_sync, ConfigError, Destination};
-use crate::lifecycle::{actions, rules};
+use crate::lifecycle::{actions, notify, rules};
 use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord, Trigger};
 use crate::plan;
 use crate::progress::Progress;
@@ -313,6 +313,30 @@ fn execute(
         ],
         true,
     )?;
+    let (kind, detail) = match exec.status {
+        ExecStatus::Complete => (
+            notify::Kind::Success,
+            format!(
+                "Execution {} complete: {} users added, {} removed, {} in the segment with the attribute, {} pages.",
+                exec.execution_id(),
+                exec.added,
+                exec.removed,
+                exec.total,
+                exec.pages_done
+            ),
+        ),
+        _ => (
+            notify::Kind::Failure,
+            format!(
+                "Execution {} failed after {} of {} pages: {}",
+                exec.execution_id(),
+                exec.pages_done,
+                exec.total_pages,
+                exec.error.as_deref().unwrap_or("unknown error")
+            ),
+        ),
+    };
+    notify::notify(store, sync, kind, &detail);
     tracing::info!(
         sync = sync.id,
         execution = exec.seq,

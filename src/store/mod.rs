@@ -178,8 +178,12 @@ impl Store {
                         reason: "not a directory".into(),
                     });
                 }
-                let mut entries = std::fs::read_dir(&dir).map_err(io(&dir))?;
-                if entries.next().is_some() {
+                // A new data dir may already hold its own config file.
+                let mut foreign = std::fs::read_dir(&dir)
+                    .map_err(io(&dir))?
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name() != "segsync.toml");
+                if foreign.next().is_some() {
                     return Err(Error::NotAStore {
                         path: dir,
                         reason: "the directory is not empty and has no db/ inside".into(),
