@@ -15,14 +15,17 @@
 //!   invalid, and one module per request format.
 //! - [`lifecycle`]: sync and execution records, the status × action rules,
 //!   schedule computation.
+//! - [`server`]: `segsync serve` — scheduler, resumption, admin REST API,
+//!   health and metrics, graceful shutdown.
+//! - [`metrics`]: process-wide counters for `/metrics`.
 //! - [`receiver`]: a built-in endpoint that checks requests and rebuilds
 //!   membership (demo, bench, tests).
 //! - [`fixtures`]: deterministic generated data for tests, benches and the demo.
 //! - [`progress`]: progress bars on a terminal.
 //! - [`cli`]: the command line (the only place that uses `anyhow`).
 //!
-//! The lifecycle rules, `serve` and Cohort Sync are planned in
-//! `docs/ARCHITECTURE.md` and not built yet.
+//! Cohort Sync and Personas ingestion are planned in `docs/ARCHITECTURE.md`
+//! and not built yet.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
@@ -33,8 +36,10 @@ pub mod destination;
 pub mod fixtures;
 pub mod ingest;
 pub mod lifecycle;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod receiver;
+pub mod server;
 pub mod store;

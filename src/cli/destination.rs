@@ -211,21 +211,8 @@ struct Shown {
     config: DestinationConfig,
 }
 
-pub(crate) fn masked(mut c: DestinationConfig) -> DestinationConfig {
-    for (k, v) in &mut c.headers {
-        if config::is_secret_header(k) {
-            *v = config::mask(v);
-        }
-    }
-    for (k, v) in &mut c.params {
-        if config::is_secret_header(k) {
-            *v = config::mask(v);
-        }
-    }
-    if let Some(b) = &mut c.basic {
-        b.password = config::mask(&b.password);
-    }
-    c
+pub(crate) fn masked(c: DestinationConfig) -> DestinationConfig {
+    c.masked()
 }
 
 fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod fixtures;
 mod notifications;
 mod receive;
 mod segment;
+mod serve;
 mod sync;
 mod users;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// End-to-end performance figures on generated data.
     Bench(bench::BenchArgs),
+    /// Run the scheduler and the admin REST API (holds the data dir).
+    Serve(serve::ServeArgs),
     /// The notification outbox.
     #[command(subcommand)]
     Notifications(notifications::NotificationsCmd),
@@ -80,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Receive(a) => receive::run(a),
+        Command::Serve(a) => serve::run(&args.data_dir, a),
         Command::Notifications(cmd) => notifications::run(&args.data_dir, cmd),
     }
 }

@@ -371,11 +371,7 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
                 destination: e.destination,
                 every: e.every,
                 start: e.start,
-                end: if e.no_end {
-                    Some(None)
-                } else {
-                    e.end.map(Some)
-                },
+                end: SyncEdit::end_change(e.end, e.no_end),
                 notify: if e.no_notify {
                     Some(Vec::new())
                 } else if e.notify.is_empty() {

@@ -245,6 +245,20 @@ impl DestinationConfig {
         }
     }
 
+    /// A copy safe to show: secret header and parameter values and the
+    /// Basic password masked.
+    pub fn masked(mut self) -> DestinationConfig {
+        for (k, v) in self.headers.iter_mut().chain(self.params.iter_mut()) {
+            if is_secret_header(k) {
+                *v = mask(v);
+            }
+        }
+        if let Some(b) = &mut self.basic {
+            b.password = mask(&b.password);
+        }
+        self
+    }
+
     /// Validates into a [`Destination`] with store id `id`.
     pub fn validate(&self, id: u32) -> Result<Destination, ConfigError> {
         if self.name.trim().is_empty() || self.name.contains('/') {

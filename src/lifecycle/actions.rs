@@ -229,6 +229,18 @@ pub struct SyncEdit {
     pub notify: Option<Vec<String>>,
 }
 
+impl SyncEdit {
+    /// The end-date change asked for by an `end` value and a `no_end` flag
+    /// (as the CLI and the API spell it).
+    pub fn end_change(end: Option<DateTime<Utc>>, no_end: bool) -> Option<Option<DateTime<Utc>>> {
+        if no_end {
+            Some(None)
+        } else {
+            end.map(Some)
+        }
+    }
+}
+
 /// Edits a sync within the seed's rules.
 pub fn edit(
     store: &Store,

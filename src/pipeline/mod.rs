@@ -34,6 +34,9 @@ use crate::store::{self, Store};
 
 pub use pager::total_pages;
 
+/// What a sender task reports: page, users skipped, users sent, outcome.
+type PageResult = (u32, u32, u32, Result<send::PageStats, send::PageError>);
+
 /// Errors that stop an execution from being run at all. (A run that starts
 /// and fails ends as a failed execution, not as an error.)
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Renderer threads.
     pub render_threads: usize,
+    /// Set to stop early (shutdown): no new page is sent, the pages in
+    /// flight finish and are checkpointed, and the execution stays
+    /// processing, to be resumed by the next run.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for RunOptions {
@@ -92,6 +99,7 @@ impl Default for RunOptions {
         RunOptions {
             progress: false,
             render_threads: 2,
+            cancel: None,
         }
     }
 }
@@ -231,19 +239,24 @@ fn execute(
         runtime.block_on(async {
             let sender = std::sync::Arc::new(sender);
             let mut tasks = tokio::task::JoinSet::new();
-            let stopped = || failure.lock().map(|f| f.is_some()).unwrap_or(true);
-            let handle = |res: Result<
-                (u32, u32, Result<send::PageStats, send::PageError>),
-                tokio::task::JoinError,
-            >| match res {
-                Ok((index, skipped, Ok(stats))) => {
+            let cancelled = || {
+                opts.cancel
+                    .as_ref()
+                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            };
+            let stopped = || cancelled() || failure.lock().map(|f| f.is_some()).unwrap_or(true);
+            let dest_name = sender.destination_name().to_string();
+            let handle = |res: Result<PageResult, tokio::task::JoinError>| match res {
+                Ok((index, skipped, users, Ok(stats))) => {
+                    crate::metrics::page_acked(&dest_name, u64::from(users), stats.requests);
                     let _ = ev_tx.send(checkpoint::Event::Ack {
                         index,
                         requests: stats.requests,
                         skipped,
                     });
                 }
-                Ok((_, _, Err(e))) => {
+                Ok((_, _, _, Err(e))) => {
+                    crate::metrics::requests_to(&dest_name, e.requests);
                     let _ = ev_tx.send(checkpoint::Event::Failed {
                         requests: e.requests,
                     });
@@ -265,8 +278,9 @@ fn execute(
                 }
                 let sender = sender.clone();
                 tasks.spawn(async move {
+                    let users = page.adds + page.removes;
                     let r = sender.send(page.index, Bytes::from(page.body)).await;
-                    (page.index, page.skipped, r)
+                    (page.index, page.skipped, users, r)
                 });
                 while let Some(r) = tasks.try_join_next() {
                     handle(r);
@@ -291,6 +305,27 @@ fn execute(
     let failure = failure
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cancelled = opts
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+    if cancelled && failure.is_none() && exec.pages_done < exec.total_pages {
+        // Shutdown: what was in flight is checkpointed; the next run resumes.
+        store.write_records(
+            vec![
+                exec.write(),
+                exec.bitmap_write(BitmapKind::DonePages, &done),
+            ],
+            true,
+        )?;
+        tracing::info!(
+            sync = sync.id,
+            execution = exec.seq,
+            pages_done = exec.pages_done,
+            "execution interrupted by shutdown; it resumes at the next start"
+        );
+        return Ok(exec);
+    }
     exec.finished_ms = Some(chrono::Utc::now().timestamp_millis());
     match failure {
         None if exec.pages_done >= exec.total_pages => {
@@ -337,6 +372,10 @@ fn execute(
         ),
     };
     notify::notify(store, sync, kind, &detail);
+    crate::metrics::execution_ended(
+        exec.status == ExecStatus::Complete,
+        u64::try_from(exec.finished_ms.unwrap_or(exec.started_ms) - exec.started_ms).unwrap_or(0),
+    );
     tracing::info!(
         sync = sync.id,
         execution = exec.seq,

@@ -118,6 +118,11 @@ impl PageSender {
         })
     }
 
+    /// The destination's name (for metrics).
+    pub fn destination_name(&self) -> &str {
+        &self.dest.name
+    }
+
     /// The idempotency key of page `index` (0-based; the key uses `page_count`).
     pub fn idempotency_key(&self, index: u32) -> String {
         format!("{}{}", self.key_prefix, index + 1)

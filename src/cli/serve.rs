@@ -1,0 +1,70 @@
+//! `segsync serve`: the long-running process (scheduler, REST API). Stops
+//! gracefully on Ctrl-C or SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::server::{serve, ServeOptions};
+
+/// `serve` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// How often the scheduler looks for due syncs, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub tick_ms: u64,
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
+    let store = Arc::new(super::open_store(data_dir)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+        // Printed (and flushed) so scripts and tests can find a port-0 address.
+        println!(
+            "segsync serve listening on http://{}",
+            listener.local_addr()?
+        );
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        serve(
+            listener,
+            store,
+            ServeOptions {
+                tick: Duration::from_millis(a.tick_ms.max(10)),
+            },
+            shutdown_signal(),
+        )
+        .await?;
+        eprintln!("segsync serve stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,101 @@
+//! Process-wide counters for `/metrics` (Prometheus text format), updated
+//! by the pipeline as pages are acknowledged and executions end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+static PAGES_SENT: AtomicU64 = AtomicU64::new(0);
+static USERS_DELIVERED: AtomicU64 = AtomicU64::new(0);
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+static EXECUTIONS_FAILED: AtomicU64 = AtomicU64::new(0);
+static EXECUTIONS_COMPLETE: AtomicU64 = AtomicU64::new(0);
+static EXECUTION_MS_SUM: AtomicU64 = AtomicU64::new(0);
+static REQUESTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+/// A page was acknowledged after `requests` attempts.
+pub(crate) fn page_acked(destination: &str, users: u64, requests: u32) {
+    PAGES_SENT.fetch_add(1, Ordering::Relaxed);
+    USERS_DELIVERED.fetch_add(users, Ordering::Relaxed);
+    RETRIES.fetch_add(u64::from(requests.saturating_sub(1)), Ordering::Relaxed);
+    requests_to(destination, requests);
+}
+
+/// Attempts that did not deliver a page.
+pub(crate) fn requests_to(destination: &str, requests: u32) {
+    let mut r = REQUESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *r.entry(destination.to_string()).or_default() += u64::from(requests);
+}
+
+/// An execution ended.
+pub(crate) fn execution_ended(complete: bool, millis: u64) {
+    if complete {
+        EXECUTIONS_COMPLETE.fetch_add(1, Ordering::Relaxed);
+    } else {
+        EXECUTIONS_FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+    EXECUTION_MS_SUM.fetch_add(millis, Ordering::Relaxed);
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus exposition of every counter. The request rate per
+/// destination is `rate(segsync_requests_total[1m])`.
+pub fn render() -> String {
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        "segsync_pages_sent_total",
+        "Pages acknowledged by destinations.",
+        PAGES_SENT.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_users_delivered_total",
+        "Users in acknowledged pages.",
+        USERS_DELIVERED.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_retries_total",
+        "Request attempts after the first for a page.",
+        RETRIES.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_executions_failed_total",
+        "Executions that failed.",
+        EXECUTIONS_FAILED.load(Ordering::Relaxed),
+    );
+    let complete = EXECUTIONS_COMPLETE.load(Ordering::Relaxed);
+    let failed = EXECUTIONS_FAILED.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP segsync_execution_duration_seconds Time executions took.\n# TYPE segsync_execution_duration_seconds summary\nsegsync_execution_duration_seconds_sum {}\nsegsync_execution_duration_seconds_count {}",
+        EXECUTION_MS_SUM.load(Ordering::Relaxed) as f64 / 1000.0,
+        complete + failed
+    );
+    let _ = writeln!(out, "# HELP segsync_requests_total Requests sent, retries included.\n# TYPE segsync_requests_total counter");
+    for (d, n) in REQUESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        let _ = writeln!(
+            out,
+            "segsync_requests_total{{destination=\"{}\"}} {n}",
+            escape(d)
+        );
+    }
+    out
+}

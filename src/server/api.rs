@@ -1,0 +1,354 @@
+//! The admin REST API under `/api/v1` (the CLI's operations over HTTP),
+//! `/healthz` and `/metrics`. One error path: [`ApiError`] turns every
+//! failure into a JSON body `{"error": …}` with 400 (bad input), 404
+//! (unknown), 409 (not allowed in this status or now), 429 (limit reached),
+//! or an opaque 500 that is logged once.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::destination::{self, DestinationConfig};
+use crate::lifecycle::actions::{self, ActionError, NewSync, SyncEdit};
+use crate::lifecycle::rules::Action;
+use crate::lifecycle::{notify, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
+use crate::store;
+
+/// Every failure of a handler.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn err(status: u16, message: impl std::fmt::Display) -> ApiError {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::error!(error = %message, "internal error in the API");
+        return ApiError {
+            status,
+            message: "internal error (see the server log)".into(),
+        };
+    }
+    ApiError {
+        status,
+        message: message.to_string(),
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        err(e.status(), e)
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        err(500, e)
+    }
+}
+
+impl From<destination::Error> for ApiError {
+    fn from(e: destination::Error) -> Self {
+        let status = match &e {
+            destination::Error::NotFound(_) => 404,
+            destination::Error::Exists(_) | destination::Error::InUse { .. } => 409,
+            destination::Error::Config(_) => 400,
+            _ => 500,
+        };
+        err(status, e)
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body, answering 400 with serde's message (line, column, field).
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| err(400, format!("invalid request body: {e}")))
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::render(),
+                )
+            }),
+        )
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    include_str!("openapi.json"),
+                )
+            }),
+        )
+        .route("/api/v1/segments", get(segments))
+        .route("/api/v1/segments/{name}", get(segment))
+        .route(
+            "/api/v1/destinations",
+            get(destinations).post(add_destination),
+        )
+        .route(
+            "/api/v1/destinations/{name}",
+            get(get_destination)
+                .put(put_destination)
+                .delete(delete_destination),
+        )
+        .route("/api/v1/syncs", get(syncs).post(create_sync))
+        .route("/api/v1/syncs/{id}", get(get_sync).patch(edit_sync))
+        .route("/api/v1/syncs/{id}/executions", get(executions))
+        .route("/api/v1/syncs/{id}/{action}", post(act))
+        .route("/api/v1/notifications", get(notifications))
+        .with_state(state)
+}
+
+async fn segments(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(s.store.segments()?)))
+}
+
+async fn segment(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let seg = s
+        .store
+        .segment(&name)?
+        .ok_or_else(|| err(404, format!("segment '{name}' not found")))?;
+    Ok(Json(json!(seg)))
+}
+
+fn shown(rec: &destination::DestinationRecord) -> Value {
+    let mut v = json!(rec.config.clone().masked());
+    v["id"] = json!(rec.id);
+    v
+}
+
+async fn destinations(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Array(
+        destination::list(&s.store)?.iter().map(shown).collect(),
+    )))
+}
+
+async fn add_destination(
+    State(s): State<Arc<AppState>>,
+    b: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let cfg: DestinationConfig = body(&b)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(shown(&destination::add(&s.store, cfg)?)),
+    ))
+}
+
+async fn get_destination(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(shown(&destination::get(&s.store, &name)?)))
+}
+
+async fn put_destination(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Json<Value>> {
+    let cfg: DestinationConfig = body(&b)?;
+    Ok(Json(shown(&destination::edit(&s.store, &name, |c| {
+        *c = cfg
+    })?)))
+}
+
+async fn delete_destination(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    destination::remove(&s.store, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct SyncView<'a> {
+    #[serde(flatten)]
+    sync: &'a SyncRecord,
+    next_run: Option<DateTime<Utc>>,
+    running: bool,
+}
+
+fn sync_view(state: &AppState, s: &SyncRecord) -> Value {
+    json!(SyncView {
+        sync: s,
+        next_run: actions::next_run(s, Utc::now()),
+        running: state.is_running(s.id)
+    })
+}
+
+async fn syncs(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Array(
+        SyncRecord::all(&s.store)?
+            .iter()
+            .map(|r| sync_view(&s, r))
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    segment: String,
+    destination: String,
+    attribute: String,
+    schedule: Schedule,
+    #[serde(default)]
+    start: Option<DateTime<Utc>>,
+    #[serde(default)]
+    end: Option<DateTime<Utc>>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    notify: Vec<String>,
+}
+
+async fn create_sync(
+    State(s): State<Arc<AppState>>,
+    b: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let c: CreateBody = body(&b)?;
+    let rec = actions::create(
+        &s.store,
+        NewSync {
+            segment: c.segment,
+            destination: c.destination,
+            attribute: c.attribute,
+            schedule: c.schedule,
+            start: c.start,
+            end: c.end,
+            timezone: c.timezone,
+            notify: c.notify,
+        },
+        Utc::now(),
+    )?;
+    Ok((StatusCode::CREATED, Json(sync_view(&s, &rec))))
+}
+
+fn parse_id(id: &str) -> ApiResult<u32> {
+    id.parse()
+        .map_err(|_| err(400, format!("sync id {id:?} is not a number")))
+}
+
+async fn get_sync(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let rec = actions::load(&s.store, parse_id(&id)?)?;
+    Ok(Json(sync_view(&s, &rec)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    every: Option<Frequency>,
+    #[serde(default)]
+    start: Option<DateTime<Utc>>,
+    #[serde(default)]
+    end: Option<DateTime<Utc>>,
+    #[serde(default)]
+    no_end: bool,
+    #[serde(default)]
+    notify: Option<Vec<String>>,
+}
+
+async fn edit_sync(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> ApiResult<Json<Value>> {
+    let e: EditBody = body(&b)?;
+    let edit = SyncEdit {
+        destination: e.destination,
+        every: e.every,
+        start: e.start,
+        end: SyncEdit::end_change(e.end, e.no_end),
+        notify: e.notify,
+    };
+    let rec = actions::edit(&s.store, parse_id(&id)?, edit, Utc::now())?;
+    Ok(Json(sync_view(&s, &rec)))
+}
+
+async fn act(
+    State(s): State<Arc<AppState>>,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = parse_id(&id)?;
+    let now = Utc::now();
+    let trigger = match action.as_str() {
+        "pause" | "archive" => {
+            let a = if action == "pause" {
+                Action::Pause
+            } else {
+                Action::Archive
+            };
+            let rec = actions::set_status(&s.store, id, a, now)?;
+            return Ok((StatusCode::OK, Json(sync_view(&s, &rec))));
+        }
+        "run" => Trigger::AdHoc,
+        "resync-all" => Trigger::ResyncAll,
+        "resync-last" => Trigger::ResyncLast,
+        other => {
+            return Err(err(
+                404,
+                format!("unknown action {other:?} (run, pause, resync-all, resync-last, archive)"),
+            ))
+        }
+    };
+    s.start_run(id, trigger)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "sync": id, "started": action })),
+    ))
+}
+
+async fn executions(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    actions::load(&s.store, id)?;
+    let all = ExecutionRecord::all(&s.store, id)?;
+    Ok(Json(Value::Array(
+        all.iter()
+            .map(|e| {
+                let mut v = json!(e);
+                v["execution_id"] = json!(e.execution_id());
+                v["seconds"] = json!(e.seconds());
+                v
+            })
+            .collect(),
+    )))
+}
+
+async fn notifications(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(notify::list(&s.store)?)))
+}

@@ -1,0 +1,167 @@
+//! `segsync serve`: one process holding the store, with the scheduler,
+//! resumption of executions left processing, and the HTTP endpoints (the
+//! admin REST API under `/api/v1`, `/healthz`, `/metrics`).
+//!
+//! Shutdown is an argument ([`serve`] takes a future): the binary passes
+//! Ctrl-C/SIGTERM, tests pass a oneshot. On shutdown no new run starts,
+//! running executions finish the pages in flight and checkpoint, and stay
+//! processing; the next start resumes them.
+
+mod api;
+mod scheduler;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::lifecycle::actions::{self, ActionError};
+use crate::lifecycle::{ExecStatus, ExecutionRecord, SyncRecord, Trigger};
+use crate::pipeline::{self, RunOptions};
+use crate::store::Store;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How often the scheduler looks for due syncs.
+    pub tick: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            tick: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the handlers and the scheduler share.
+pub(crate) struct AppState {
+    pub(crate) store: Arc<Store>,
+    running: Mutex<HashSet<u32>>,
+    cancel: Arc<AtomicBool>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl AppState {
+    /// Starts a run of `sync_id` on its own thread after checking that it
+    /// is allowed now; refuses a second concurrent run of the same sync.
+    pub(crate) fn start_run(
+        self: &Arc<Self>,
+        sync_id: u32,
+        trigger: Trigger,
+    ) -> Result<(), ActionError> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(ActionError::Conflict("the server is shutting down".into()));
+        }
+        let sync = actions::load(&self.store, sync_id)?;
+        let dest = crate::destination::get(&self.store, &sync.destination)?.validated()?;
+        actions::check_run(
+            &self.store,
+            &sync,
+            trigger,
+            dest.allow_resync,
+            chrono::Utc::now(),
+        )?;
+        {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if !running.insert(sync_id) {
+                return Err(ActionError::Conflict(format!("sync {sync_id} is running")));
+            }
+        }
+        let state = self.clone();
+        let handle = std::thread::spawn(move || {
+            let opts = RunOptions {
+                cancel: Some(state.cancel.clone()),
+                ..Default::default()
+            };
+            match pipeline::run_sync(&state.store, sync_id, trigger, &opts) {
+                Ok(e) => {
+                    tracing::info!(sync = sync_id, execution = e.seq, status = ?e.status, "run ended")
+                }
+                Err(e) => tracing::warn!(sync = sync_id, error = %e, "run not started"),
+            }
+            state
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&sync_id);
+        });
+        self.threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle);
+        Ok(())
+    }
+
+    pub(crate) fn is_running(&self, sync_id: u32) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&sync_id)
+    }
+}
+
+/// Resumes every execution a previous process left processing.
+fn resume_interrupted(state: &Arc<AppState>) {
+    let Ok(syncs) = SyncRecord::all(&state.store) else {
+        return;
+    };
+    for s in syncs {
+        let processing = s
+            .last_execution
+            .and_then(|seq| {
+                ExecutionRecord::load(&state.store, s.id, seq)
+                    .ok()
+                    .flatten()
+            })
+            .is_some_and(|e| e.status == ExecStatus::Processing);
+        if processing {
+            tracing::info!(sync = s.id, "resuming an execution left processing");
+            if let Err(e) = state.start_run(s.id, Trigger::Scheduled) {
+                tracing::warn!(sync = s.id, error = %e, "cannot resume");
+            }
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then lets running executions
+/// checkpoint and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = Arc::new(AppState {
+        store,
+        running: Mutex::new(HashSet::new()),
+        cancel: Arc::new(AtomicBool::new(false)),
+        threads: Mutex::new(Vec::new()),
+    });
+    resume_interrupted(&state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sched = tokio::spawn(scheduler::run(state.clone(), opts.tick, stop_rx.clone()));
+    let app = api::router(state.clone());
+    let cancel = state.cancel.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new runs; running executions checkpoint");
+            cancel.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+    let _ = sched.await;
+    let threads: Vec<_> =
+        std::mem::take(&mut *state.threads.lock().unwrap_or_else(PoisonError::into_inner));
+    tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The scheduler: every tick, each active sync whose schedule has a due slot
+//! runs once (missed slots collapse into one run); syncs past their end
+//! date become inactive, and inactive syncs are archived after 30 days.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::AppState;
+use crate::lifecycle::schedule;
+use crate::lifecycle::{SyncRecord, SyncStatus, Trigger};
+
+pub(crate) async fn run(
+    state: Arc<AppState>,
+    tick: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let st = state.clone();
+        let pass = tokio::task::spawn_blocking(move || pass(&st, Utc::now())).await;
+        if let Ok(Err(e)) = pass {
+            tracing::error!(error = %e, "scheduler pass failed");
+        }
+    }
+}
+
+/// One look at every sync at `now`.
+pub(crate) fn pass(state: &Arc<AppState>, now: DateTime<Utc>) -> Result<(), crate::store::Error> {
+    for mut s in SyncRecord::all(&state.store)? {
+        if state.is_running(s.id) {
+            continue;
+        }
+        let t = s.timing();
+        let last_slot = s.last_slot_ms.and_then(DateTime::from_timestamp_millis);
+        match s.status {
+            SyncStatus::Active => {
+                if let Some(slot) = schedule::due(s.schedule, &t, last_slot, now) {
+                    s.last_slot_ms = Some(slot.timestamp_millis());
+                    s.save(&state.store)?;
+                    tracing::info!(sync = s.id, slot = %slot, "scheduled run due");
+                    if let Err(e) = state.start_run(s.id, Trigger::Scheduled) {
+                        tracing::warn!(sync = s.id, error = %e, "scheduled run refused");
+                    }
+                } else if schedule::ended(s.schedule, &t, last_slot, now) {
+                    s.status = SyncStatus::Inactive;
+                    s.inactive_since_ms = Some(now.timestamp_millis());
+                    s.save(&state.store)?;
+                    tracing::info!(sync = s.id, "end of schedule reached: inactive");
+                }
+            }
+            SyncStatus::Inactive => {
+                let since = s
+                    .inactive_since_ms
+                    .and_then(DateTime::from_timestamp_millis)
+                    .unwrap_or(now);
+                if schedule::archive_due(since, now) {
+                    s.status = SyncStatus::Archived;
+                    s.save(&state.store)?;
+                    tracing::info!(sync = s.id, "inactive for 30 days: archived");
+                }
+            }
+            // Failed syncs pause future runs until an ad hoc run; paused and
+            // archived ones do not run.
+            SyncStatus::Failed | SyncStatus::Paused | SyncStatus::Archived => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::lifecycle::{Frequency, Schedule};
+
+    fn state(dir: &std::path::Path) -> Arc<AppState> {
+        Arc::new(AppState {
+            store: Arc::new(crate::store::Store::open(dir).unwrap()),
+            running: Mutex::new(HashSet::new()),
+            cancel: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn sync(
+        id: u32,
+        schedule: Schedule,
+        start: DateTime<Utc>,
+        end: Option<DateTime<Utc>>,
+    ) -> SyncRecord {
+        SyncRecord {
+            id,
+            segment: "s".into(),
+            destination: "d".into(),
+            attribute: "uid".into(),
+            schedule,
+            status: SyncStatus::Active,
+            created_ms: start.timestamp_millis(),
+            last_complete: None,
+            last_execution: None,
+            start_ms: start.timestamp_millis(),
+            end_ms: end.map(|e| e.timestamp_millis()),
+            timezone: "UTC".into(),
+            notify: vec![],
+            last_slot_ms: None,
+            inactive_since_ms: None,
+            updated_ms: start.timestamp_millis(),
+        }
+    }
+
+    #[test]
+    fn end_date_makes_inactive_and_30_days_later_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let end = t0 + chrono::Duration::days(3);
+        let mut s = sync(1, Schedule::Every(Frequency::Daily), t0, Some(end));
+        // Its last slot before the end already ran.
+        s.last_slot_ms = Some((t0 + chrono::Duration::days(2)).timestamp_millis());
+        s.save(&st.store).unwrap();
+        let status = |st: &Arc<AppState>| SyncRecord::load(&st.store, 1).unwrap().unwrap().status;
+
+        pass(&st, end - chrono::Duration::hours(1)).unwrap();
+        assert_eq!(status(&st), SyncStatus::Active);
+        pass(&st, end).unwrap();
+        assert_eq!(status(&st), SyncStatus::Inactive);
+        pass(&st, end + chrono::Duration::days(29)).unwrap();
+        assert_eq!(status(&st), SyncStatus::Inactive);
+        pass(&st, end + chrono::Duration::days(30)).unwrap();
+        assert_eq!(status(&st), SyncStatus::Archived);
+    }
+
+    #[test]
+    fn a_one_time_sync_becomes_inactive_after_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut s = sync(1, Schedule::Once, t0, None);
+        s.last_slot_ms = Some(t0.timestamp_millis());
+        s.save(&st.store).unwrap();
+        pass(&st, t0 + chrono::Duration::minutes(5)).unwrap();
+        assert_eq!(
+            SyncRecord::load(&st.store, 1).unwrap().unwrap().status,
+            SyncStatus::Inactive
+        );
+    }
+
+    #[test]
+    fn failed_and_paused_syncs_do_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for (id, status) in [(1, SyncStatus::Failed), (2, SyncStatus::Paused)] {
+            let mut s = sync(id, Schedule::Every(Frequency::Hourly), t0, None);
+            s.status = status;
+            s.save(&st.store).unwrap();
+        }
+        pass(&st, t0 + chrono::Duration::hours(5)).unwrap();
+        for id in [1, 2] {
+            let s = SyncRecord::load(&st.store, id).unwrap().unwrap();
+            assert_eq!(s.last_slot_ms, None, "sync {id} was not scheduled");
+        }
+        assert!(st.threads.lock().unwrap().is_empty());
+    }
+}
