@@ -204,8 +204,9 @@ fn row(e: &ExecutionRecord) -> Row<'_> {
 }
 
 fn print_exec(e: &ExecutionRecord) {
+    let duration = e.seconds().map_or("-".to_string(), |s| format!("{s:.2}s"));
     println!(
-        "{:<8} {:<20} {:<5} {:<11} {:<10} {:>6}/{:<6} +{:<9} -{:<9} total {:<9} {}",
+        "{:<8} {:<20} {:<5} {:<11} {:<10} {:>6}/{:<6} +{:<9} -{:<9} total {:<9} {:>9} {}",
         e.execution_id(),
         super::fmt_ms(e.started_ms),
         word(e.kind),
@@ -216,6 +217,7 @@ fn print_exec(e: &ExecutionRecord) {
         e.added,
         e.removed,
         e.total,
+        duration,
         e.error.as_deref().unwrap_or("")
     );
 }
