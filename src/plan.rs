@@ -204,6 +204,8 @@ pub fn plan_execution(
         .map(|seq| ExecutionRecord::load(store, sync.id, seq))
         .transpose()?
         .flatten();
+    // Read once: the failed-execution set and the removal groups both need it.
+    let history = ExecutionRecord::all(store, sync.id)?;
     let (kind, d) = match (&last, sync.schedule) {
         (Some(prev), Schedule::Every(_)) if trigger != Trigger::ResyncAll => {
             let previous = prev.bitmap(store, BitmapKind::Synced)?;
@@ -212,7 +214,7 @@ pub fn plan_execution(
             // of their plan: send those users' current state explicitly
             // (adds and removes are idempotent at the destination).
             let mut uncertain = RoaringBitmap::new();
-            for e in ExecutionRecord::all(store, sync.id)? {
+            for e in &history {
                 if e.seq > prev.seq && e.status == ExecStatus::Failed {
                     uncertain |= e.bitmap(store, BitmapKind::Added)?;
                     uncertain |= e.bitmap(store, BitmapKind::Removed)?;
@@ -236,7 +238,7 @@ pub fn plan_execution(
     let mut groups: Vec<(u32, RoaringBitmap)> = Vec::new();
     if !d.removed.is_empty() {
         let mut left = d.removed.clone();
-        for e in ExecutionRecord::all(store, sync.id)?.iter().rev() {
+        for e in history.iter().rev() {
             if e.status == ExecStatus::Processing {
                 continue;
             }
