@@ -61,7 +61,10 @@ impl Hasher for FpHasher {
 
 /// Resolves ids to user indexes for one import; see the module docs.
 pub struct Interner {
-    table: FingerprintTable,
+    table: Option<FingerprintTable>,
+    /// The table while it is still loading on another thread: the first
+    /// batch waits for it, so reading and hashing overlap the load.
+    loading: Option<crossbeam::channel::Receiver<store::Result<FingerprintTable>>>,
     pending: HashMap<Fingerprint, u32, BuildHasherDefault<FpHasher>>,
 }
 
@@ -69,14 +72,37 @@ impl Interner {
     /// Wraps the store's table (from [`store::Store::fingerprints`]).
     pub fn new(table: FingerprintTable) -> Interner {
         Interner {
-            table,
+            table: Some(table),
+            loading: None,
             pending: HashMap::default(),
         }
     }
 
+    /// An interner whose table arrives on `loading` (sent by a loader thread).
+    pub(crate) fn deferred(
+        loading: crossbeam::channel::Receiver<store::Result<FingerprintTable>>,
+    ) -> Interner {
+        Interner {
+            table: None,
+            loading: Some(loading),
+            pending: HashMap::default(),
+        }
+    }
+
+    fn table(&mut self) -> store::Result<&mut FingerprintTable> {
+        if let Some(rx) = self.loading.take() {
+            let table = rx.recv().map_err(|_| store::Error::Corrupt {
+                what: "fingerprint table",
+                reason: "the loader thread ended without a table".into(),
+            })??;
+            self.table = Some(table);
+        }
+        Ok(self.table.get_or_insert_with(FingerprintTable::default))
+    }
+
     /// The table, for the commit to extend with this import's new users.
-    pub fn table_mut(&mut self) -> &mut FingerprintTable {
-        &mut self.table
+    pub fn table_mut(&mut self) -> store::Result<&mut FingerprintTable> {
+        self.table()
     }
 
     /// Resolves a batch: `out[p.pos]` receives the index of each probe's id;
@@ -89,15 +115,21 @@ impl Interner {
         out: &mut [u32],
     ) -> store::Result<()> {
         probes.sort_unstable_by_key(|p| p.key);
+        self.table()?;
+        let Interner { table, pending, .. } = self;
+        let table = table.as_ref().ok_or(store::Error::Corrupt {
+            what: "fingerprint table",
+            reason: "missing".into(),
+        })?;
         for p in probes.iter() {
             let fp = p.fp();
-            let idx = match self.table.lookup(fp) {
+            let idx = match table.lookup(fp) {
                 Some(idx) => idx,
-                None => match self.pending.get(&fp) {
+                None => match pending.get(&fp) {
                     Some(&idx) => idx,
                     None => {
                         let idx = txn.new_user(id_of(p.pos), fp)?;
-                        self.pending.insert(fp, idx);
+                        pending.insert(fp, idx);
                         idx
                     }
                 },

@@ -257,84 +257,92 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
         });
     }
     let txn = store.begin_import()?;
-    let interner = Interner::new(store.fingerprints()?);
-    let mut sink = Sink {
-        txn,
-        interner,
-        members: idlist::DenseSet::default(),
-        file: file.clone(),
-        opts,
-        lines: 0,
-        skipped: 0,
-        examples: Vec::new(),
-        progress: Progress::bytes(input.size, opts.progress, "importing"),
-        input_read: input.read.clone(),
-    };
-    let read = match format {
-        Format::IdList => idlist::read(&mut input.reader, &mut sink),
-        Format::Csv => rows::read_csv(&mut input.reader, &mut sink),
-        Format::Ndjson => rows::read_ndjson(&mut input.reader, &mut sink),
-    };
-    // On error `sink` (and its transaction) drops here, which rolls back.
-    read?;
-    sink.progress.finish();
+    // The fingerprint table (160 MB at 10M users) loads on another thread
+    // while the first blocks are read and hashed.
+    std::thread::scope(|scope| {
+        let (table_tx, table_rx) = crossbeam::channel::bounded(1);
+        scope.spawn(move || {
+            let _ = table_tx.send(store.fingerprints());
+        });
+        let interner = Interner::deferred(table_rx);
+        let mut sink = Sink {
+            txn,
+            interner,
+            members: idlist::DenseSet::default(),
+            file: file.clone(),
+            opts,
+            lines: 0,
+            skipped: 0,
+            examples: Vec::new(),
+            progress: Progress::bytes(input.size, opts.progress, "importing"),
+            input_read: input.read.clone(),
+        };
+        let read = match format {
+            Format::IdList => idlist::read(&mut input.reader, &mut sink),
+            Format::Csv => rows::read_csv(&mut input.reader, &mut sink),
+            Format::Ndjson => rows::read_ndjson(&mut input.reader, &mut sink),
+        };
+        // On error `sink` (and its transaction) drops here, which rolls back.
+        read?;
+        sink.progress.finish();
 
-    let Sink {
-        mut txn,
-        mut interner,
-        members,
-        lines,
-        skipped,
-        examples,
-        ..
-    } = sink;
-    let members: RoaringBitmap = members.to_bitmap();
-    // For CSV, `lines` counted the header line too.
-    let lines = lines.saturating_sub(u64::from(format == Format::Csv));
-    let users_new = u64::from(txn.new_users());
-    let attr = txn.attr_stats();
-    let (segment, snapshot, member_count) = match kind {
-        Kind::Users => (None, None, None),
-        Kind::Segment(name) => {
-            let rec = txn.put_snapshot(name, &members, lines, &file)?;
-            let seq = rec.latest().map(|s| s.seq);
-            (Some(name.to_string()), seq, Some(members.len()))
-        }
-    };
-    txn.commit(Some(interner.table_mut()))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = Summary {
-        file: path.to_path_buf(),
-        format: match format {
-            Format::IdList => "id-list",
-            Format::Csv => "csv",
-            Format::Ndjson => "ndjson",
-        },
-        segment,
-        snapshot,
-        lines,
-        users_new,
-        users_known: members.len().saturating_sub(users_new),
-        members: member_count,
-        attributes_set: attr.set,
-        attributes_deleted: attr.deleted,
-        skipped,
-        skipped_examples: examples,
-        seconds,
-        ids_per_sec: if seconds > 0.0 {
-            lines as f64 / seconds
-        } else {
-            0.0
-        },
-    };
-    tracing::info!(
-        file = %summary.file.display(),
-        lines,
-        users_new,
-        users_known = summary.users_known,
-        members = ?member_count,
-        seconds,
-        "import committed"
-    );
-    Ok(summary)
+        let Sink {
+            mut txn,
+            mut interner,
+            members,
+            lines,
+            skipped,
+            examples,
+            ..
+        } = sink;
+        let members: RoaringBitmap = members.to_bitmap();
+        // For CSV, `lines` counted the header line too.
+        let lines = lines.saturating_sub(u64::from(format == Format::Csv));
+        let users_new = u64::from(txn.new_users());
+        let attr = txn.attr_stats();
+        let (segment, snapshot, member_count) = match kind {
+            Kind::Users => (None, None, None),
+            Kind::Segment(name) => {
+                let rec = txn.put_snapshot(name, &members, lines, &file)?;
+                let seq = rec.latest().map(|s| s.seq);
+                (Some(name.to_string()), seq, Some(members.len()))
+            }
+        };
+        txn.commit(Some(interner.table_mut()?))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let summary = Summary {
+            file: path.to_path_buf(),
+            format: match format {
+                Format::IdList => "id-list",
+                Format::Csv => "csv",
+                Format::Ndjson => "ndjson",
+            },
+            segment,
+            snapshot,
+            lines,
+            users_new,
+            users_known: members.len().saturating_sub(users_new),
+            members: member_count,
+            attributes_set: attr.set,
+            attributes_deleted: attr.deleted,
+            skipped,
+            skipped_examples: examples,
+            seconds,
+            ids_per_sec: if seconds > 0.0 {
+                lines as f64 / seconds
+            } else {
+                0.0
+            },
+        };
+        tracing::info!(
+            file = %summary.file.display(),
+            lines,
+            users_new,
+            users_known = summary.users_known,
+            members = ?member_count,
+            seconds,
+            "import committed"
+        );
+        Ok(summary)
+    })
 }

@@ -419,6 +419,15 @@ impl Store {
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
+    /// Compacts every column family now (maintenance, and for benchmarks
+    /// that must not measure the background work of a previous bulk load).
+    pub fn compact(&self) {
+        for name in cf::ALL {
+            self.db
+                .compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
+        }
+    }
+
     /// Calls `f(index, distinct id)` for every user, in index order.
     pub fn for_each_user(&self, mut f: impl FnMut(u32, &[u8])) -> Result<()> {
         let mut it = self.db.raw_iterator_cf(self.cf(cf::USERS));
