@@ -366,19 +366,7 @@ fn resync_all_and_resync_last_through_the_cli() {
     let env = Env::new();
     seeded(&env, &rx.url("/"), false);
     env.config("[limits]\ncool_off_minutes = 0\n");
-    let id = env.json(&[
-        "sync",
-        "create",
-        "--segment",
-        "seg",
-        "--destination",
-        "dest",
-        "--attribute",
-        "uid",
-        "--every",
-        "daily",
-    ])["id"]
-        .to_string();
+    let id = env.create_daily_sync("dest", &[]);
     assert_eq!(env.json(&["sync", "run", &id])["added"], 2);
     // Not allowed by the destination yet.
     let out = env.run(&["sync", "resync-all", &id]);

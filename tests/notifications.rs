@@ -70,21 +70,7 @@ fn setup(env: &Env, url: &str) -> String {
         "--max-retries",
         "0",
     ]);
-    env.json(&[
-        "sync",
-        "create",
-        "--segment",
-        "seg",
-        "--destination",
-        "dest",
-        "--attribute",
-        "uid",
-        "--every",
-        "daily",
-        "--notify",
-        "ops@example.com",
-    ])["id"]
-        .to_string()
+    env.create_daily_sync("dest", &["--notify", "ops@example.com"])
 }
 
 #[test]

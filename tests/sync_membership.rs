@@ -51,19 +51,7 @@ fn full_then_diff_runs_rebuild_the_exact_membership() {
         let p = env.file(&format!("s{round}.txt"), members.join("\n").as_bytes());
         env.ok(&["segment", "import", "seg", path_str(&p)]);
         if round == 0 {
-            let c = env.json(&[
-                "sync",
-                "create",
-                "--segment",
-                "seg",
-                "--destination",
-                "dest",
-                "--attribute",
-                "uid",
-                "--every",
-                "daily",
-            ]);
-            sync = c["id"].to_string();
+            sync = env.create_daily_sync("dest", &[]);
         }
         if round == 2 {
             // Change some values and delete others: removals must still

@@ -48,6 +48,25 @@ impl Env {
         std::fs::write(self.data().join("segsync.toml"), toml).expect("write config");
     }
 
+    /// `sync create` of segment `seg` to `dest`, attribute uid, daily, plus
+    /// `extra` arguments; returns the new sync's id.
+    pub fn create_daily_sync(&self, dest: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "sync",
+            "create",
+            "--segment",
+            "seg",
+            "--destination",
+            dest,
+            "--attribute",
+            "uid",
+            "--every",
+            "daily",
+        ];
+        args.extend_from_slice(extra);
+        self.json(&args)["id"].to_string()
+    }
+
     /// Runs `segsync --data-dir DATA args…`.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::cargo_bin("segsync")
@@ -231,17 +250,5 @@ pub fn setup_sync(
     let mut args = vec!["destination", "add", "dest", "--url", url];
     args.extend_from_slice(dest_args);
     env.ok(&args);
-    let created = env.json(&[
-        "sync",
-        "create",
-        "--segment",
-        "seg",
-        "--destination",
-        "dest",
-        "--attribute",
-        "uid",
-        "--every",
-        "daily",
-    ]);
-    created["id"].to_string()
+    env.create_daily_sync("dest", &[])
 }
