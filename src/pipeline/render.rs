@@ -165,49 +165,44 @@ impl Renderer<'_> {
         let n_add = page.adds.len();
         let users = page.adds.iter().chain(&page.removes).copied();
 
-        // Values written after the as-of point come from history (rare, so
-        // the marks are only allocated when the first one is needed).
-        #[derive(Clone, Copy)]
-        enum Source {
-            Current,
+        // Each current value is decoded once; one written after its as-of
+        // point is replaced by the value from history (rare), kept in
+        // `fallback` and decoded in the second pass.
+        enum Val<'v> {
+            Current(ValueRef<'v>),
             History(usize),
             Missing,
         }
-        let mut source: Vec<Source> = Vec::new();
-        for (i, u) in users.clone().enumerate() {
+        let mut values: Vec<Val<'_>> = Vec::with_capacity(n_add + page.removes.len());
+        for (i, u) in users.enumerate() {
             let as_of = self.as_of(i < n_add, u);
-            let current_ok = match vals.get(i) {
-                Some(v) => ValueRef::decode(v)?.seq <= as_of,
-                None => false,
-            };
-            if !current_ok {
-                if source.is_empty() {
-                    source.resize(page.adds.len() + page.removes.len(), Source::Current);
-                }
-                source[i] = match self.store.attr_value_as_of(self.attr, u, as_of)? {
+            let current = vals.get(i).map(ValueRef::decode).transpose()?;
+            values.push(match current {
+                Some(v) if v.seq <= as_of => Val::Current(v),
+                _ => match self.store.attr_value_as_of(self.attr, u, as_of)? {
                     Some(v) => {
                         let mut buf = Vec::new();
                         v.encode(as_of, &mut buf);
                         fallback.push(buf);
-                        Source::History(fallback.len() - 1)
+                        Val::History(fallback.len() - 1)
                     }
-                    None => Source::Missing,
-                };
-            }
+                    None => Val::Missing,
+                },
+            });
         }
 
         let mut skipped = 0u32;
         let mut entries: Vec<(&[u8], ValueRef<'_>)> =
             Vec::with_capacity(n_add + page.removes.len());
         let mut split = None;
-        for i in 0..n_add + page.removes.len() {
+        for (i, val) in values.into_iter().enumerate() {
             if i == n_add {
                 split = Some(entries.len());
             }
-            let value = match source.get(i).copied().unwrap_or(Source::Current) {
-                Source::History(f) => Some(ValueRef::decode(&fallback[f])?),
-                Source::Missing => None,
-                Source::Current => vals.get(i).map(ValueRef::decode).transpose()?,
+            let value = match val {
+                Val::Current(v) => Some(v),
+                Val::History(f) => Some(ValueRef::decode(&fallback[f])?),
+                Val::Missing => None,
             };
             match (ids.get(i), value) {
                 (Some(id), Some(v)) => entries.push((id, v)),
