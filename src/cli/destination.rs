@@ -211,14 +211,10 @@ struct Shown {
     config: DestinationConfig,
 }
 
-pub(crate) fn masked(c: DestinationConfig) -> DestinationConfig {
-    c.masked()
-}
-
 fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result<()> {
     let shown = Shown {
         id: rec.id,
-        config: masked(rec.config.clone()),
+        config: rec.config.clone().masked(),
     };
     if json {
         return super::print_json(&shown);
@@ -452,7 +448,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|r| Shown {
                         id: r.id,
-                        config: masked(r.config),
+                        config: r.config.masked(),
                     })
                     .collect();
                 return super::print_json(&shown);

@@ -136,16 +136,15 @@ pub fn run_sync(
     execute(store, &mut sync, exec, dest, opts)
 }
 
-fn execute(
-    store: &Store,
-    sync: &mut SyncRecord,
-    mut exec: ExecutionRecord,
-    dest: Destination,
-    opts: &RunOptions,
-) -> Result<ExecutionRecord, Error> {
-    let added = exec.bitmap(store, BitmapKind::Added)?;
-    let removed = exec.bitmap(store, BitmapKind::Removed)?;
-    let mut done = exec.bitmap(store, BitmapKind::DonePages)?;
+/// The renderer of one execution: the synced attribute, the values' as-of
+/// points (the plan's write sequence, and the removal groups) and the body
+/// fragments.
+fn renderer_for<'a>(
+    store: &'a Store,
+    sync: &SyncRecord,
+    exec: &ExecutionRecord,
+    dest: &Destination,
+) -> Result<render::Renderer<'a>, Error> {
     let mut groups = Vec::with_capacity(exec.removed_as_of.len());
     for (i, seq) in exec.removed_as_of.iter().enumerate() {
         groups.push((*seq, exec.bitmap(store, BitmapKind::RemovedAsOf(i as u8))?));
@@ -159,18 +158,26 @@ fn execute(
         execution_id: exec.execution_id(),
         integration_id: format!("{}-{}", dest.id, sync.id),
     };
-    let renderer = render::Renderer {
+    Ok(render::Renderer {
         store,
         attr,
         write_seq: exec.write_seq,
         removal_groups: groups,
-        format: segment_sync::SegmentSyncFormat::new(
-            &dest,
-            &sync.attribute,
-            &ids,
-            exec.total_pages,
-        ),
-    };
+        format: segment_sync::SegmentSyncFormat::new(dest, &sync.attribute, &ids, exec.total_pages),
+    })
+}
+
+fn execute(
+    store: &Store,
+    sync: &mut SyncRecord,
+    mut exec: ExecutionRecord,
+    dest: Destination,
+    opts: &RunOptions,
+) -> Result<ExecutionRecord, Error> {
+    let added = exec.bitmap(store, BitmapKind::Added)?;
+    let removed = exec.bitmap(store, BitmapKind::Removed)?;
+    let mut done = exec.bitmap(store, BitmapKind::DonePages)?;
+    let renderer = renderer_for(store, sync, &exec, &dest)?;
     let in_flight = dest.in_flight;
     let sender =
         send::PageSender::new(dest, sync.id, exec.seq).map_err(|e| Error::Start(e.to_string()))?;
@@ -400,27 +407,7 @@ pub fn render_only(
     let dest = destination::get(store, &sync.destination)?.validated()?;
     let added = exec.bitmap(store, BitmapKind::Added)?;
     let removed = exec.bitmap(store, BitmapKind::Removed)?;
-    let attr = store
-        .attr_id(&sync.attribute)
-        .ok_or_else(|| plan::Error::UnknownAttribute(sync.attribute.clone()))?;
-    let ids = segment_sync::Ids {
-        sync_id: sync.id.to_string(),
-        sync_name: sync.segment.clone(),
-        execution_id: exec.execution_id(),
-        integration_id: format!("{}-{}", dest.id, sync.id),
-    };
-    let renderer = render::Renderer {
-        store,
-        attr,
-        write_seq: exec.write_seq,
-        removal_groups: Vec::new(),
-        format: segment_sync::SegmentSyncFormat::new(
-            &dest,
-            &sync.attribute,
-            &ids,
-            exec.total_pages,
-        ),
-    };
+    let renderer = renderer_for(store, &sync, &exec, &dest)?;
     let totals = Mutex::new((0u64, 0u64, 0u64));
     let error = Mutex::new(None);
     let none = RoaringBitmap::new();
