@@ -38,16 +38,12 @@ fn bench(c: &mut Criterion) {
         destination::add(&store, cfg).unwrap();
         let mut sync = segsync::lifecycle::actions::create(
             &store,
-            segsync::lifecycle::actions::NewSync {
-                segment: "s".into(),
-                destination: "d".into(),
-                attribute: "uid".into(),
-                schedule: Schedule::Every(Frequency::Daily),
-                start: None,
-                end: None,
-                timezone: None,
-                notify: Vec::new(),
-            },
+            segsync::lifecycle::actions::NewSync::new(
+                "s",
+                "d",
+                "uid",
+                Schedule::Every(Frequency::Daily),
+            ),
             chrono::Utc::now(),
         )
         .unwrap();

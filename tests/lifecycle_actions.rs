@@ -36,16 +36,7 @@ fn seeded(env: &Env, url: &str, allow_resync: bool) {
 }
 
 fn new_sync(schedule: Schedule) -> NewSync {
-    NewSync {
-        segment: "seg".into(),
-        destination: "dest".into(),
-        attribute: "uid".into(),
-        schedule,
-        start: None,
-        end: None,
-        timezone: None,
-        notify: vec![],
-    }
+    NewSync::new("seg", "dest", "uid", schedule)
 }
 
 #[test]

@@ -58,16 +58,7 @@ pub(crate) fn local_destination(
 pub(crate) fn create_sync(store: &Store, segment: &str, dest: &str) -> anyhow::Result<u32> {
     let rec = actions::create(
         store,
-        actions::NewSync {
-            segment: segment.into(),
-            destination: dest.into(),
-            attribute: "uid".into(),
-            schedule: Schedule::Every(Frequency::Daily),
-            start: None,
-            end: None,
-            timezone: None,
-            notify: Vec::new(),
-        },
+        actions::NewSync::new(segment, dest, "uid", Schedule::Every(Frequency::Daily)),
         chrono::Utc::now(),
     )?;
     Ok(rec.id)

@@ -69,15 +69,6 @@ pub struct Interner {
 }
 
 impl Interner {
-    /// Wraps the store's table (from [`store::Store::fingerprints`]).
-    pub fn new(table: FingerprintTable) -> Interner {
-        Interner {
-            table: Some(table),
-            loading: None,
-            pending: HashMap::default(),
-        }
-    }
-
     /// An interner whose table arrives on `loading` (sent by a loader thread).
     pub(crate) fn deferred(
         loading: crossbeam::channel::Receiver<store::Result<FingerprintTable>>,

@@ -94,6 +94,22 @@ pub struct NewSync {
     pub notify: Vec<String>,
 }
 
+impl NewSync {
+    /// A sync starting now, in UTC, notifying no one.
+    pub fn new(segment: &str, destination: &str, attribute: &str, schedule: Schedule) -> NewSync {
+        NewSync {
+            segment: segment.into(),
+            destination: destination.into(),
+            attribute: attribute.into(),
+            schedule,
+            start: None,
+            end: None,
+            timezone: None,
+            notify: Vec::new(),
+        }
+    }
+}
+
 fn utc_day_start(now: DateTime<Utc>) -> i64 {
     now.date_naive()
         .and_hms_opt(0, 0, 0)

@@ -187,6 +187,27 @@ impl FingerprintTable {
     }
 }
 
+/// `(covers, count)` from a file header, if it is ours and of this version.
+fn parse_header(header: &[u8; 20]) -> Option<(u32, u64)> {
+    if &header[..4] != MAGIC || header[4..8] != FILE_VERSION.to_le_bytes() {
+        return None;
+    }
+    let covers = u32::from_le_bytes(header[8..12].try_into().ok()?);
+    let count = u64::from_le_bytes(header[12..20].try_into().ok()?);
+    Some((covers, count))
+}
+
+/// One entry as written by [`FingerprintTable::save`].
+fn decode_entry(e: &[u8]) -> Option<Entry> {
+    Some(Entry {
+        fp: Fingerprint {
+            key: u64::from_le_bytes(e.get(..8)?.try_into().ok()?),
+            check: u32::from_le_bytes(e.get(8..12)?.try_into().ok()?),
+        },
+        idx: u32::from_le_bytes(e.get(12..16)?.try_into().ok()?),
+    })
+}
+
 pub(crate) fn table_path(store: &Store) -> PathBuf {
     store.dir().join("fingerprints.bin")
 }
@@ -197,11 +218,8 @@ fn read_file(path: &Path) -> Option<FingerprintTable> {
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut header = [0u8; 20];
     r.read_exact(&mut header).ok()?;
-    if &header[..4] != MAGIC || header[4..8] != FILE_VERSION.to_le_bytes() {
-        return None;
-    }
-    let covers = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    let count = u64::from_le_bytes(header[12..20].try_into().ok()?) as usize;
+    let (covers, count) = parse_header(&header)?;
+    let count = usize::try_from(count).ok()?;
     let mut entries = Vec::with_capacity(count);
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; ENTRY_BYTES * 4096];
@@ -212,13 +230,7 @@ fn read_file(path: &Path) -> Option<FingerprintTable> {
         r.read_exact(bytes).ok()?;
         hasher.update(bytes);
         for e in bytes.chunks_exact(ENTRY_BYTES) {
-            entries.push(Entry {
-                fp: Fingerprint {
-                    key: u64::from_le_bytes(e[..8].try_into().ok()?),
-                    check: u32::from_le_bytes(e[8..12].try_into().ok()?),
-                },
-                idx: u32::from_le_bytes(e[12..16].try_into().ok()?),
-            });
+            entries.push(decode_entry(e)?);
         }
         left -= n;
     }
@@ -245,11 +257,7 @@ pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<O
     let file = std::fs::File::open(path).ok()?;
     let mut header = [0u8; 20];
     file.read_exact_at(&mut header, 0).ok()?;
-    if &header[..4] != MAGIC || header[4..8] != FILE_VERSION.to_le_bytes() {
-        return None;
-    }
-    let covers = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    let count = u64::from_le_bytes(header[12..20].try_into().ok()?);
+    let (covers, count) = parse_header(&header)?;
     if covers != users || count != u64::from(users) {
         return None;
     }
@@ -257,13 +265,7 @@ pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<O
         let mut e = [0u8; ENTRY_BYTES];
         file.read_exact_at(&mut e, 20 + i * ENTRY_BYTES as u64)
             .ok()?;
-        Some(Entry {
-            fp: Fingerprint {
-                key: u64::from_le_bytes(e[..8].try_into().ok()?),
-                check: u32::from_le_bytes(e[8..12].try_into().ok()?),
-            },
-            idx: u32::from_le_bytes(e[12..16].try_into().ok()?),
-        })
+        decode_entry(&e)
     };
     let (mut lo, mut hi) = (0u64, count);
     while lo < hi {
