@@ -13,6 +13,25 @@ static EXECUTIONS_FAILED: AtomicU64 = AtomicU64::new(0);
 static EXECUTIONS_COMPLETE: AtomicU64 = AtomicU64::new(0);
 static EXECUTION_MS_SUM: AtomicU64 = AtomicU64::new(0);
 static REQUESTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static COHORT_ADDS: AtomicU64 = AtomicU64::new(0);
+static COHORT_REMOVES: AtomicU64 = AtomicU64::new(0);
+static COHORT_UNRESOLVED: AtomicU64 = AtomicU64::new(0);
+static EVENTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// A Cohort Sync request was applied.
+pub(crate) fn cohort_request(add: bool, unresolved: u64) {
+    if add {
+        COHORT_ADDS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        COHORT_REMOVES.fetch_add(1, Ordering::Relaxed);
+    }
+    COHORT_UNRESOLVED.fetch_add(unresolved, Ordering::Relaxed);
+}
+
+/// Personas events were applied.
+pub(crate) fn events_received(n: u64) {
+    EVENTS_RECEIVED.fetch_add(n, Ordering::Relaxed);
+}
 
 /// A page was acknowledged after `requests` attempts.
 pub(crate) fn page_acked(destination: &str, users: u64, requests: u32) {
@@ -76,6 +95,26 @@ pub fn render() -> String {
         "segsync_executions_failed_total",
         "Executions that failed.",
         EXECUTIONS_FAILED.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_cohort_add_requests_total",
+        "Cohort Sync add_members requests applied.",
+        COHORT_ADDS.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_cohort_remove_requests_total",
+        "Cohort Sync remove_members requests applied.",
+        COHORT_REMOVES.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_cohort_unresolved_members_total",
+        "Cohort Sync members that matched no user.",
+        COHORT_UNRESOLVED.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_events_received_total",
+        "Identify and track events applied.",
+        EVENTS_RECEIVED.load(Ordering::Relaxed),
     );
     let complete = EXECUTIONS_COMPLETE.load(Ordering::Relaxed);
     let failed = EXECUTIONS_FAILED.load(Ordering::Relaxed);

@@ -284,6 +284,8 @@ pub fn plan_execution(
         exec.bitmap_write(BitmapKind::Removed, &d.removed),
         sync.write(),
     ];
+    // Real-time changes after this point start a new snapshot.
+    writes.extend(store.seal_live(&seg));
     for (i, (_, b)) in groups.iter().enumerate() {
         writes.push(exec.bitmap_write(BitmapKind::RemovedAsOf(i as u8), b));
     }

@@ -38,9 +38,17 @@ async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, store, ServeOptions { tick }, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(serve(
+        listener,
+        store,
+        ServeOptions {
+            tick,
+            ..Default::default()
+        },
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (base, tx, task)
 }
 

@@ -8,7 +8,9 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::UsageError;
-use crate::destination::{self, config, segment_sync, BasicAuth, Destination, DestinationConfig};
+use crate::destination::{
+    self, cohort_sync, config, segment_sync, BasicAuth, Destination, DestinationConfig,
+};
 use crate::store::{Value, ValueRef};
 
 /// `destination` subcommands.
@@ -67,6 +69,31 @@ pub enum DestinationCmd {
 /// Settings shared by `add` and `edit`.
 #[derive(Debug, clap::Args, Default)]
 pub struct Settings {
+    /// Request body format: custom (the segment_sync body) or cohortsync
+    /// (MoEngage Cohort Sync, to sync a segment to another workspace).
+    #[arg(long, value_enum)]
+    pub format: Option<config::Format>,
+    /// Cohort Sync: destination workspace id (Basic auth user and MOE-APPKEY).
+    #[arg(long, requires = "data_api_key")]
+    pub workspace_id: Option<String>,
+    /// Cohort Sync: destination workspace's data API key (Basic auth password).
+    #[arg(long, requires = "workspace_id")]
+    pub data_api_key: Option<String>,
+    /// Cohort Sync: cohort name (default: `.` + the segment name, sanitised).
+    #[arg(long)]
+    pub cohort_name: Option<String>,
+    /// Cohort Sync: cohort id (default `segsync-<sync id>`).
+    #[arg(long)]
+    pub cohort_id: Option<String>,
+    /// Cohort Sync: cohort description.
+    #[arg(long)]
+    pub cohort_description: Option<String>,
+    /// Cohort Sync: the `partner` field (default `moengage`).
+    #[arg(long)]
+    pub partner: Option<String>,
+    /// Cohort Sync: largest body in bytes, 1024–131072 (default 131072).
+    #[arg(long)]
+    pub max_body_bytes: Option<u32>,
     /// Request header, repeatable.
     #[arg(long = "header", value_name = "K=V", value_parser = parse_kv)]
     pub headers: Vec<(String, String)>,
@@ -88,10 +115,11 @@ pub struct Settings {
     /// Static key-value added to every user, repeatable.
     #[arg(long = "static", value_name = "K=V", value_parser = parse_kv)]
     pub static_kv: Vec<(String, String)>,
-    /// Users per request, 100–10000 (default 1000).
+    /// Users per request, 100–10000 (default 1000; cohortsync 10000, cut
+    /// further by body size).
     #[arg(long)]
     pub page_size: Option<u32>,
-    /// Requests per minute, 1–25000 (default 25000).
+    /// Requests per minute, 1–25000 (default 25000; cohortsync 300).
     #[arg(long)]
     pub rpm: Option<u32>,
     /// Allow `sync resync-all` to this destination.
@@ -120,8 +148,15 @@ pub struct AddArgs {
     /// Name.
     pub name: String,
     /// Endpoint (http or https).
+    #[arg(
+        long,
+        required_unless_present = "data_center",
+        conflicts_with = "data_center"
+    )]
+    pub url: Option<String>,
+    /// Cohort Sync: MoEngage data center 01, 02 or 03 (sets the URL).
     #[arg(long)]
-    pub url: String,
+    pub data_center: Option<String>,
     /// Settings.
     #[command(flatten)]
     pub settings: Settings,
@@ -173,6 +208,26 @@ fn apply(c: &mut DestinationConfig, s: Settings, replace_lists: bool) -> Result<
     if replace_lists || !s.headers.is_empty() {
         c.headers = s.headers;
     }
+    if let Some(f) = s.format {
+        c.format = f;
+    }
+    if let (Some(ws), Some(key)) = (s.workspace_id, s.data_api_key) {
+        c.basic = Some(BasicAuth {
+            user: ws.clone(),
+            password: key,
+        });
+        c.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(config::APPKEY_HEADER));
+        c.headers.push((config::APPKEY_HEADER.into(), ws));
+        if !c
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(config::PARTNER_HEADER))
+        {
+            c.headers
+                .push((config::PARTNER_HEADER.into(), "moengage".into()));
+        }
+    }
     if replace_lists || !s.params.is_empty() {
         c.params = s.params;
     }
@@ -186,6 +241,11 @@ fn apply(c: &mut DestinationConfig, s: Settings, replace_lists: bool) -> Result<
         ($($f:ident),*) => { $( if s.$f.is_some() { c.$f = s.$f; } )* };
     }
     set!(
+        cohort_name,
+        cohort_id,
+        cohort_description,
+        partner,
+        max_body_bytes,
         identifier_key,
         add_key,
         remove_key,
@@ -228,15 +288,29 @@ fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result
     if let Some(b) = &shown.config.basic {
         println!("  basic auth     {}:{}", b.user, b.password);
     }
-    println!(
-        "  identifier key {}",
-        d.identifier_key
-            .as_deref()
-            .unwrap_or("(the synced attribute's name)")
-    );
-    println!("  lists          {} / {}", d.add_key, d.remove_key);
-    for (k, v) in &d.static_kv {
-        println!("  static         {k}={v}");
+    if let Some(c) = d.cohort() {
+        println!("  format         cohortsync (one action per request, members by uid)");
+        println!(
+            "  cohort         {} (id {}), partner {}",
+            c.name
+                .as_ref()
+                .map_or("(. + the segment name)", |n| n.as_str()),
+            c.id.as_deref().unwrap_or("segsync-<sync id>"),
+            c.partner
+        );
+        println!("  body limit     {} bytes", c.max_body);
+    } else {
+        println!("  format         custom (segment_sync)");
+        println!(
+            "  identifier key {}",
+            d.identifier_key
+                .as_deref()
+                .unwrap_or("(the synced attribute's name)")
+        );
+        println!("  lists          {} / {}", d.add_key, d.remove_key);
+        for (k, v) in &d.static_kv {
+            println!("  static         {k}={v}");
+        }
     }
     println!(
         "  page size      {} users, {} requests/minute, {} in flight",
@@ -277,20 +351,16 @@ fn masked_url(d: &Destination) -> String {
     url.to_string()
 }
 
-/// A sample page: two users added, one removed.
+/// A sample page: `adds` users added, `removes` removed (custom format); for
+/// Cohort Sync, one `add_members` request with `adds` sample uids (a cohort
+/// request carries one action), to the cohort `.segsync-connection-test`
+/// unless the destination names its cohort.
 pub(crate) fn sample_body(
     d: &Destination,
     attribute: &str,
     adds: usize,
     removes: usize,
 ) -> Vec<u8> {
-    let ids = segment_sync::Ids {
-        sync_id: "sample-sync".into(),
-        sync_name: "sample-segment".into(),
-        execution_id: "sample-sync-1".into(),
-        integration_id: format!("{}-sample", d.id),
-    };
-    let f = segment_sync::SegmentSyncFormat::new(d, attribute, &ids, 1);
     let enc: Vec<(String, Vec<u8>)> = (0..adds + removes)
         .map(|i| {
             let mut b = Vec::new();
@@ -303,6 +373,27 @@ pub(crate) fn sample_body(
         .filter_map(|(id, b)| ValueRef::decode(b).ok().map(|v| (id.as_bytes(), v)))
         .collect();
     let mut out = Vec::new();
+    if let Some(c) = d.cohort() {
+        let f = cohort_sync::CohortSyncFormat::new(
+            c,
+            "segsync-connection-test",
+            0,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        f.render(
+            cohort_sync::Action::Add,
+            users[..adds].iter().map(|(_, v)| *v),
+            &mut out,
+        );
+        return out;
+    }
+    let ids = segment_sync::Ids {
+        sync_id: "sample-sync".into(),
+        sync_name: "sample-segment".into(),
+        execution_id: "sample-sync-1".into(),
+        integration_id: format!("{}-sample", d.id),
+    };
+    let f = segment_sync::SegmentSyncFormat::new(d, attribute, &ids, 1);
     f.render(
         1,
         users[..adds].iter().copied(),
@@ -432,7 +523,12 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
     let store = super::open_store(data_dir)?;
     match cmd {
         DestinationCmd::Add(a) => {
-            let mut c = DestinationConfig::new(a.name, a.url);
+            let url = match (a.url, a.data_center) {
+                (Some(u), _) => u,
+                (None, Some(dc)) => config::data_center_url(&dc)?,
+                (None, None) => return Err(UsageError("give --url or --data-center".into()).into()),
+            };
+            let mut c = DestinationConfig::new(a.name, url);
             apply(&mut c, a.settings, true)?;
             let rec = destination::add(&store, c)?;
             if a.json {

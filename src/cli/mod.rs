@@ -12,6 +12,7 @@ mod segment;
 mod serve;
 mod sync;
 mod users;
+mod workspace;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,12 @@ pub enum Command {
     Notifications(notifications::NotificationsCmd),
     /// Run the built-in checking receiver (a local destination for trials).
     Receive(receive::ReceiveArgs),
+    /// Workspaces this data dir receives Cohort Sync requests for, and the cohorts received.
+    #[command(subcommand)]
+    Workspace(workspace::WorkspaceCmd),
+    /// Write keys for Personas identify/track/batch calls.
+    #[command(subcommand)]
+    Writekey(workspace::WriteKeyCmd),
 }
 
 /// An error in how segsync was called (exit code 2).
@@ -85,6 +92,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Receive(a) => receive::run(a),
         Command::Serve(a) => serve::run(&args.data_dir, a),
         Command::Notifications(cmd) => notifications::run(&args.data_dir, cmd),
+        Command::Workspace(cmd) => workspace::run(&args.data_dir, cmd),
+        Command::Writekey(cmd) => workspace::run_write_key(&args.data_dir, cmd),
     }
 }
 
@@ -108,6 +117,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             crate::plan::Error,
             crate::pipeline::Error,
             crate::destination::Error,
+            crate::inbound::Error,
             crate::lifecycle::actions::ActionError
         );
     }

@@ -41,6 +41,14 @@ async fn shutdown_signal() {
 }
 
 pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
+    let inbound = crate::lifecycle::limits::ConfigFile::load(data_dir)?.inbound;
+    if inbound.cohort_rpm == 0 || inbound.cohort_max_body_bytes == 0 {
+        return Err(super::UsageError(format!(
+            "{}: [inbound] cohort_rpm and cohort_max_body_bytes must be positive",
+            crate::lifecycle::limits::config_path(data_dir).display()
+        ))
+        .into());
+    }
     let store = Arc::new(super::open_store(data_dir)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -60,6 +68,10 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
             store,
             ServeOptions {
                 tick: Duration::from_millis(a.tick_ms.max(10)),
+                cohort: crate::inbound::cohort::Limits {
+                    rpm: inbound.cohort_rpm,
+                    max_body: inbound.cohort_max_body_bytes as usize,
+                },
             },
             shutdown_signal(),
         )

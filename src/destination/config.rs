@@ -39,6 +39,40 @@ pub struct BasicAuth {
     pub password: String,
 }
 
+/// The request body a destination receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The seed's custom-destination body (`"type":"segment_sync"`).
+    #[default]
+    Custom,
+    /// MoEngage's Cohort Sync API: one `add_members` or `remove_members`
+    /// action per request, for syncing a segment to another workspace.
+    Cohortsync,
+}
+
+/// The header naming the destination workspace (Cohort Sync).
+pub const APPKEY_HEADER: &str = "MOE-APPKEY";
+/// The header naming the partner (Cohort Sync).
+pub const PARTNER_HEADER: &str = "MOE-DESTINATION-PARTNER";
+/// Largest Cohort Sync request body, from the API's limits.
+pub const COHORT_MAX_BODY: u32 = 128 * 1024;
+/// Cohort Sync's request-rate ceiling, the default for that format.
+pub const COHORT_RPM: u32 = 300;
+
+/// The Cohort Sync endpoint of MoEngage data center `dc` (01, 02, 03).
+pub fn data_center_url(dc: &str) -> Result<String, ConfigError> {
+    match dc.trim_start_matches('0') {
+        d @ ("1" | "2" | "3") => Ok(format!(
+            "https://api-0{d}.moengage.com/v1/integrations/cohortsync"
+        )),
+        _ => Err(bad(
+            "data_center",
+            format!("must be 01, 02 or 03, got {dc:?}"),
+        )),
+    }
+}
+
 /// A destination as stored and as given by the user (unvalidated).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +81,24 @@ pub struct DestinationConfig {
     pub name: String,
     /// Endpoint, http or https.
     pub url: String,
+    /// Request body format.
+    #[serde(default)]
+    pub format: Format,
+    /// Cohort Sync: the cohort name (default: `.` + the segment's name, sanitised).
+    #[serde(default)]
+    pub cohort_name: Option<String>,
+    /// Cohort Sync: the cohort id (default: `segsync-<sync id>`).
+    #[serde(default)]
+    pub cohort_id: Option<String>,
+    /// Cohort Sync: the cohort description.
+    #[serde(default)]
+    pub cohort_description: Option<String>,
+    /// Cohort Sync: the `partner` field (default `moengage`).
+    #[serde(default)]
+    pub partner: Option<String>,
+    /// Cohort Sync: largest request body in bytes (default and ceiling 131072).
+    #[serde(default)]
+    pub max_body_bytes: Option<u32>,
     /// Extra request headers.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
@@ -174,6 +226,99 @@ pub struct RetryPolicy {
     pub delay: Duration,
 }
 
+/// A cohort name the Cohort Sync API accepts: starts with `.`, has
+/// something after it, and contains none of `| * ? \\ : < > = $ "` nor
+/// control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CohortName(String);
+
+/// Characters a cohort name must not contain.
+pub const COHORT_NAME_FORBIDDEN: &[char] = &['|', '*', '?', '\\', ':', '<', '>', '=', '$', '"'];
+
+impl CohortName {
+    /// Longest name accepted.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates a name, saying which rule it breaks.
+    pub fn new(name: &str) -> Result<CohortName, String> {
+        if !name.starts_with('.') {
+            return Err(format!("cohort_name {name:?} must start with '.'"));
+        }
+        if name.len() < 2 || name[1..].trim().is_empty() {
+            return Err(format!("cohort_name {name:?} needs a name after the '.'"));
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(format!(
+                "cohort_name is {} bytes long; at most {} are allowed",
+                name.len(),
+                Self::MAX_LEN
+            ));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| COHORT_NAME_FORBIDDEN.contains(c) || c.is_control())
+        {
+            return Err(format!(
+                "cohort_name {name:?} contains {c:?}; none of | * ? \\ : < > = $ \" nor control characters are allowed"
+            ));
+        }
+        Ok(CohortName(name.to_string()))
+    }
+
+    /// A valid name derived from a segment name: `.` in front, forbidden
+    /// characters replaced by `_`, cut to the longest length allowed.
+    pub fn derive(segment: &str) -> CohortName {
+        let mut s = String::with_capacity(segment.len() + 1);
+        if !segment.starts_with('.') {
+            s.push('.');
+        }
+        for c in segment.chars() {
+            let c = if COHORT_NAME_FORBIDDEN.contains(&c) || c.is_control() {
+                '_'
+            } else {
+                c
+            };
+            if s.len() + c.len_utf8() > Self::MAX_LEN {
+                break;
+            }
+            s.push(c);
+        }
+        if s.len() < 2 || s[1..].trim().is_empty() {
+            s = ".segment".into();
+        }
+        CohortName(s)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Cohort Sync settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortSettings {
+    /// Fixed cohort name, or derived from each sync's segment.
+    pub name: Option<CohortName>,
+    /// Fixed cohort id, or `segsync-<sync id>`.
+    pub id: Option<String>,
+    /// Fixed description, or one naming the sync.
+    pub description: Option<String>,
+    /// The `partner` field.
+    pub partner: String,
+    /// Largest body in bytes.
+    pub max_body: u32,
+}
+
+/// A validated body format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatSpec {
+    /// The custom-destination body.
+    Custom,
+    /// Cohort Sync.
+    Cohort(CohortSettings),
+}
+
 /// A validated destination.
 #[derive(Debug, Clone)]
 pub struct Destination {
@@ -199,6 +344,8 @@ pub struct Destination {
     pub page_size: PageSize,
     /// Requests per minute.
     pub rpm: Rpm,
+    /// The body format, with its settings.
+    pub format: FormatSpec,
     /// Resync allowed.
     pub allow_resync: bool,
     /// Per-request timeout.
@@ -227,6 +374,12 @@ impl DestinationConfig {
         DestinationConfig {
             name: name.into(),
             url: url.into(),
+            format: Format::Custom,
+            cohort_name: None,
+            cohort_id: None,
+            cohort_description: None,
+            partner: None,
+            max_body_bytes: None,
             headers: vec![],
             params: vec![],
             basic: None,
@@ -331,6 +484,12 @@ impl DestinationConfig {
             }
             seen.push(k);
         }
+        let format = self.validate_format()?;
+        let (default_page, default_rpm) = match format {
+            FormatSpec::Custom => (PageSize::DEFAULT, Rpm::MAX),
+            // Cohort Sync pages are cut by size first; the count cap is the largest.
+            FormatSpec::Cohort(_) => (PageSize::MAX, COHORT_RPM),
+        };
         let timeout = Duration::from_millis(self.timeout_ms.unwrap_or(30_000));
         if timeout.is_zero() {
             return Err(bad("timeout_ms", "must be positive"));
@@ -352,8 +511,9 @@ impl DestinationConfig {
             add_key,
             remove_key,
             static_kv: self.static_kv.clone(),
-            page_size: PageSize::new(self.page_size.unwrap_or(PageSize::DEFAULT))?,
-            rpm: Rpm::new(self.rpm.unwrap_or(Rpm::MAX))?,
+            page_size: PageSize::new(self.page_size.unwrap_or(default_page))?,
+            rpm: Rpm::new(self.rpm.unwrap_or(default_rpm))?,
+            format,
             allow_resync: self.allow_resync,
             timeout,
             retry: RetryPolicy {
@@ -366,7 +526,119 @@ impl DestinationConfig {
     }
 }
 
+impl DestinationConfig {
+    /// Checks the format's own settings: for Cohort Sync, Basic auth and the
+    /// two mandatory headers naming the same workspace, a valid cohort name,
+    /// and none of the custom format's keys (they would be silently unused).
+    fn validate_format(&self) -> Result<FormatSpec, ConfigError> {
+        let cohort_only = [
+            ("cohort_name", self.cohort_name.is_some()),
+            ("cohort_id", self.cohort_id.is_some()),
+            ("cohort_description", self.cohort_description.is_some()),
+            ("partner", self.partner.is_some()),
+            ("max_body_bytes", self.max_body_bytes.is_some()),
+        ];
+        if self.format == Format::Custom {
+            if let Some((field, _)) = cohort_only.iter().find(|(_, set)| *set) {
+                return Err(bad(*field, "applies only to --format cohortsync"));
+            }
+            return Ok(FormatSpec::Custom);
+        }
+        let custom_only = [
+            ("identifier_key", self.identifier_key.is_some()),
+            ("add_key", self.add_key.is_some()),
+            ("remove_key", self.remove_key.is_some()),
+            ("static", !self.static_kv.is_empty()),
+        ];
+        if let Some((field, _)) = custom_only.iter().find(|(_, set)| *set) {
+            return Err(bad(
+                *field,
+                "does not apply to --format cohortsync (its members carry only uid)",
+            ));
+        }
+        let header = |name: &str| {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let Some(basic) = &self.basic else {
+            return Err(bad(
+                "basic",
+                "Cohort Sync needs Basic auth: workspace id as user, data API key as password (--workspace-id and --data-api-key)",
+            ));
+        };
+        match header(APPKEY_HEADER) {
+            None => {
+                return Err(bad(
+                    format!("header {APPKEY_HEADER}"),
+                    "is mandatory for Cohort Sync (the destination workspace id)",
+                ))
+            }
+            Some(v) if v != basic.user => {
+                return Err(bad(
+                    format!("header {APPKEY_HEADER}"),
+                    format!(
+                        "must equal the Basic auth user (the workspace id {:?}), got {v:?}",
+                        basic.user
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        match header(PARTNER_HEADER) {
+            Some(v) if !v.trim().is_empty() => {}
+            _ => {
+                return Err(bad(
+                    format!("header {PARTNER_HEADER}"),
+                    "is mandatory for Cohort Sync (use `moengage`)",
+                ))
+            }
+        }
+        if basic.password.is_empty() {
+            return Err(bad("basic", "the data API key (password) is empty"));
+        }
+        let name = self
+            .cohort_name
+            .as_deref()
+            .map(CohortName::new)
+            .transpose()
+            .map_err(|r| bad("cohort_name", r))?;
+        let max_body = self.max_body_bytes.unwrap_or(COHORT_MAX_BODY);
+        if !(1024..=COHORT_MAX_BODY).contains(&max_body) {
+            return Err(bad(
+                "max_body_bytes",
+                format!("must be between 1024 and {COHORT_MAX_BODY}, got {max_body}"),
+            ));
+        }
+        for (field, v) in [
+            ("cohort_id", &self.cohort_id),
+            ("cohort_description", &self.cohort_description),
+            ("partner", &self.partner),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(bad(field, "must not be empty"));
+            }
+        }
+        Ok(FormatSpec::Cohort(CohortSettings {
+            name,
+            id: self.cohort_id.clone(),
+            description: self.cohort_description.clone(),
+            partner: self.partner.clone().unwrap_or_else(|| "moengage".into()),
+            max_body,
+        }))
+    }
+}
+
 impl Destination {
+    /// The Cohort Sync settings, if that is the format.
+    pub fn cohort(&self) -> Option<&CohortSettings> {
+        match &self.format {
+            FormatSpec::Cohort(c) => Some(c),
+            FormatSpec::Custom => None,
+        }
+    }
+
     /// The identifier key for a sync of `attribute`.
     pub fn identifier_key_for<'a>(&'a self, attribute: &'a str) -> &'a str {
         self.identifier_key.as_deref().unwrap_or(attribute)
@@ -399,6 +671,10 @@ pub fn mask(secret: &str) -> String {
 /// Whether a header's value should be masked when shown.
 pub fn is_secret_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
+    // A workspace id, not a key (it is the Basic auth user, shown anyway).
+    if n == APPKEY_HEADER.to_ascii_lowercase() {
+        return false;
+    }
     [
         "authorization",
         "key",

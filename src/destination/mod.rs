@@ -1,13 +1,15 @@
 //! Destinations (the seed's integrations): configuration, validation,
 //! storage, and one module per request format.
 
+pub mod cohort_sync;
 pub mod config;
 pub mod segment_sync;
 
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    mask, BasicAuth, ConfigError, Destination, DestinationConfig, PageSize, RetryPolicy, Rpm,
+    mask, BasicAuth, CohortName, CohortSettings, ConfigError, Destination, DestinationConfig,
+    Format, FormatSpec, PageSize, RetryPolicy, Rpm,
 };
 
 use crate::lifecycle::{SyncRecord, SyncStatus};

@@ -51,6 +51,29 @@ pub struct ConfigFile {
     /// `[smtp]`, if notifications are to be emailed.
     #[serde(default)]
     pub smtp: Option<super::notify::SmtpConfig>,
+    /// `[inbound]`: limits of the Cohort Sync receiver.
+    #[serde(default)]
+    pub inbound: InboundLimits,
+}
+
+/// `[inbound]` in `segsync.toml`: what the Cohort Sync receiver of `serve`
+/// accepts (the API's own limits by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundLimits {
+    /// Requests per minute per workspace.
+    pub cohort_rpm: u32,
+    /// Largest request body, bytes.
+    pub cohort_max_body_bytes: u32,
+}
+
+impl Default for InboundLimits {
+    fn default() -> Self {
+        InboundLimits {
+            cohort_rpm: crate::destination::config::COHORT_RPM,
+            cohort_max_body_bytes: crate::destination::config::COHORT_MAX_BODY,
+        }
+    }
 }
 
 impl ConfigFile {

@@ -202,6 +202,8 @@ pub enum BitmapKind {
     DonePages,
     /// Removed users last sent as of `removed_as_of[i]`.
     RemovedAsOf(u8),
+    /// Ranks where pages start, for formats cut by size (Cohort Sync).
+    PageStarts,
 }
 
 impl BitmapKind {
@@ -211,6 +213,7 @@ impl BitmapKind {
             BitmapKind::Added => 2,
             BitmapKind::Removed => 3,
             BitmapKind::DonePages => 4,
+            BitmapKind::PageStarts => 5,
             BitmapKind::RemovedAsOf(i) => 16u8.saturating_add(i),
         }
     }
@@ -281,12 +284,19 @@ impl ExecutionRecord {
 
     /// One of this execution's bitmaps (empty if never written).
     pub fn bitmap(&self, store: &Store, kind: BitmapKind) -> store::Result<RoaringBitmap> {
-        Ok(store
-            .get_bitmap(
-                cf::EXEC_BITMAPS,
-                &bitmap_key(self.sync_id, self.seq, kind),
-                "execution bitmap",
-            )?
-            .unwrap_or_default())
+        Ok(self.bitmap_if_any(store, kind)?.unwrap_or_default())
+    }
+
+    /// One of this execution's bitmaps, `None` if never written.
+    pub fn bitmap_if_any(
+        &self,
+        store: &Store,
+        kind: BitmapKind,
+    ) -> store::Result<Option<RoaringBitmap>> {
+        store.get_bitmap(
+            cf::EXEC_BITMAPS,
+            &bitmap_key(self.sync_id, self.seq, kind),
+            "execution bitmap",
+        )
     }
 }

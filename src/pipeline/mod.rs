@@ -25,7 +25,7 @@ use bytes::Bytes;
 use crossbeam::channel;
 use roaring::RoaringBitmap;
 
-use crate::destination::{self, segment_sync, ConfigError, Destination};
+use crate::destination::{self, cohort_sync, segment_sync, ConfigError, Destination, FormatSpec};
 use crate::lifecycle::{actions, notify, rules};
 use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord, Trigger};
 use crate::plan;
@@ -152,19 +152,99 @@ fn renderer_for<'a>(
     let attr = store
         .attr_id(&sync.attribute)
         .ok_or_else(|| plan::Error::UnknownAttribute(sync.attribute.clone()))?;
-    let ids = segment_sync::Ids {
-        sync_id: sync.id.to_string(),
-        sync_name: sync.segment.clone(),
-        execution_id: exec.execution_id(),
-        integration_id: format!("{}-{}", dest.id, sync.id),
+    let format = match &dest.format {
+        FormatSpec::Custom => {
+            let ids = segment_sync::Ids {
+                sync_id: sync.id.to_string(),
+                sync_name: sync.segment.clone(),
+                execution_id: exec.execution_id(),
+                integration_id: format!("{}-{}", dest.id, sync.id),
+            };
+            render::Body::Custom(segment_sync::SegmentSyncFormat::new(
+                dest,
+                &sync.attribute,
+                &ids,
+                exec.total_pages,
+            ))
+        }
+        FormatSpec::Cohort(c) => render::Body::Cohort(
+            cohort_sync::CohortSyncFormat::new(c, &sync.segment, sync.id, exec.started_ms),
+            c.max_body as usize,
+        ),
     };
     Ok(render::Renderer {
         store,
         attr,
         write_seq: exec.write_seq,
         removal_groups: groups,
-        format: segment_sync::SegmentSyncFormat::new(dest, &sync.attribute, &ids, exec.total_pages),
+        format,
     })
+}
+
+/// Users measured per batch when planning size-capped pages.
+const MEASURE_BATCH: usize = 8192;
+
+/// The page cuts of an execution. Custom-format pages are cut by count.
+/// Cohort Sync pages are cut by size too, so the planner measures every
+/// member once and persists where pages start (and the page count) before
+/// the first request; a resumed run reads them back.
+fn page_starts(
+    store: &Store,
+    exec: &mut ExecutionRecord,
+    dest: &Destination,
+    renderer: &render::Renderer<'_>,
+    added: &RoaringBitmap,
+    removed: &RoaringBitmap,
+) -> Result<Option<RoaringBitmap>, Error> {
+    let stored = exec.bitmap_if_any(store, BitmapKind::PageStarts)?;
+    let render::Body::Cohort(format, max_body) = &renderer.format else {
+        if stored.is_some() {
+            return Err(Error::Internal(format!(
+                "execution {} was planned for Cohort Sync but destination '{}' is now custom; run `sync resync-last`",
+                exec.execution_id(),
+                dest.name
+            )));
+        }
+        return Ok(None);
+    };
+    if let Some(starts) = stored {
+        return Ok(Some(starts));
+    }
+    if exec.pages_done > 0 {
+        return Err(Error::Internal(format!(
+            "execution {} was planned for the custom format but destination '{}' is now Cohort Sync; run `sync resync-last`",
+            exec.execution_id(),
+            dest.name
+        )));
+    }
+    let mut sizes = Vec::with_capacity((added.len() + removed.len()) as usize);
+    let mut scratch = render::Scratch::default();
+    let mut page = pager::Page::default();
+    for (list, is_add) in [(added, true), (removed, false)] {
+        let mut it = list.iter().peekable();
+        while it.peek().is_some() {
+            page.adds.clear();
+            page.removes.clear();
+            let target = if is_add {
+                &mut page.adds
+            } else {
+                &mut page.removes
+            };
+            target.extend(it.by_ref().take(MEASURE_BATCH));
+            renderer.member_sizes(&page, &mut scratch, &mut sizes)?;
+        }
+    }
+    let budget = (*max_body as u64).saturating_sub(format.overhead() as u64);
+    let starts = pager::plan_starts(sizes, added.len(), dest.page_size.get(), budget);
+    exec.total_pages = u32::try_from(starts.len()).unwrap_or(u32::MAX);
+    store.write_records(
+        vec![
+            exec.write(),
+            exec.bitmap_write(BitmapKind::PageStarts, &starts),
+        ],
+        true,
+    )?;
+    Ok(Some(starts))
 }
 
 fn execute(
@@ -178,6 +258,11 @@ fn execute(
     let removed = exec.bitmap(store, BitmapKind::Removed)?;
     let mut done = exec.bitmap(store, BitmapKind::DonePages)?;
     let renderer = renderer_for(store, sync, &exec, &dest)?;
+    let starts = page_starts(store, &mut exec, &dest, &renderer, &added, &removed)?;
+    let cuts = match &starts {
+        Some(s) => pager::Cuts::Starts(s),
+        None => pager::Cuts::Count(exec.page_size),
+    };
     let in_flight = dest.in_flight;
     let sender =
         send::PageSender::new(dest, sync.id, exec.seq).map_err(|e| Error::Start(e.to_string()))?;
@@ -206,8 +291,8 @@ fn execute(
         let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<render::Rendered>(window);
         let (ev_tx, ev_rx) = channel::unbounded::<checkpoint::Event>();
 
-        let (added, removed, done_ref, page_size) = (&added, &removed, &skip, exec.page_size);
-        s.spawn(move || pager::run(added, removed, page_size, done_ref, &free_rx, &page_tx));
+        let (added, removed, done_ref) = (&added, &removed, &skip);
+        s.spawn(move || pager::run(added, removed, cuts, done_ref, &free_rx, &page_tx));
         for _ in 0..opts.render_threads.max(1) {
             let (page_rx, free_tx, out_tx, renderer, fail) = (
                 page_rx.clone(),
@@ -282,6 +367,16 @@ fn execute(
                 }
                 if stopped() {
                     break;
+                }
+                if page.body.is_empty() {
+                    // Every user of the page was skipped: nothing to send.
+                    handle(Ok((
+                        page.index,
+                        page.skipped,
+                        0,
+                        Ok(send::PageStats::default()),
+                    )));
+                    continue;
                 }
                 let sender = sender.clone();
                 tasks.spawn(async move {
@@ -408,17 +503,19 @@ pub fn render_only(
     let added = exec.bitmap(store, BitmapKind::Added)?;
     let removed = exec.bitmap(store, BitmapKind::Removed)?;
     let renderer = renderer_for(store, &sync, &exec, &dest)?;
+    let mut exec = exec;
+    let starts = page_starts(store, &mut exec, &dest, &renderer, &added, &removed)?;
+    let cuts = match &starts {
+        Some(s) => pager::Cuts::Starts(s),
+        None => pager::Cuts::Count(exec.page_size),
+    };
     let totals = Mutex::new((0u64, 0u64, 0u64));
     let error = Mutex::new(None);
     let none = RoaringBitmap::new();
     std::thread::scope(|s| {
         let (tx, rx) = channel::bounded::<pager::Page>(8);
         let (added, removed, none_ref) = (&added, &removed, &none);
-        s.spawn(move || {
-            pager::cut(added, removed, exec.page_size, none_ref, None, |p| {
-                tx.send(p).is_ok()
-            })
-        });
+        s.spawn(move || pager::cut(added, removed, cuts, none_ref, None, |p| tx.send(p).is_ok()));
         for _ in 0..threads.max(1) {
             let (rx, renderer, totals, error) = (rx.clone(), &renderer, &totals, &error);
             s.spawn(move || {
@@ -449,7 +546,10 @@ pub fn render_only(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
     {
-        return Err(e.into());
+        return Err(match e {
+            render::RenderError::Store(e) => e.into(),
+            other => Error::Internal(other.to_string()),
+        });
     }
     Ok(totals
         .into_inner()

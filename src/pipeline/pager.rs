@@ -3,6 +3,10 @@
 //! `removed`, so a page may carry both lists, `total_pages` is known before
 //! the first request, and a resumed run recomputes exactly the pages it has
 //! not delivered.
+//!
+//! Cohort Sync pages are cut by size as well (bodies ≤ 128 KB, one action
+//! per request): the planner measures every member once and stores where
+//! pages start ([`plan_starts`]), and the same cutting walks those starts.
 
 use crossbeam::channel::{Receiver, Sender};
 use roaring::RoaringBitmap;
@@ -16,10 +20,62 @@ pub(crate) struct Page {
     pub(crate) removes: Vec<u32>,
 }
 
+/// Where pages end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cuts<'a> {
+    /// Every `n` users (the custom format).
+    Count(u32),
+    /// At these ranks of the added-then-removed sequence (Cohort Sync:
+    /// planned from the users' byte sizes, see [`plan_starts`]).
+    Starts(&'a RoaringBitmap),
+}
+
+impl Cuts<'_> {
+    fn starts_page(&self, rank: u32) -> bool {
+        match self {
+            Cuts::Count(n) => rank.is_multiple_of((*n).max(1)),
+            Cuts::Starts(s) => s.contains(rank),
+        }
+    }
+}
+
 /// Pages needed for `added + removed` users at `size` a page.
 pub fn total_pages(added: u64, removed: u64, size: u32) -> u32 {
     let n = (added + removed).div_ceil(u64::from(size.max(1)));
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Plans size-capped pages over `sizes` (the bytes each user adds to a
+/// body, in added-then-removed order; `n_added` of them are adds): a page
+/// holds at most `max_users`, its members and separators fit in `budget`
+/// bytes, and no page mixes adds and removes. Returns the ranks where pages
+/// start (always including 0 when there are users).
+pub(crate) fn plan_starts(
+    sizes: impl IntoIterator<Item = u32>,
+    n_added: u64,
+    max_users: u32,
+    budget: u64,
+) -> RoaringBitmap {
+    let mut starts = RoaringBitmap::new();
+    let (mut users, mut bytes) = (0u32, 0u64);
+    for (rank, size) in sizes.into_iter().enumerate() {
+        let rank = rank as u32;
+        let size = u64::from(size);
+        let with_sep = if users == 0 { size } else { bytes + 1 + size };
+        let new_page = users == 0
+            || users >= max_users.max(1)
+            || with_sep > budget
+            || u64::from(rank) == n_added;
+        if new_page {
+            starts.insert(rank);
+            users = 1;
+            bytes = size;
+        } else {
+            users += 1;
+            bytes = with_sep;
+        }
+    }
+    starts
 }
 
 /// Cuts pages in order and hands each one not in `done` to `emit`, reusing
@@ -28,12 +84,11 @@ pub fn total_pages(added: u64, removed: u64, size: u32) -> u32 {
 pub(crate) fn cut(
     added: &RoaringBitmap,
     removed: &RoaringBitmap,
-    size: u32,
+    cuts: Cuts<'_>,
     done: &RoaringBitmap,
     free: Option<&Receiver<Page>>,
     mut emit: impl FnMut(Page) -> bool,
 ) {
-    let size = size.max(1) as usize;
     let fresh = |free: Option<&Receiver<Page>>| {
         let mut p = free.and_then(|f| f.try_recv().ok()).unwrap_or_default();
         p.adds.clear();
@@ -42,22 +97,14 @@ pub(crate) fn cut(
     };
     let mut page = fresh(free);
     let mut index = 0u32;
-    let mut filled = 0usize;
     let skip = |index: u32| done.contains(index);
     let users = added
         .iter()
         .map(|u| (true, u))
         .chain(removed.iter().map(|u| (false, u)));
+    let mut rank = 0u32;
     for (is_add, u) in users {
-        if !skip(index) {
-            if is_add {
-                page.adds.push(u);
-            } else {
-                page.removes.push(u);
-            }
-        }
-        filled += 1;
-        if filled == size {
+        if rank > 0 && cuts.starts_page(rank) {
             if !skip(index) {
                 page.index = index;
                 if !emit(std::mem::replace(&mut page, fresh(free))) {
@@ -65,10 +112,17 @@ pub(crate) fn cut(
                 }
             }
             index += 1;
-            filled = 0;
         }
+        if !skip(index) {
+            if is_add {
+                page.adds.push(u);
+            } else {
+                page.removes.push(u);
+            }
+        }
+        rank += 1;
     }
-    if filled > 0 && !skip(index) {
+    if rank > 0 && !skip(index) {
         page.index = index;
         emit(page);
     }
@@ -78,12 +132,12 @@ pub(crate) fn cut(
 pub(crate) fn run(
     added: &RoaringBitmap,
     removed: &RoaringBitmap,
-    size: u32,
+    cuts: Cuts<'_>,
     done: &RoaringBitmap,
     free: &Receiver<Page>,
     out: &Sender<Page>,
 ) {
-    cut(added, removed, size, done, Some(free), |p| {
+    cut(added, removed, cuts, done, Some(free), |p| {
         out.send(p).is_ok()
     });
 }
@@ -100,7 +154,7 @@ mod tests {
         done: &RoaringBitmap,
     ) -> Vec<Page> {
         let mut v = Vec::new();
-        cut(added, removed, size, done, None, |p| {
+        cut(added, removed, Cuts::Count(size), done, None, |p| {
             v.push(p);
             true
         });
@@ -143,6 +197,42 @@ mod tests {
             let rest = pages(&added, &removed, size, &done);
             let expected: Vec<Page> = all.into_iter().filter(|p| !done.contains(p.index)).collect();
             prop_assert_eq!(rest, expected);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn size_capped_pages_respect_every_limit(
+            sizes in prop::collection::vec(1u32..300, 0..600),
+            split in 0usize..600,
+            max_users in 1u32..50,
+            budget in 300u64..2000,
+        ) {
+            let n_added = split.min(sizes.len());
+            let added: RoaringBitmap = (0..n_added as u32).collect();
+            let removed: RoaringBitmap = (10_000..10_000 + (sizes.len() - n_added) as u32).collect();
+            let starts = plan_starts(sizes.iter().copied(), n_added as u64, max_users, budget);
+            let mut ps = Vec::new();
+            cut(&added, &removed, Cuts::Starts(&starts), &RoaringBitmap::new(), None, |p| {
+                ps.push(p);
+                true
+            });
+            prop_assert_eq!(ps.len() as u64, starts.len());
+            let mut rank = 0usize;
+            for (k, p) in ps.iter().enumerate() {
+                prop_assert_eq!(p.index as usize, k);
+                prop_assert!(p.adds.is_empty() || p.removes.is_empty(), "mixed page");
+                let n = p.adds.len() + p.removes.len();
+                prop_assert!(n >= 1 && n <= max_users as usize);
+                let bytes: u64 = sizes[rank..rank + n].iter().map(|&s| u64::from(s)).sum::<u64>() + n as u64 - 1;
+                prop_assert!(bytes <= budget, "page {} has {} bytes", k, bytes);
+                // Greedy: the next user would not have fitted.
+                if k + 1 < ps.len() && rank + n != n_added && n < max_users as usize {
+                    prop_assert!(bytes + 1 + u64::from(sizes[rank + n]) > budget);
+                }
+                rank += n;
+            }
+            prop_assert_eq!(rank, sizes.len());
         }
     }
 

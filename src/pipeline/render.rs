@@ -9,6 +9,7 @@
 use roaring::RoaringBitmap;
 
 use super::pager::Page;
+use crate::destination::cohort_sync::{Action, CohortSyncFormat};
 use crate::destination::segment_sync::SegmentSyncFormat;
 use crate::store::{self, cf, keys, Store, ValueRef};
 
@@ -19,7 +20,8 @@ pub(crate) struct Rendered {
     pub(crate) body: Vec<u8>,
     pub(crate) adds: u32,
     pub(crate) removes: u32,
-    /// Users left out for lacking a value.
+    /// Users left out for lacking a value (or, for Cohort Sync, a value
+    /// that cannot be a uid).
     pub(crate) skipped: u32,
 }
 
@@ -30,7 +32,15 @@ pub(crate) struct Renderer<'a> {
     pub(crate) write_seq: u32,
     /// (write seq, users) groups for removed users.
     pub(crate) removal_groups: Vec<(u32, RoaringBitmap)>,
-    pub(crate) format: SegmentSyncFormat,
+    pub(crate) format: Body,
+}
+
+/// The body format of an execution, with its pre-rendered fragments.
+pub(crate) enum Body {
+    /// The custom-destination body.
+    Custom(SegmentSyncFormat),
+    /// Cohort Sync, with the largest body allowed.
+    Cohort(CohortSyncFormat, usize),
 }
 
 /// Bytes read for one page: entry `i` is the value for the page's user `i`.
@@ -130,6 +140,23 @@ fn scan(
     })
 }
 
+/// Why a page could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RenderError {
+    /// Reading users or values failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A body came out larger than the destination accepts (the page was cut
+    /// for a smaller head: the destination's cohort settings changed while
+    /// the execution was in progress).
+    #[error("page {page} is {bytes} bytes, over the destination's {max}-byte limit; the destination's cohort settings changed during the execution: run `sync resync-last`")]
+    TooLarge { page: u32, bytes: usize, max: usize },
+}
+
+/// One user of a page as resolved: distinct id (empty when not read) and
+/// the value to send; `None` when it cannot be sent (no value).
+type Entry<'v> = Option<(&'v [u8], ValueRef<'v>)>;
+
 impl Renderer<'_> {
     fn as_of(&self, is_add: bool, user: u32) -> u32 {
         if is_add {
@@ -141,13 +168,14 @@ impl Renderer<'_> {
             .map_or(self.write_seq, |(s, _)| *s)
     }
 
-    /// Resolves and renders one page into `out`.
-    pub(crate) fn render(
+    /// Resolves a page's users (adds then removes) and hands the entries to
+    /// `f`. Distinct ids are read only when the body needs them.
+    fn with_entries<R>(
         &self,
         page: &Page,
         scratch: &mut Scratch,
-        mut out: Vec<u8>,
-    ) -> store::Result<Rendered> {
+        f: impl FnOnce(&[Entry<'_>]) -> R,
+    ) -> store::Result<R> {
         let Scratch {
             ids,
             vals,
@@ -157,9 +185,12 @@ impl Renderer<'_> {
         ids.clear();
         vals.clear();
         fallback.clear();
+        let need_ids = matches!(self.format, Body::Custom(_));
         let attr_prefix = self.attr.to_be_bytes();
         for run in [&page.adds, &page.removes] {
-            scan(self.store, cf::USERS, &[], run, key, ids)?;
+            if need_ids {
+                scan(self.store, cf::USERS, &[], run, key, ids)?;
+            }
             scan(self.store, cf::ATTR_VALUES, &attr_prefix, run, key, vals)?;
         }
         let n_add = page.adds.len();
@@ -190,38 +221,90 @@ impl Renderer<'_> {
                 },
             });
         }
-
-        let mut skipped = 0u32;
-        let mut entries: Vec<(&[u8], ValueRef<'_>)> =
-            Vec::with_capacity(n_add + page.removes.len());
-        let mut split = None;
+        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(values.len());
         for (i, val) in values.into_iter().enumerate() {
-            if i == n_add {
-                split = Some(entries.len());
-            }
             let value = match val {
                 Val::Current(v) => Some(v),
                 Val::History(f) => Some(ValueRef::decode(&fallback[f])?),
                 Val::Missing => None,
             };
-            match (ids.get(i), value) {
-                (Some(id), Some(v)) => entries.push((id, v)),
-                _ => skipped += 1,
+            let id = if need_ids { ids.get(i) } else { Some(&[][..]) };
+            entries.push(id.zip(value));
+        }
+        Ok(f(&entries))
+    }
+
+    /// The bytes each user of `page` adds to a Cohort Sync body (0 for a
+    /// user that cannot be sent), in page order; for cutting pages by size.
+    pub(crate) fn member_sizes(
+        &self,
+        page: &Page,
+        scratch: &mut Scratch,
+        sizes: &mut Vec<u32>,
+    ) -> store::Result<()> {
+        let mut buf = Vec::with_capacity(64);
+        self.with_entries(page, scratch, |entries| {
+            for e in entries {
+                buf.clear();
+                let ok = e.is_some_and(|(_, v)| CohortSyncFormat::member(&v, &mut buf));
+                sizes.push(if ok { buf.len() as u32 } else { 0 });
+            }
+        })
+    }
+
+    /// Resolves and renders one page into `out`. A page with nothing to
+    /// send renders an empty body.
+    pub(crate) fn render(
+        &self,
+        page: &Page,
+        scratch: &mut Scratch,
+        mut out: Vec<u8>,
+    ) -> Result<Rendered, RenderError> {
+        let n_add = page.adds.len();
+        let (adds, removes, skipped) = self.with_entries(page, scratch, |entries| {
+            let sendable = entries.iter().filter(|e| e.is_some()).count() as u32;
+            let skipped = entries.len() as u32 - sendable;
+            let (a, r) = entries.split_at(n_add);
+            match &self.format {
+                Body::Custom(f) => {
+                    let (a, r) = (a.iter().flatten().copied(), r.iter().flatten().copied());
+                    let n_a = a.clone().count() as u32;
+                    f.render(page.index + 1, a, r, &mut out);
+                    (n_a, sendable - n_a, skipped)
+                }
+                Body::Cohort(f, _) => {
+                    // The pager never mixes the two lists on a Cohort Sync page.
+                    let (action, list) = if a.is_empty() {
+                        (Action::Remove, r)
+                    } else {
+                        (Action::Add, a)
+                    };
+                    let n = f.render(action, list.iter().flatten().map(|(_, v)| *v), &mut out);
+                    let skipped = skipped + (list.iter().flatten().count() as u32 - n);
+                    if n == 0 {
+                        out.clear();
+                    }
+                    match action {
+                        Action::Add => (n, 0, skipped),
+                        Action::Remove => (0, n, skipped),
+                    }
+                }
+            }
+        })?;
+        if let Body::Cohort(_, max) = &self.format {
+            if out.len() > *max {
+                return Err(RenderError::TooLarge {
+                    page: page.index + 1,
+                    bytes: out.len(),
+                    max: *max,
+                });
             }
         }
-        let split = split.unwrap_or(entries.len());
-        let (adds, removes) = entries.split_at(split);
-        self.format.render(
-            page.index + 1,
-            adds.iter().copied(),
-            removes.iter().copied(),
-            &mut out,
-        );
         Ok(Rendered {
             index: page.index,
             body: out,
-            adds: adds.len() as u32,
-            removes: removes.len() as u32,
+            adds,
+            removes,
             skipped,
         })
     }

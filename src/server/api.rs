@@ -119,6 +119,19 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/syncs/{id}/executions", get(executions))
         .route("/api/v1/syncs/{id}/{action}", post(act))
         .route("/api/v1/notifications", get(notifications))
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/integrations/cohortsync",
+                    post(super::inbound::cohortsync),
+                )
+                .route("/v1/identify", post(super::inbound::identify))
+                .route("/v1/track", post(super::inbound::track))
+                .route("/v1/batch", post(super::inbound::batch))
+                // Our own size checks answer with JSON and the exact limit;
+                // this only stops absurd bodies before they are read.
+                .layer(axum::extract::DefaultBodyLimit::max(4 << 20)),
+        )
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! `segsync serve`: one process holding the store, with the scheduler,
 //! resumption of executions left processing, and the HTTP endpoints (the
-//! admin REST API under `/api/v1`, `/healthz`, `/metrics`).
+//! admin REST API under `/api/v1`, `/healthz`, `/metrics`, and the inbound
+//! Cohort Sync and Personas endpoints under `/v1`).
 //!
 //! Shutdown is an argument ([`serve`] takes a future): the binary passes
 //! Ctrl-C/SIGTERM, tests pass a oneshot. On shutdown no new run starts,
@@ -8,6 +9,7 @@
 //! processing; the next start resumes them.
 
 mod api;
+mod inbound;
 mod scheduler;
 
 use std::collections::HashSet;
@@ -26,12 +28,15 @@ use crate::store::Store;
 pub struct ServeOptions {
     /// How often the scheduler looks for due syncs.
     pub tick: Duration,
+    /// What the Cohort Sync receiver accepts.
+    pub cohort: crate::inbound::cohort::Limits,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             tick: Duration::from_secs(10),
+            cohort: crate::inbound::cohort::Limits::default(),
         }
     }
 }
@@ -42,9 +47,26 @@ pub(crate) struct AppState {
     running: Mutex<HashSet<u32>>,
     cancel: Arc<AtomicBool>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    cohort_limiter: crate::inbound::WindowLimiter,
+    cohort_limits: crate::inbound::cohort::Limits,
+    /// Personas calls resolve users one at a time under this lock (taken
+    /// before the store's writer lock, never after).
+    personas: Mutex<crate::inbound::personas::Users>,
 }
 
 impl AppState {
+    fn new(store: Arc<Store>, opts: &ServeOptions) -> AppState {
+        AppState {
+            store,
+            running: Mutex::new(HashSet::new()),
+            cancel: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+            cohort_limiter: crate::inbound::WindowLimiter::new(opts.cohort.rpm),
+            cohort_limits: opts.cohort,
+            personas: Mutex::new(Default::default()),
+        }
+    }
+
     /// Starts a run of `sync_id` on its own thread after checking that it
     /// is allowed now; refuses a second concurrent run of the same sync.
     pub(crate) fn start_run(
@@ -134,12 +156,7 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(AppState {
-        store,
-        running: Mutex::new(HashSet::new()),
-        cancel: Arc::new(AtomicBool::new(false)),
-        threads: Mutex::new(Vec::new()),
-    });
+    let state = Arc::new(AppState::new(store, &opts));
     resume_interrupted(&state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sched = tokio::spawn(scheduler::run(state.clone(), opts.tick, stop_rx.clone()));

@@ -78,20 +78,14 @@ pub(crate) fn pass(state: &Arc<AppState>, now: DateTime<Utc>) -> Result<(), crat
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Mutex;
-
     use super::*;
     use crate::lifecycle::{Frequency, Schedule};
 
     fn state(dir: &std::path::Path) -> Arc<AppState> {
-        Arc::new(AppState {
-            store: Arc::new(crate::store::Store::open(dir).unwrap()),
-            running: Mutex::new(HashSet::new()),
-            cancel: Arc::new(AtomicBool::new(false)),
-            threads: Mutex::new(Vec::new()),
-        })
+        Arc::new(AppState::new(
+            Arc::new(crate::store::Store::open(dir).unwrap()),
+            &crate::server::ServeOptions::default(),
+        ))
     }
 
     fn sync(

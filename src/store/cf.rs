@@ -31,9 +31,16 @@ pub(crate) const EXECUTIONS: &str = "executions";
 pub(crate) const EXEC_BITMAPS: &str = "exec_bitmaps";
 /// History, audit log and notification outbox.
 pub(crate) const EVENTS: &str = "events";
+/// (attribute, xxh3 of the value, user) → nothing: the users holding a value
+/// of an identity attribute (uid, anonymous id), for resolving inbound
+/// requests. Add-only; every hit is verified against `attr_values`.
+pub(crate) const ATTR_INDEX: &str = "attr_index";
+/// Inbound state: workspaces and write keys (hashed), received cohorts and
+/// their ordering, idempotency keys already answered.
+pub(crate) const INBOUND: &str = "inbound";
 
 /// Every column family, in the order they are created.
-pub(crate) const ALL: [&str; 13] = [
+pub(crate) const ALL: [&str; 15] = [
     META,
     USERS,
     ATTR_VALUES,
@@ -47,4 +54,6 @@ pub(crate) const ALL: [&str; 13] = [
     EXECUTIONS,
     EXEC_BITMAPS,
     EVENTS,
+    ATTR_INDEX,
+    INBOUND,
 ];

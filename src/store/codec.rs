@@ -199,6 +199,18 @@ impl<'a> ValueRef<'a> {
         }
     }
 
+    /// The text that identifies a user by this value (a uid or anonymous
+    /// id): strings and numbers as written, booleans as `true`/`false`;
+    /// `None` for arrays and objects.
+    pub fn identity_text(&self) -> Option<&'a [u8]> {
+        match self.tag {
+            TAG_TRUE => Some(b"true"),
+            TAG_FALSE => Some(b"false"),
+            TAG_JSON => None,
+            _ => Some(self.body),
+        }
+    }
+
     /// The value as display text (strings unquoted).
     pub fn to_text(&self) -> String {
         match self.tag {

@@ -9,6 +9,7 @@
 pub(crate) mod cf;
 pub mod codec;
 mod fingerprints;
+mod index;
 pub(crate) mod keys;
 mod records;
 mod segments;
@@ -30,7 +31,9 @@ pub use txn::{AttrChange, AttrStats, ImportTxn};
 
 /// The schema this build reads and writes. Bump on any incompatible change of
 /// keys or record layout; a store with another version is refused at open.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2: destination formats (Cohort Sync), live snapshots, the
+/// identity index and inbound state.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,8 @@ pub struct Counters {
 struct State {
     counters: Counters,
     attrs: HashMap<String, u32>,
+    /// Attributes whose identity index is built (see `index.rs`).
+    indexed: Vec<u32>,
 }
 
 /// An open segsync store.
@@ -312,7 +317,12 @@ impl Store {
             })?;
             attrs.insert(String::from_utf8_lossy(name).into_owned(), id);
         }
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = State { counters, attrs };
+        let indexed = index::load_built(self)?;
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = State {
+            counters,
+            attrs,
+            indexed,
+        };
         Ok(())
     }
 
@@ -456,6 +466,30 @@ impl Store {
         }
     }
 
+    /// Brings the persisted fingerprint table up to date (rebuilding its
+    /// tail from `users` if imports left it behind) and returns how many
+    /// users it covers.
+    pub fn refresh_fingerprints(&self) -> Result<u32> {
+        Ok(self.fingerprints()?.covers())
+    }
+
+    /// The user index of a distinct id among the first `covers` users, by
+    /// binary search in the persisted table (no table load), verified
+    /// against `users`. For callers that track newer users themselves.
+    pub fn find_user_in_table(&self, distinct_id: &str, covers: u32) -> Result<Option<u32>> {
+        let fp = Fingerprint::of(distinct_id.as_bytes());
+        let found = fingerprints::find_in_file(&fingerprints::table_path(self), fp, covers).ok_or(
+            Error::Corrupt {
+                what: "fingerprint table",
+                reason: format!("the table file does not cover {covers} users"),
+            },
+        )?;
+        match found {
+            Some(idx) if self.distinct_id(idx)?.as_deref() == Some(distinct_id) => Ok(Some(idx)),
+            _ => Ok(None),
+        }
+    }
+
     /// The current value of an attribute for a user.
     pub fn attr_value(&self, attr: u32, user: u32) -> Result<Option<Value>> {
         let raw = self
@@ -502,7 +536,13 @@ impl Store {
 
     /// Starts an import; see [`ImportTxn`].
     pub fn begin_import(&self) -> Result<ImportTxn<'_>> {
-        ImportTxn::begin(self)
+        ImportTxn::begin(self, false)
+    }
+
+    /// Starts a small transaction: every write held in memory and committed
+    /// as one atomic batch (real-time requests; see [`ImportTxn`]).
+    pub fn begin_small(&self) -> Result<ImportTxn<'_>> {
+        ImportTxn::begin(self, true)
     }
 
     /// Loads the interner's fingerprint table, rebuilding what is stale.

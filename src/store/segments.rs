@@ -1,6 +1,12 @@
 //! Segments and their snapshots. A segment record (by name) lists snapshot
 //! metadata; each snapshot's member bitmap lives under (segment id, seq) so
 //! that a diff loads exactly the two bitmaps it compares.
+//!
+//! Real-time changes (received cohorts, Personas audiences) go to a *live*
+//! snapshot: the first change after a file import or a sync plan appends a
+//! new snapshot marked live, later changes amend it in place, and the next
+//! sync plan seals it (so a segment keeps one snapshot per delivered state,
+//! not one per request).
 
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
@@ -22,8 +28,10 @@ pub struct SnapshotMeta {
     pub new_users: u64,
     /// The store write sequence this snapshot was committed with.
     pub write_seq: u32,
-    /// Where it came from (file name).
+    /// Where it came from (file name, or the live source).
     pub source: String,
+    /// Still amended by real-time changes (sealed by the next sync plan).
+    pub live: bool,
 }
 
 /// A named custom segment.
@@ -88,7 +96,119 @@ impl Store {
     }
 }
 
+/// Membership changes of one segment staged by a transaction.
+#[derive(Debug, Default)]
+pub(crate) struct LiveChange {
+    name: String,
+    source: String,
+    add: RoaringBitmap,
+    remove: RoaringBitmap,
+    requests: u64,
+}
+
+impl Store {
+    /// The write that seals segment `seg`'s live snapshot, if it has one
+    /// (done by a sync plan, under the writer lock).
+    pub(crate) fn seal_live(&self, seg: &SegmentRecord) -> Option<super::Write> {
+        let mut rec = seg.clone();
+        let last = rec.snapshots.last_mut()?;
+        if !last.live {
+            return None;
+        }
+        last.live = false;
+        Some(super::Write::record(
+            cf::SEGMENTS,
+            rec.name.as_bytes().to_vec(),
+            &rec,
+        ))
+    }
+}
+
 impl ImportTxn<'_> {
+    /// Stages adding (`add` true) or removing users of segment `name` as
+    /// one real-time change from `source`; later calls win over earlier ones
+    /// for the same user. Published at commit (see the module docs).
+    pub fn change_live(&mut self, name: &str, source: &str, users: &[u32], add: bool) {
+        let live = self.live_mut();
+        let i = match live.iter().position(|c| c.name == name) {
+            Some(i) => i,
+            None => {
+                live.push(LiveChange {
+                    name: name.to_string(),
+                    source: source.to_string(),
+                    ..LiveChange::default()
+                });
+                live.len() - 1
+            }
+        };
+        let c = &mut live[i];
+        c.requests += 1;
+        for &u in users {
+            if add {
+                c.add.insert(u);
+                c.remove.remove(u);
+            } else {
+                c.remove.insert(u);
+                c.add.remove(u);
+            }
+        }
+    }
+
+    /// Writes the staged live changes into the commit batch.
+    pub(crate) fn publish_live(&mut self, changes: Vec<LiveChange>) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        for c in changes {
+            let mut record = match self.store().segment(&c.name)? {
+                Some(r) => r,
+                None => SegmentRecord {
+                    id: self.alloc_segment_id(),
+                    name: c.name.clone(),
+                    created_ms: now,
+                    snapshots: Vec::new(),
+                },
+            };
+            let mut members = match record.latest() {
+                Some(l) => self.store().snapshot_members(record.id, l.seq)?,
+                None => RoaringBitmap::new(),
+            };
+            members -= &c.remove;
+            members |= &c.add;
+            let seq = self.seq();
+            match record.snapshots.last_mut() {
+                Some(l) if l.live => {
+                    l.at_ms = now;
+                    l.members = members.len();
+                    l.lines += c.requests;
+                    l.write_seq = seq;
+                }
+                _ => {
+                    let next = record.latest().map_or(1, |s| s.seq + 1);
+                    record.snapshots.push(SnapshotMeta {
+                        seq: next,
+                        at_ms: now,
+                        members: members.len(),
+                        lines: c.requests,
+                        new_users: 0,
+                        write_seq: seq,
+                        source: c.source.clone(),
+                        live: true,
+                    });
+                }
+            }
+            let snap_seq = record.latest().map_or(1, |s| s.seq);
+            let store = self.store();
+            let (seg_cf, snap_cf) = (store.cf(cf::SEGMENTS), store.cf(cf::SNAPSHOTS));
+            let batch = self.commit_batch();
+            batch.put_cf(
+                snap_cf,
+                keys::snapshot(record.id, snap_seq),
+                codec::encode_bitmap(&members),
+            );
+            batch.put_cf(seg_cf, c.name.as_bytes(), codec::encode_record(&record));
+        }
+        Ok(())
+    }
+
     /// Adds a snapshot of segment `name` (creating the segment) to what this
     /// import publishes at commit. Returns the updated record.
     pub fn put_snapshot(
@@ -117,6 +237,7 @@ impl ImportTxn<'_> {
             new_users: u64::from(self.new_users()),
             write_seq: self.seq(),
             source: source.to_string(),
+            live: false,
         });
         let store = self.store();
         let (seg_cf, snap_cf) = (store.cf(cf::SEGMENTS), store.cf(cf::SNAPSHOTS));

@@ -15,6 +15,11 @@
 //! A marker in `meta` names the import in progress. If the process dies
 //! mid-import, the next open finds the marker and rolls the import back
 //! before anything can read it, so an import is all or nothing.
+//!
+//! A *small* transaction ([`Store::begin_small`], for real-time requests)
+//! keeps every write in memory and commits them as one synced `WriteBatch`:
+//! atomic by RocksDB's own guarantee, so it needs no marker, undo log, SST
+//! file or flush.
 
 use std::collections::HashMap;
 use std::sync::MutexGuard;
@@ -82,26 +87,39 @@ pub struct ImportTxn<'s> {
     stats: AttrStats,
     keybuf: Vec<[u8; 8]>,
     valbuf: Vec<u8>,
+    /// Attributes with an identity index to maintain.
+    indexed: Vec<u32>,
+    /// Segment memberships changed live, published at commit.
+    live: Vec<super::segments::LiveChange>,
+    small: bool,
     done: bool,
 }
 
 impl<'s> ImportTxn<'s> {
-    pub(crate) fn begin(store: &'s Store) -> Result<Self> {
+    pub(crate) fn begin(store: &'s Store, small: bool) -> Result<Self> {
         let writer = store.lock_writer();
         let counters = store.counters();
         let seq = counters.write_seq.checked_add(1).ok_or(Error::Full)?;
-        let marker = Marker {
-            seq,
-            first_new_user: counters.user_count,
-        };
-        store
-            .db()
-            .put_cf(
-                store.cf(cf::META),
-                keys::IMPORT_MARKER,
-                codec::encode_record(&marker),
-            )
-            .map_err(db_err("put", cf::META))?;
+        if !small {
+            let marker = Marker {
+                seq,
+                first_new_user: counters.user_count,
+            };
+            store
+                .db()
+                .put_cf(
+                    store.cf(cf::META),
+                    keys::IMPORT_MARKER,
+                    codec::encode_record(&marker),
+                )
+                .map_err(db_err("put", cf::META))?;
+        }
+        let indexed = store
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .indexed
+            .clone();
         Ok(ImportTxn {
             store,
             _writer: writer,
@@ -120,6 +138,9 @@ impl<'s> ImportTxn<'s> {
             stats: AttrStats::default(),
             keybuf: Vec::new(),
             valbuf: Vec::new(),
+            indexed,
+            live: Vec::new(),
+            small,
             done: false,
         })
     }
@@ -152,6 +173,12 @@ impl<'s> ImportTxn<'s> {
     pub fn new_user(&mut self, id: &[u8], fp: Fingerprint) -> Result<u32> {
         let idx = self.counters.user_count;
         self.counters.user_count = idx.checked_add(1).ok_or(Error::Full)?;
+        self.new_fps.push(Entry { fp, idx });
+        if self.small {
+            self.batch
+                .put_cf(self.store.cf(cf::USERS), keys::user(idx), id);
+            return Ok(idx);
+        }
         if self.users_sst.is_none() {
             let w = rocksdb::SstFileWriter::create(self.store.sst_options());
             w.open(&self.sst_path)
@@ -162,7 +189,6 @@ impl<'s> ImportTxn<'s> {
             w.put(keys::user(idx), id)
                 .map_err(db_err("sst put", cf::USERS))?;
         }
-        self.new_fps.push(Entry { fp, idx });
         Ok(idx)
     }
 
@@ -189,7 +215,16 @@ impl<'s> ImportTxn<'s> {
 
     /// The batch the commit will write; for records only a commit may publish.
     pub(crate) fn commit_batch(&mut self) -> &mut WriteBatch {
-        &mut self.publish
+        if self.small {
+            &mut self.batch
+        } else {
+            &mut self.publish
+        }
+    }
+
+    /// Live membership changes staged so far (see `segments.rs`).
+    pub(crate) fn live_mut(&mut self) -> &mut Vec<super::segments::LiveChange> {
+        &mut self.live
     }
 
     fn presence(&mut self, attr: u32) -> Result<&mut RoaringBitmap> {
@@ -263,6 +298,14 @@ impl<'s> ImportTxn<'s> {
         // history (removals are sent with the value last delivered). A value
         // this import wrote itself is covered by the first write's records.
         match (old, &old_ref) {
+            (Some(old_bytes), Some(o)) if o.seq != self.seq && self.small => {
+                // One atomic batch: history is kept, no undo is needed.
+                self.batch.put_cf(
+                    st.cf(cf::ATTR_HISTORY),
+                    keys::attr_user_seq(c.attr, c.user, self.seq),
+                    old_bytes,
+                );
+            }
             (Some(old_bytes), Some(o)) if o.seq != self.seq => {
                 self.batch.put_cf(
                     st.cf(cf::ATTR_HISTORY),
@@ -274,12 +317,21 @@ impl<'s> ImportTxn<'s> {
                 undo.extend_from_slice(old_bytes);
                 self.push_undo(&undo);
             }
-            (None, _) => self.push_undo(&key),
+            (None, _) if !self.small => self.push_undo(&key),
             _ => {}
         }
         match &c.value {
             Some(_) => {
                 self.batch.put_cf(st.cf(cf::ATTR_VALUES), key, &self.valbuf);
+                if self.indexed.contains(&c.attr) {
+                    if let Some(text) = ValueRef::decode(&self.valbuf)?.identity_text() {
+                        self.batch.put_cf(
+                            st.cf(cf::ATTR_INDEX),
+                            super::index::entry_key(c.attr, text, c.user),
+                            [],
+                        );
+                    }
+                }
                 self.presence(c.attr)?.insert(c.user);
                 self.stats.set += 1;
             }
@@ -303,7 +355,7 @@ impl<'s> ImportTxn<'s> {
     }
 
     fn maybe_flush(&mut self) -> Result<()> {
-        if self.batch_ops >= BATCH_OPS {
+        if self.batch_ops >= BATCH_OPS && !self.small {
             self.flush()?;
         }
         Ok(())
@@ -327,10 +379,16 @@ impl<'s> ImportTxn<'s> {
     /// Makes everything this import wrote visible at once. When `table` is
     /// given, the new users' fingerprints are merged into it and it is saved.
     pub fn commit(mut self, table: Option<&mut FingerprintTable>) -> Result<Counters> {
-        // Staged writes (new users, logged attribute values) may land first:
-        // a crash before the final batch rolls them back.
-        self.flush()?;
-        self.store.flush_staged()?;
+        let live = std::mem::take(&mut self.live);
+        self.publish_live(live)?;
+        if self.small {
+            self.publish = std::mem::take(&mut self.batch);
+        } else {
+            // Staged writes (new users, logged attribute values) may land
+            // first: a crash before the final batch rolls them back.
+            self.flush()?;
+            self.store.flush_staged()?;
+        }
         if let Some(mut w) = self.users_sst.take() {
             w.finish().map_err(db_err("sst finish", cf::USERS))?;
             let mut io = rocksdb::IngestExternalFileOptions::default();
@@ -356,12 +414,14 @@ impl<'s> ImportTxn<'s> {
         }
         self.counters.write_seq = self.seq;
         batch.put_cf(meta, keys::COUNTERS, codec::encode_record(&self.counters));
-        batch.delete_cf(meta, keys::IMPORT_MARKER);
-        batch.delete_range_cf(
-            st.cf(cf::UNDO),
-            keys::undo(self.seq, 0),
-            keys::undo(self.seq + 1, 0),
-        );
+        if !self.small {
+            batch.delete_cf(meta, keys::IMPORT_MARKER);
+            batch.delete_range_cf(
+                st.cf(cf::UNDO),
+                keys::undo(self.seq, 0),
+                keys::undo(self.seq + 1, 0),
+            );
+        }
         st.write_sync(batch, cf::META)?;
         self.done = true;
         st.set_state(self.counters, &self.new_attrs);
@@ -376,6 +436,9 @@ impl<'s> ImportTxn<'s> {
     pub fn rollback(mut self) -> Result<()> {
         self.done = true;
         self.batch = WriteBatch::default();
+        if self.small {
+            return Ok(());
+        }
         self.users_sst = None;
         let _ = std::fs::remove_file(&self.sst_path);
         rollback(self.store, self.seq, self.first_new_user)
@@ -384,7 +447,7 @@ impl<'s> ImportTxn<'s> {
 
 impl Drop for ImportTxn<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && !self.small {
             self.batch = WriteBatch::default();
             self.users_sst = None;
             let _ = std::fs::remove_file(&self.sst_path);

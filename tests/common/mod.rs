@@ -107,6 +107,8 @@ pub struct Seen {
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
+    /// Raw body size in bytes.
+    pub bytes: usize,
     pub at: std::time::Instant,
 }
 
@@ -164,6 +166,7 @@ impl Scripted {
                             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                             .collect(),
                         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                        bytes: body.len(),
                         at: std::time::Instant::now(),
                     };
                     let attempt = {

@@ -1,0 +1,107 @@
+//! HTTP for the inbound endpoints: `POST /v1/integrations/cohortsync`
+//! (Cohort Sync receiver) and `POST /v1/identify`, `/v1/track`, `/v1/batch`
+//! (Personas). Handlers only pick headers and body apart and run the logic
+//! of [`crate::inbound`] on a blocking thread (it reads and writes RocksDB).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::AppState;
+use crate::destination::config::{APPKEY_HEADER, PARTNER_HEADER};
+use crate::inbound::{cohort, personas, Reply};
+
+fn respond(r: Reply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, Json(r.body)).into_response();
+    if let Some(secs) = r.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+fn text<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn blocking(f: impl FnOnce() -> Reply + Send + 'static) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => respond(r),
+        Err(e) => {
+            tracing::error!(error = %e, "inbound handler panicked");
+            respond(Reply::error(500, "internal error (see the server log)"))
+        }
+    }
+}
+
+pub(crate) async fn cohortsync(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = Instant::now();
+    blocking(move || {
+        let req = cohort::Request {
+            authorization: text(&headers, header::AUTHORIZATION.as_str()),
+            appkey: text(&headers, APPKEY_HEADER),
+            partner: text(&headers, PARTNER_HEADER),
+            idempotency_key: text(&headers, "idempotency-key"),
+            body: &body,
+        };
+        cohort::handle(&s.store, &s.cohort_limiter, s.cohort_limits, &req, now)
+    })
+    .await
+}
+
+async fn personas_call(
+    s: Arc<AppState>,
+    endpoint: personas::Endpoint,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    blocking(move || {
+        let mut users = s
+            .personas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        personas::handle(
+            &s.store,
+            &mut users,
+            endpoint,
+            text(&headers, header::AUTHORIZATION.as_str()),
+            &body,
+        )
+    })
+    .await
+}
+
+pub(crate) async fn identify(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    personas_call(s, personas::Endpoint::Identify, headers, body).await
+}
+
+pub(crate) async fn track(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    personas_call(s, personas::Endpoint::Track, headers, body).await
+}
+
+pub(crate) async fn batch(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    personas_call(s, personas::Endpoint::Batch, headers, body).await
+}

@@ -1,0 +1,157 @@
+//! The identity index: which users hold a given value of an identity
+//! attribute (`uid`, `anonymous_id`), for inbound requests that name users
+//! by those values (Cohort Sync members).
+//!
+//! An attribute is indexed on first use: [`Store::ensure_index`] scans its
+//! values once, and from then on every import writes an entry with each
+//! value it sets (in the same batch). Entries are never deleted: a lookup
+//! verifies every hit against the current value, so an entry left behind by
+//! a changed value or a rolled-back import is harmless, and imports need no
+//! extra reads or undo records for the index.
+
+use std::sync::PoisonError;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{cf, db_err, keys, Result, Store, ValueRef};
+
+/// Prefix of the "index built" markers in `meta` (`indexed/<attr>`).
+const BUILT_PREFIX: &[u8] = b"indexed/";
+
+/// Key of one index entry.
+pub(crate) fn entry_key(attr: u32, text: &[u8], user: u32) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&attr.to_be_bytes());
+    k[4..12].copy_from_slice(&xxh3_64(text).to_be_bytes());
+    k[12..].copy_from_slice(&user.to_be_bytes());
+    k
+}
+
+fn built_key(attr: u32) -> Vec<u8> {
+    let mut k = BUILT_PREFIX.to_vec();
+    k.extend_from_slice(&attr.to_be_bytes());
+    k
+}
+
+/// The attributes whose index is built, read at open.
+pub(crate) fn load_built(store: &Store) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for item in store
+        .db()
+        .prefix_iterator_cf(store.cf(cf::META), BUILT_PREFIX)
+    {
+        let (k, _) = item.map_err(db_err("scan", cf::META))?;
+        let Some(rest) = k.strip_prefix(BUILT_PREFIX) else {
+            break;
+        };
+        if let Some(attr) = keys::read_u32(rest) {
+            out.push(attr);
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Whether `attr` is indexed (imports then maintain its entries).
+    pub(crate) fn is_indexed(&self, attr: u32) -> bool {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .indexed
+            .contains(&attr)
+    }
+
+    /// Builds the index of attribute `name` if it is not built yet (one scan
+    /// of its values, under the writer lock so no import runs meanwhile).
+    /// Returns the attribute id, `None` if no user ever had it.
+    pub fn ensure_index(&self, name: &str) -> Result<Option<u32>> {
+        let Some(attr) = self.attr_id(name) else {
+            return Ok(None);
+        };
+        if self.is_indexed(attr) {
+            return Ok(Some(attr));
+        }
+        let _writer = self.lock_writer();
+        if self.is_indexed(attr) {
+            return Ok(Some(attr));
+        }
+        let started = std::time::Instant::now();
+        let (values_cf, index_cf) = (self.cf(cf::ATTR_VALUES), self.cf(cf::ATTR_INDEX));
+        let prefix = keys::attr(attr);
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut n = 0u64;
+        let mut it = self.db().raw_iterator_cf(values_cf);
+        it.seek(prefix);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let user = keys::read_u32(&k[4..]).unwrap_or(u32::MAX);
+            if let Some(text) = ValueRef::decode(v)?.identity_text() {
+                batch.put_cf(index_cf, entry_key(attr, text, user), []);
+                n += 1;
+            }
+            if batch.len() >= 100_000 {
+                self.db()
+                    .write(std::mem::take(&mut batch))
+                    .map_err(db_err("write", cf::ATTR_INDEX))?;
+            }
+            it.next();
+        }
+        it.status().map_err(db_err("scan", cf::ATTR_VALUES))?;
+        batch.put_cf(self.cf(cf::META), built_key(attr), []);
+        self.write_sync(batch, cf::ATTR_INDEX)?;
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .indexed
+            .push(attr);
+        tracing::info!(
+            attribute = name,
+            entries = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "identity index built"
+        );
+        Ok(Some(attr))
+    }
+
+    /// The users whose current value of indexed attribute `attr` is `text`
+    /// (as [`ValueRef::identity_text`] gives it), ascending.
+    pub fn users_with_value(&self, attr: u32, text: &[u8], out: &mut Vec<u32>) -> Result<()> {
+        out.clear();
+        let start = entry_key(attr, text, 0);
+        let prefix = &start[..12];
+        let mut it = self.db().raw_iterator_cf(self.cf(cf::ATTR_INDEX));
+        it.seek(start);
+        while let Some(k) = it.key() {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if let Some(user) = keys::read_u32(&k[12..]) {
+                out.push(user);
+            }
+            it.next();
+        }
+        it.status().map_err(db_err("scan", cf::ATTR_INDEX))?;
+        // Verify: the entry may be stale, or another value with the same hash.
+        let values = self.cf(cf::ATTR_VALUES);
+        let mut kept = 0;
+        for i in 0..out.len() {
+            let u = out[i];
+            let cur = self
+                .db()
+                .get_pinned_cf(values, keys::attr_user(attr, u))
+                .map_err(db_err("get", cf::ATTR_VALUES))?;
+            let matches = match cur {
+                Some(b) => ValueRef::decode(&b)?.identity_text() == Some(text),
+                None => false,
+            };
+            if matches {
+                out[kept] = u;
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
+        Ok(())
+    }
+}
