@@ -477,6 +477,10 @@ impl Store {
     /// binary search in the persisted table (no table load), verified
     /// against `users`. For callers that track newer users themselves.
     pub fn find_user_in_table(&self, distinct_id: &str, covers: u32) -> Result<Option<u32>> {
+        if covers == 0 {
+            // No table file is written for an empty store.
+            return Ok(None);
+        }
         let fp = Fingerprint::of(distinct_id.as_bytes());
         let found = fingerprints::find_in_file(&fingerprints::table_path(self), fp, covers).ok_or(
             Error::Corrupt {
