@@ -111,7 +111,18 @@ async fn rest_round_trips_with_status_codes() {
     );
     let (s, spec) = call(&c, "GET", format!("{base}/api/v1/openapi.json"), None).await;
     assert_eq!(s, 200);
-    assert!(spec["paths"]["/api/v1/syncs/{id}/{action}"].is_object());
+    for path in [
+        "/api/v1/syncs/{id}/{action}",
+        "/v1/integrations/cohortsync",
+        "/v1/identify",
+        "/v1/track",
+        "/v1/batch",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the spec"
+        );
+    }
     let (s, segs) = call(&c, "GET", format!("{base}/api/v1/segments"), None).await;
     assert_eq!((s, segs[0]["name"].as_str()), (200, Some("seg")));
 

@@ -91,7 +91,7 @@ pub struct Settings {
     /// Cohort Sync: the `partner` field (default `moengage`).
     #[arg(long)]
     pub partner: Option<String>,
-    /// Cohort Sync: largest body in bytes, 1024–131072 (default 131072).
+    /// Cohort Sync: largest body in bytes, 16384–131072 (default 131072).
     #[arg(long)]
     pub max_body_bytes: Option<u32>,
     /// Request header, repeatable.

@@ -35,6 +35,10 @@ pub struct CohortSyncFormat {
 }
 
 const MEMBER_OPEN: &[u8] = b"{\"uid\":";
+
+/// Longest uid sent; a longer value is skipped (no page could need it, and
+/// one member must never be able to exceed a body on its own).
+pub const MAX_UID_BYTES: usize = 1024;
 const TAIL: &[u8] = b"]}}";
 
 /// The ISO 8601 form of a Unix-ms time, always 24 bytes (`…T…:…:….mmmZ`).
@@ -92,7 +96,9 @@ impl CohortSyncFormat {
     /// The uid text of a value: strings and numbers as written, booleans as
     /// `true`/`false`; `None` for arrays and objects, which cannot be a uid.
     pub fn uid_of<'v>(value: &ValueRef<'v>) -> Option<&'v [u8]> {
-        value.identity_text()
+        value
+            .identity_text()
+            .filter(|t| !t.is_empty() && t.len() <= MAX_UID_BYTES)
     }
 
     /// Appends one member; returns false (writing nothing) when the value
@@ -158,6 +164,7 @@ mod tests {
             Value::Str("u\"1".into()),
             Value::Num("42".into()),
             Value::Json("[1]".into()),
+            Value::Str("x".repeat(MAX_UID_BYTES + 1)),
         ]
         .iter()
         .map(|v| {
@@ -169,7 +176,7 @@ mod tests {
         let refs: Vec<ValueRef<'_>> = vals.iter().map(|b| ValueRef::decode(b).unwrap()).collect();
         let mut out = Vec::new();
         let n = f.render(Action::Remove, refs.iter().copied(), &mut out);
-        assert_eq!(n, 2, "the JSON value is skipped");
+        assert_eq!(n, 2, "the JSON value and the over-long uid are skipped");
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             json,

@@ -57,6 +57,8 @@ pub const APPKEY_HEADER: &str = "MOE-APPKEY";
 pub const PARTNER_HEADER: &str = "MOE-DESTINATION-PARTNER";
 /// Largest Cohort Sync request body, from the API's limits.
 pub const COHORT_MAX_BODY: u32 = 128 * 1024;
+/// Smallest Cohort Sync body limit accepted.
+pub const COHORT_MIN_BODY: u32 = 16 * 1024;
 /// Cohort Sync's request-rate ceiling, the default for that format.
 pub const COHORT_RPM: u32 = 300;
 
@@ -605,10 +607,12 @@ impl DestinationConfig {
             .transpose()
             .map_err(|r| bad("cohort_name", r))?;
         let max_body = self.max_body_bytes.unwrap_or(COHORT_MAX_BODY);
-        if !(1024..=COHORT_MAX_BODY).contains(&max_body) {
+        // The floor leaves room for the head and the largest member a body
+        // can carry (a 1024-byte uid, escaped).
+        if !(COHORT_MIN_BODY..=COHORT_MAX_BODY).contains(&max_body) {
             return Err(bad(
                 "max_body_bytes",
-                format!("must be between 1024 and {COHORT_MAX_BODY}, got {max_body}"),
+                format!("must be between {COHORT_MIN_BODY} and {COHORT_MAX_BODY}, got {max_body}"),
             ));
         }
         for (field, v) in [
