@@ -1,7 +1,9 @@
 //! Rendering pages to JSON (resolve distinct ids and identifier values from
 //! the store, write the seed's body): the budget is ≥ 3M users/s per core.
 //! Runs a planned full execution's pages through `pipeline::render_only`
-//! on one and on two threads.
+//! on one and on two threads, for the custom body and for Cohort Sync
+//! (whose first render of an execution also measures every member to plan
+//! size-capped pages: `cohortsync_plan_and_render` pays that each time).
 
 use std::io::Write;
 
@@ -57,6 +59,49 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| pipeline::render_only(&store, sync.id, exec.seq, threads).unwrap())
             });
         }
+        g.finish();
+
+        let cohort = DestinationConfig {
+            format: destination::Format::Cohortsync,
+            basic: Some(destination::BasicAuth {
+                user: "ws".into(),
+                password: "data-api-key".into(),
+            }),
+            headers: vec![
+                ("MOE-APPKEY".into(), "ws".into()),
+                ("MOE-DESTINATION-PARTNER".into(), "moengage".into()),
+            ],
+            ..DestinationConfig::new("cohort", "http://127.0.0.1:9/")
+        };
+        destination::add(&store, cohort).unwrap();
+        let mut csync = segsync::lifecycle::actions::create(
+            &store,
+            segsync::lifecycle::actions::NewSync::new(
+                "s",
+                "cohort",
+                "uid",
+                Schedule::Every(Frequency::Daily),
+            ),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let cexec = plan::plan_execution(&store, &mut csync, 10_000, Trigger::Scheduled).unwrap();
+        let mut g = c.benchmark_group(format!("cohortsync_{n}"));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements(n));
+        for threads in [1, 2] {
+            g.bench_function(format!("render_{threads}_threads"), |b| {
+                b.iter(|| pipeline::render_only(&store, csync.id, cexec.seq, threads).unwrap())
+            });
+        }
+        let csync_id = csync.id;
+        g.bench_function("plan_and_render_1_thread", |b| {
+            b.iter_batched(
+                || plan::plan_execution(&store, &mut csync, 10_000, Trigger::Scheduled).unwrap(),
+                |e| pipeline::render_only(&store, csync_id, e.seq, 1).unwrap(),
+                criterion::BatchSize::PerIteration,
+            )
+        });
         g.finish();
     }
 }

@@ -443,3 +443,46 @@ async fn requests_apply_in_timestamp_order_and_repeated_keys_apply_once() {
     assert_eq!(cohorts[0]["requests"], 4);
     assert_eq!(cohorts[0]["last_timestamp"], "2026-05-01T00:01:00.000Z");
 }
+
+#[test]
+fn the_identity_index_follows_changed_values_and_rolled_back_imports() {
+    let env = destination();
+    let lookup = |texts: &[&str]| -> Vec<(u32, String)> {
+        let store = Store::open(env.data()).unwrap();
+        let attr = store.ensure_index("uid").unwrap().expect("uid exists");
+        let bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        store
+            .users_with_values(attr, &bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(i, u)| (i, store.distinct_id(u).unwrap().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        lookup(&["u-1", "u-2", "nope"]),
+        vec![(0, "d1".to_string()), (1, "d2".to_string())]
+    );
+    // d1 changes uid and a new user takes the old one: imports keep the index.
+    let f = env.file("change.csv", b"distinct_id,uid\nd1,u-100\nd5,u-1\n");
+    env.ok(&["users", "import", path_str(&f)]);
+    // A failed import leaves index entries behind (its first 32768-row batch
+    // was written before the bad line); lookups ignore them.
+    let mut bad = String::from("distinct_id,uid\nd2,u-200\n");
+    for i in 0..40_000 {
+        bad.push_str(&format!("x{i},u-x{i}\n"));
+    }
+    bad.push_str("d6,u-6,extra\n");
+    let f = env.file("bad.csv", bad.as_bytes());
+    assert_eq!(
+        env.run(&["users", "import", path_str(&f)]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        lookup(&["u-1", "u-100", "u-2", "u-200", "u-6", "u-x7"]),
+        vec![
+            (0, "d5".to_string()),
+            (1, "d1".to_string()),
+            (2, "d2".to_string())
+        ]
+    );
+}

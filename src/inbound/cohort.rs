@@ -228,33 +228,50 @@ struct Resolved {
     unresolved: Vec<usize>,
 }
 
+/// Picks one identifier of a member.
+type IdField = fn(&Member) -> Option<&str>;
+
 fn resolve(store: &Store, ws: &Workspace, members: &[Member]) -> store::Result<Resolved> {
     let uid_attr = store.ensure_index(&ws.uid_attribute)?;
     let anon_attr = store.ensure_index(&ws.anonymous_id_attribute)?;
+    let mut by_member: Vec<Vec<u32>> = vec![Vec::new(); members.len()];
     let mut r = Resolved {
         users: Vec::with_capacity(members.len()),
         by_uid: 0,
         by_anonymous_id: 0,
         unresolved: Vec::new(),
     };
-    let mut found = Vec::new();
-    for (i, m) in members.iter().enumerate() {
-        found.clear();
-        if let (Some(attr), Some(uid)) = (uid_attr, &m.uid) {
-            store.users_with_value(attr, uid.as_bytes(), &mut found)?;
-        }
-        if !found.is_empty() {
-            r.by_uid += 1;
-        } else if let (Some(attr), Some(anon)) = (anon_attr, &m.anonymous_id) {
-            store.users_with_value(attr, anon.as_bytes(), &mut found)?;
-            if !found.is_empty() {
-                r.by_anonymous_id += 1;
+    // uid first, for every member that has one; then anonymous ids for the
+    // members still unresolved.
+    let passes: [(Option<u32>, IdField); 2] = [
+        (uid_attr, |m| m.uid.as_deref()),
+        (anon_attr, |m| m.anonymous_id.as_deref()),
+    ];
+    for (pass, (attr, field)) in passes.into_iter().enumerate() {
+        let Some(attr) = attr else { continue };
+        let (idx, texts): (Vec<usize>, Vec<&[u8]>) = members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| by_member[*i].is_empty())
+            .filter_map(|(i, m)| field(m).map(|t| (i, t.as_bytes())))
+            .unzip();
+        for (j, user) in store.users_with_values(attr, &texts)? {
+            let i = idx[j as usize];
+            if by_member[i].is_empty() {
+                if pass == 0 {
+                    r.by_uid += 1;
+                } else {
+                    r.by_anonymous_id += 1;
+                }
             }
+            by_member[i].push(user);
         }
-        if found.is_empty() {
+    }
+    for (i, users) in by_member.iter().enumerate() {
+        if users.is_empty() {
             r.unresolved.push(i);
         }
-        r.users.extend_from_slice(&found);
+        r.users.extend_from_slice(users);
     }
     Ok(r)
 }

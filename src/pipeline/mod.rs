@@ -217,6 +217,7 @@ fn page_starts(
             dest.name
         )));
     }
+    let measuring = std::time::Instant::now();
     let mut sizes = Vec::with_capacity((added.len() + removed.len()) as usize);
     let mut scratch = render::Scratch::default();
     let mut page = pager::Page::default();
@@ -237,6 +238,14 @@ fn page_starts(
     let budget = (*max_body as u64).saturating_sub(format.overhead() as u64);
     let starts = pager::plan_starts(sizes, added.len(), dest.page_size.get(), budget);
     exec.total_pages = u32::try_from(starts.len()).unwrap_or(u32::MAX);
+    tracing::info!(
+        sync = exec.sync_id,
+        execution = exec.seq,
+        users = added.len() + removed.len(),
+        pages = exec.total_pages,
+        seconds = measuring.elapsed().as_secs_f64(),
+        "size-capped pages planned"
+    );
     store.write_records(
         vec![
             exec.write(),

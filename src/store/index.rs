@@ -101,6 +101,11 @@ impl Store {
         it.status().map_err(db_err("scan", cf::ATTR_VALUES))?;
         batch.put_cf(self.cf(cf::META), built_key(attr), []);
         self.write_sync(batch, cf::ATTR_INDEX)?;
+        // Lookups seek: a million-entry memtable skiplist is several times
+        // slower to seek than the SST files a flush makes.
+        self.db()
+            .flush_cf(index_cf)
+            .map_err(db_err("flush", cf::ATTR_INDEX))?;
         self.state
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -119,39 +124,63 @@ impl Store {
     /// (as [`ValueRef::identity_text`] gives it), ascending.
     pub fn users_with_value(&self, attr: u32, text: &[u8], out: &mut Vec<u32>) -> Result<()> {
         out.clear();
-        let start = entry_key(attr, text, 0);
-        let prefix = &start[..12];
+        for (_, u) in self.users_with_values(attr, &[text])? {
+            out.push(u);
+        }
+        Ok(())
+    }
+
+    /// Resolves many values at once: `(i, user)` for every user whose
+    /// current value of `attr` is `texts[i]`, ordered by `i` then user.
+    /// Lookups run in key order on one iterator and the hits are verified
+    /// with one batched read, which is several times faster than a seek and
+    /// a point read per value.
+    pub fn users_with_values(&self, attr: u32, texts: &[&[u8]]) -> Result<Vec<(u32, u32)>> {
+        let mut order: Vec<([u8; 16], u32)> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (entry_key(attr, t, 0), i as u32))
+            .collect();
+        order.sort_unstable();
+        let mut candidates: Vec<(u32, u32)> = Vec::with_capacity(texts.len());
         let mut it = self.db().raw_iterator_cf(self.cf(cf::ATTR_INDEX));
-        it.seek(start);
-        while let Some(k) = it.key() {
-            if !k.starts_with(prefix) {
-                break;
+        for (start, i) in &order {
+            let prefix = &start[..12];
+            // Consecutive equal values share the seek's position.
+            it.seek(start);
+            while let Some(k) = it.key() {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                if let Some(user) = keys::read_u32(&k[12..]) {
+                    candidates.push((*i, user));
+                }
+                it.next();
             }
-            if let Some(user) = keys::read_u32(&k[12..]) {
-                out.push(user);
-            }
-            it.next();
         }
         it.status().map_err(db_err("scan", cf::ATTR_INDEX))?;
-        // Verify: the entry may be stale, or another value with the same hash.
-        let values = self.cf(cf::ATTR_VALUES);
-        let mut kept = 0;
-        for i in 0..out.len() {
-            let u = out[i];
-            let cur = self
-                .db()
-                .get_pinned_cf(values, keys::attr_user(attr, u))
-                .map_err(db_err("get", cf::ATTR_VALUES))?;
-            let matches = match cur {
-                Some(b) => ValueRef::decode(&b)?.identity_text() == Some(text),
+        // Verify: an entry may be stale, or another value with the same hash.
+        candidates.sort_unstable_by_key(|&(_, u)| u);
+        let value_keys: Vec<[u8; 8]> = candidates
+            .iter()
+            .map(|&(_, u)| keys::attr_user(attr, u))
+            .collect();
+        let values =
+            self.db()
+                .batched_multi_get_cf(self.cf(cf::ATTR_VALUES), value_keys.iter(), true);
+        let mut found = Vec::with_capacity(candidates.len());
+        for ((i, u), v) in candidates.into_iter().zip(values) {
+            let v = v.map_err(db_err("multi_get", cf::ATTR_VALUES))?;
+            let matches = match v {
+                Some(b) => ValueRef::decode(&b)?.identity_text() == Some(texts[i as usize]),
                 None => false,
             };
             if matches {
-                out[kept] = u;
-                kept += 1;
+                found.push((i, u));
             }
         }
-        out.truncate(kept);
-        Ok(())
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
     }
 }
