@@ -149,6 +149,10 @@ fn a_segment_syncs_to_another_workspace_with_removals_on_the_next_run() {
         "--rpm",
         "6000",
     ]);
+    // The connection test succeeds and uses a cohort of its own.
+    let test = src.ok(&["destination", "test", "workspace-b"]);
+    assert!(test.contains("connection ok"), "{test}");
+    assert!(test.contains(".segsync-connection-test"), "{test}");
     let sync = src.json(&[
         "sync",
         "create",

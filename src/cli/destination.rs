@@ -353,8 +353,8 @@ fn masked_url(d: &Destination) -> String {
 
 /// A sample page: `adds` users added, `removes` removed (custom format); for
 /// Cohort Sync, one `add_members` request with `adds` sample uids (a cohort
-/// request carries one action), to the cohort `.segsync-connection-test`
-/// unless the destination names its cohort.
+/// request carries one action), always to the cohort
+/// `.segsync-connection-test`.
 pub(crate) fn sample_body(
     d: &Destination,
     attribute: &str,
@@ -374,8 +374,16 @@ pub(crate) fn sample_body(
         .collect();
     let mut out = Vec::new();
     if let Some(c) = d.cohort() {
+        // Never the configured cohort: a test must not move a real cohort's
+        // ordering timestamp or touch its members.
+        let test = config::CohortSettings {
+            name: None,
+            id: Some("segsync-connection-test".into()),
+            description: Some("segsync connection test".into()),
+            ..c.clone()
+        };
         let f = cohort_sync::CohortSyncFormat::new(
-            c,
+            &test,
             "segsync-connection-test",
             0,
             chrono::Utc::now().timestamp_millis(),
@@ -463,7 +471,11 @@ fn test_connection(d: &Destination, attribute: &str) -> anyhow::Result<TestRepor
         .post(d.url.clone())
         .timeout(d.timeout)
         .header("Content-Type", "application/json")
-        .header("Idempotency-Key", "test-connection");
+        // Unique, so a receiver that remembers keys answers this test afresh.
+        .header(
+            "Idempotency-Key",
+            format!("test-connection-{}", chrono::Utc::now().timestamp_millis()),
+        );
     for (k, v) in &d.headers {
         req = req.header(k, v);
     }
