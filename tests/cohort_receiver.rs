@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::{path_str, Env};
-use segsync::inbound::cohort::Limits;
+use segsync::inbound::cohort::{prune_idempotency, Limits};
 use segsync::server::{serve, ServeOptions};
 use segsync::store::Store;
 use serde_json::{json, Value};
@@ -442,6 +442,14 @@ async fn requests_apply_in_timestamp_order_and_repeated_keys_apply_once() {
     assert_eq!(cohorts[0]["name"], ".vip");
     assert_eq!(cohorts[0]["requests"], 4);
     assert_eq!(cohorts[0]["last_timestamp"], "2026-05-01T00:01:00.000Z");
+
+    // Answered keys are kept for the retention, then forgotten.
+    let store = Store::open(env.data()).unwrap();
+    let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    assert_eq!(prune_idempotency(&store, hour_ago).unwrap(), 0);
+    let later = chrono::Utc::now().timestamp_millis() + 1000;
+    assert_eq!(prune_idempotency(&store, later).unwrap(), 4, "key-1..key-4");
+    assert_eq!(prune_idempotency(&store, later).unwrap(), 0);
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::server::{serve, ServeOptions};
 
-/// `serve` arguments.
+/// `serve` arguments. Limits of the inbound endpoints come from `[inbound]`
+/// in `segsync.toml`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0: any free port, printed at start).
@@ -42,9 +43,12 @@ async fn shutdown_signal() {
 
 pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
     let inbound = crate::lifecycle::limits::ConfigFile::load(data_dir)?.inbound;
-    if inbound.cohort_rpm == 0 || inbound.cohort_max_body_bytes == 0 {
+    if inbound.cohort_rpm == 0
+        || inbound.cohort_max_body_bytes == 0
+        || inbound.idempotency_retention_hours == 0
+    {
         return Err(super::UsageError(format!(
-            "{}: [inbound] cohort_rpm and cohort_max_body_bytes must be positive",
+            "{}: [inbound] cohort_rpm, cohort_max_body_bytes and idempotency_retention_hours must be positive",
             crate::lifecycle::limits::config_path(data_dir).display()
         ))
         .into());
@@ -71,6 +75,9 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
                 cohort: crate::inbound::cohort::Limits {
                     rpm: inbound.cohort_rpm,
                     max_body: inbound.cohort_max_body_bytes as usize,
+                    idempotency_retention: Duration::from_secs(
+                        u64::from(inbound.idempotency_retention_hours) * 3600,
+                    ),
                 },
             },
             shutdown_signal(),

@@ -18,7 +18,8 @@
 //! one applied is refused with 409; equal timestamps are applied (segsync
 //! stamps every page of one execution with the execution's plan time, and
 //! those pages may arrive in any order). A repeated `Idempotency-Key` of the
-//! same workspace is answered with the first answer and not applied again.
+//! same workspace is answered with the first answer and not applied again
+//! (keys are remembered for a week by default, then pruned by `serve`).
 //! The checks after authentication, the membership change, the cohort's
 //! ordering state and the idempotency record commit in one atomic batch.
 
@@ -39,15 +40,48 @@ pub struct Limits {
     pub max_body: usize,
     /// Requests per minute per workspace.
     pub rpm: u32,
+    /// How long an answered `Idempotency-Key` is remembered.
+    pub idempotency_retention: std::time::Duration,
 }
+
+/// Default time an answered `Idempotency-Key` is remembered: a week, far
+/// beyond any sender's retries or a resumed execution.
+pub const IDEMPOTENCY_RETENTION_HOURS: u32 = 7 * 24;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body: COHORT_MAX_BODY as usize,
             rpm: COHORT_RPM,
+            idempotency_retention: std::time::Duration::from_secs(
+                u64::from(IDEMPOTENCY_RETENTION_HOURS) * 3600,
+            ),
         }
     }
+}
+
+/// An answered request, kept under its `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Answered {
+    at_ms: i64,
+    answer: String,
+}
+
+/// Forgets idempotency keys answered before `before_ms`; returns how many.
+pub fn prune_idempotency(store: &Store, before_ms: i64) -> store::Result<u64> {
+    let mut stale = Vec::new();
+    for (key, rec) in
+        store.scan_keyed_records::<Answered>(cf::INBOUND, b"idem/", "idempotency record")?
+    {
+        if rec.at_ms < before_ms {
+            stale.push(store::Write::Delete(cf::INBOUND, key));
+        }
+    }
+    let n = stale.len() as u64;
+    if n > 0 {
+        store.write_records(stale, false)?;
+    }
+    Ok(n)
 }
 
 /// The parts of an HTTP request the receiver reads.
@@ -369,12 +403,12 @@ fn handle_inner(
     let name = v.cohort.as_str();
     let mut txn = store.begin_small().map_err(internal)?;
     if let Some(key) = req.idempotency_key {
-        if let Some(bytes) = store
-            .get_record::<String>(cf::INBOUND, &idem_key(&ws.id, key), "idempotency record")
+        if let Some(done) = store
+            .get_record::<Answered>(cf::INBOUND, &idem_key(&ws.id, key), "idempotency record")
             .map_err(internal)?
         {
             let mut first: serde_json::Value =
-                serde_json::from_str(&bytes).unwrap_or_else(|_| json!({}));
+                serde_json::from_str(&done.answer).unwrap_or_else(|_| json!({}));
             first["duplicate"] = json!(true);
             return Ok(Reply::ok(first));
         }
@@ -450,7 +484,10 @@ fn handle_inner(
         batch.put_cf(
             inbound,
             idem_key(&ws.id, key),
-            codec::encode_record(&answer.to_string()),
+            codec::encode_record(&Answered {
+                at_ms: now_ms,
+                answer: answer.to_string(),
+            }),
         );
     }
     txn.commit(None).map_err(internal)?;

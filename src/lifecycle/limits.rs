@@ -65,6 +65,8 @@ pub struct InboundLimits {
     pub cohort_rpm: u32,
     /// Largest request body, bytes.
     pub cohort_max_body_bytes: u32,
+    /// Hours an answered `Idempotency-Key` is remembered.
+    pub idempotency_retention_hours: u32,
 }
 
 impl Default for InboundLimits {
@@ -72,6 +74,7 @@ impl Default for InboundLimits {
         InboundLimits {
             cohort_rpm: crate::destination::config::COHORT_RPM,
             cohort_max_body_bytes: crate::destination::config::COHORT_MAX_BODY,
+            idempotency_retention_hours: crate::inbound::cohort::IDEMPOTENCY_RETENTION_HOURS,
         }
     }
 }

@@ -17,6 +17,7 @@ pub(crate) async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut interval = tokio::time::interval(tick);
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -30,8 +31,27 @@ pub(crate) async fn run(
         if let Ok(Err(e)) = pass {
             tracing::error!(error = %e, "scheduler pass failed");
         }
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(std::time::Instant::now());
+            let st = state.clone();
+            let keep = st.cohort_limits.idempotency_retention;
+            let pruned = tokio::task::spawn_blocking(move || {
+                let before = Utc::now().timestamp_millis()
+                    - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+                crate::inbound::cohort::prune_idempotency(&st.store, before)
+            })
+            .await;
+            match pruned {
+                Ok(Ok(n)) if n > 0 => tracing::info!(keys = n, "old idempotency keys forgotten"),
+                Ok(Err(e)) => tracing::error!(error = %e, "pruning idempotency keys failed"),
+                _ => {}
+            }
+        }
     }
 }
+
+/// How often answered idempotency keys past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// One look at every sync at `now`.
 pub(crate) fn pass(state: &Arc<AppState>, now: DateTime<Utc>) -> Result<(), crate::store::Error> {

@@ -65,6 +65,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::scan_records`], with each record's key.
+    pub(crate) fn scan_keyed_records<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        what: &'static str,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        let mut out = Vec::new();
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db().iterator_cf(self.cf(cf), mode) {
+            let (k, v) = item.map_err(db_err("scan", cf))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), codec::decode_record(what, &v)?));
+        }
+        Ok(out)
+    }
+
     /// Reads a bitmap record (`None` if absent).
     pub(crate) fn get_bitmap(
         &self,
