@@ -145,7 +145,7 @@ async fn identify_track_and_batch_build_membership_that_a_sync_delivers() {
     // u1 exists already (imported); the others are created by their events.
     let f = env.file(
         "users.csv",
-        b"distinct_id,uid,plan\nz9,z9,free\nu1,u1,free\n",
+        b"distinct_id,uid,plan\nz9,z9,free\nu1,U-ONE,free\n",
     );
     env.ok(&["users", "import", common::path_str(&f)]);
     let srv = Server::start(&env).await;
@@ -280,7 +280,11 @@ async fn identify_track_and_batch_build_membership_that_a_sync_delivers() {
     // anon-2 is a member but has no uid: skipped and counted.
     assert_eq!(e["skipped"], 1, "{e}");
     let (adds, removes) = delivered(&rx.seen());
-    assert_eq!(adds, ["u1", "u5"].iter().map(|s| s.to_string()).collect());
+    // u1's imported uid is kept: identify fills identifiers in, never overwrites.
+    assert_eq!(
+        adds,
+        ["U-ONE", "u5"].iter().map(|s| s.to_string()).collect()
+    );
     assert!(removes.is_empty());
 
     // Real time: u5 leaves, u6 enters; the next run sends exactly that.

@@ -4,7 +4,8 @@
 //! Here the store is the source of truth, so an event naming an unknown user
 //! creates it: the distinct id is `userId`, or `anonymousId` when there is
 //! none, and both are also kept as the `uid` and `anonymous_id` attributes
-//! (what a sync sends and what a Cohort Sync receiver resolves).
+//! (what a sync sends and what a Cohort Sync receiver resolves) of a user
+//! that has none yet; an identifier already set is never overwritten.
 //!
 //! - identify: every trait becomes an attribute (`null` deletes it); a
 //!   boolean trait is a computed trait or audience, so it also sets or
@@ -235,13 +236,18 @@ fn apply(store: &Store, users: &mut Users, events: &[Event]) -> store::Result<Ap
                 }
             },
         };
+        // Identifiers are filled in, never overwritten: an imported uid that
+        // differs from the distinct id stays (a trait named uid may change it).
         for (attr, v) in [(uid_attr, &e.user_id), (anon_attr, &e.anonymous_id)] {
             if let Some(v) = v {
-                changes.push(AttrChange {
-                    attr,
-                    user,
-                    value: Some(Value::Str(v.clone())),
-                });
+                let staged = changes.iter().any(|c| c.attr == attr && c.user == user);
+                if !staged && !txn.has_value(attr, user)? {
+                    changes.push(AttrChange {
+                        attr,
+                        user,
+                        value: Some(Value::Str(v.clone())),
+                    });
+                }
             }
         }
         match &e.kind {

@@ -227,6 +227,12 @@ impl<'s> ImportTxn<'s> {
         &mut self.live
     }
 
+    /// Whether `user` has a value of `attr` (committed, or set by this
+    /// transaction's earlier `set_attrs` calls).
+    pub fn has_value(&mut self, attr: u32, user: u32) -> Result<bool> {
+        Ok(self.presence(attr)?.contains(user))
+    }
+
     fn presence(&mut self, attr: u32) -> Result<&mut RoaringBitmap> {
         if !self.presence.contains_key(&attr) {
             let bm = self.store.attr_present(attr)?;
