@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use common::{path_str, Env};
+use common::{path_str, Env, Served};
 use segsync::inbound::cohort::{prune_idempotency, Limits};
-use segsync::server::{serve, ServeOptions};
+use segsync::server::ServeOptions;
 use segsync::store::Store;
 use serde_json::{json, Value};
 
@@ -31,28 +30,20 @@ fn destination() -> Env {
 
 struct Server {
     base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    served: Served,
     client: reqwest::Client,
 }
 
 impl Server {
     async fn start(env: &Env, cohort: Limits) -> Server {
-        let store = Arc::new(Store::open(env.data()).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let opts = ServeOptions {
             cohort,
             ..Default::default()
         };
-        let task = tokio::spawn(serve(listener, store, opts, async move {
-            let _ = rx.await;
-        }));
+        let served = Served::start(env, opts).await;
         Server {
-            base,
-            stop,
-            task,
+            base: served.base.clone(),
+            served,
             client: reqwest::Client::new(),
         }
     }
@@ -98,8 +89,7 @@ impl Server {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.served.stop().await;
     }
 }
 

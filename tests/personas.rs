@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ok_json, Env, Scripted, Seen};
-use segsync::server::{serve, ServeOptions};
+use common::{ok_json, Env, Scripted, Seen, Served};
+use segsync::server::ServeOptions;
 use segsync::store::{Store, Value as AttrValue};
 use serde_json::{json, Value};
 
@@ -18,29 +17,16 @@ const WRITE_KEY: &str = "wk-personas-1";
 
 struct Server {
     base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    served: Served,
     client: reqwest::Client,
 }
 
 impl Server {
     async fn start(env: &Env) -> Server {
-        let store = Arc::new(Store::open(env.data()).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
-            listener,
-            store,
-            ServeOptions::default(),
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let served = Served::start(env, ServeOptions::default()).await;
         Server {
-            base,
-            stop,
-            task,
+            base: served.base.clone(),
+            served,
             client: reqwest::Client::new(),
         }
     }
@@ -114,8 +100,7 @@ impl Server {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.served.stop().await;
     }
 }
 

@@ -53,16 +53,11 @@ impl Store {
         prefix: &[u8],
         what: &'static str,
     ) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
-        for item in self.db().iterator_cf(self.cf(cf), mode) {
-            let (k, v) = item.map_err(db_err("scan", cf))?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push(codec::decode_record(what, &v)?);
-        }
-        Ok(out)
+        Ok(self
+            .scan_keyed_records(cf, prefix, what)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
     }
 
     /// Like [`Store::scan_records`], with each record's key.

@@ -255,3 +255,29 @@ pub fn setup_sync(
     env.ok(&args);
     env.create_daily_sync("dest", &[])
 }
+
+/// `segsync serve` in this process on 127.0.0.1:0, over the data dir of `env`.
+pub struct Served {
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    pub async fn start(env: &Env, opts: segsync::server::ServeOptions) -> Served {
+        let store = std::sync::Arc::new(segsync::store::Store::open(env.data()).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(segsync::server::serve(listener, store, opts, async move {
+            let _ = rx.await;
+        }));
+        Served { base, stop, task }
+    }
+
+    /// Shuts down gracefully and waits until the store is released.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
