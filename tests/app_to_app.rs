@@ -204,9 +204,40 @@ fn a_segment_syncs_to_another_workspace_with_removals_on_the_next_run() {
     dest.stop();
 
     assert_eq!(members(&dst, ".high value"), expected(&segment));
-    let store = Store::open(dst.data()).unwrap();
-    assert_eq!(
-        store.counters().user_count as usize,
-        dest_of_uid.len() + 300
-    );
+    {
+        let store = Store::open(dst.data()).unwrap();
+        assert_eq!(
+            store.counters().user_count as usize,
+            dest_of_uid.len() + 300
+        );
+    }
+
+    // The received cohort is a segment like any other: sync it onward.
+    let rx = common::Scripted::start(|_, _| common::ok_json());
+    dst.ok(&["destination", "add", "crm", "--url", &rx.url("/hook")]);
+    let onward = dst.json(&[
+        "sync",
+        "create",
+        "--segment",
+        ".high value",
+        "--destination",
+        "crm",
+        "--attribute",
+        "uid",
+        "--once",
+    ])["id"]
+        .to_string();
+    dst.ok(&["sync", "run", &onward]);
+    let sent: BTreeSet<String> = rx
+        .seen()
+        .iter()
+        .flat_map(|r| r.body["data"]["add_users"].as_array().unwrap().clone())
+        .map(|u| u["uid"].as_str().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = segment
+        .iter()
+        .filter(|i| *i % 10 != 0 && dest_of_uid.contains_key(&uid(**i)))
+        .map(|&i| uid(i))
+        .collect();
+    assert_eq!(sent, want);
 }
