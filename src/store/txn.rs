@@ -83,6 +83,10 @@ pub struct ImportTxn<'s> {
     undo_n: u64,
     new_attrs: Vec<(String, u32)>,
     presence: HashMap<u32, RoaringBitmap>,
+    /// Attributes whose presence bitmap changed (only those are rewritten:
+    /// a real-time update of users who have the attribute already writes
+    /// no bitmap at all).
+    presence_dirty: Vec<u32>,
     new_fps: Vec<Entry>,
     stats: AttrStats,
     keybuf: Vec<[u8; 8]>,
@@ -134,6 +138,7 @@ impl<'s> ImportTxn<'s> {
             undo_n: 0,
             new_attrs: Vec::new(),
             presence: HashMap::new(),
+            presence_dirty: Vec::new(),
             new_fps: Vec::new(),
             stats: AttrStats::default(),
             keybuf: Vec::new(),
@@ -338,12 +343,16 @@ impl<'s> ImportTxn<'s> {
                         );
                     }
                 }
-                self.presence(c.attr)?.insert(c.user);
+                if self.presence(c.attr)?.insert(c.user) && !self.presence_dirty.contains(&c.attr) {
+                    self.presence_dirty.push(c.attr);
+                }
                 self.stats.set += 1;
             }
             None => {
                 self.batch.delete_cf(st.cf(cf::ATTR_VALUES), key);
-                self.presence(c.attr)?.remove(c.user);
+                if self.presence(c.attr)?.remove(c.user) && !self.presence_dirty.contains(&c.attr) {
+                    self.presence_dirty.push(c.attr);
+                }
                 self.stats.deleted += 1;
             }
         }
@@ -408,7 +417,11 @@ impl<'s> ImportTxn<'s> {
         let st = self.store;
         let mut batch = std::mem::take(&mut self.publish);
         let meta = st.cf(cf::META);
-        for (attr, bm) in &self.presence {
+        for (attr, bm) in self
+            .presence
+            .iter()
+            .filter(|(a, _)| self.presence_dirty.contains(a))
+        {
             batch.put_cf(
                 st.cf(cf::ATTR_PRESENT),
                 keys::attr(*attr),
