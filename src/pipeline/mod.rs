@@ -218,7 +218,9 @@ fn page_starts(
         )));
     }
     let measuring = std::time::Instant::now();
-    let mut sizes = Vec::with_capacity((added.len() + removed.len()) as usize);
+    let budget = (*max_body as u64).saturating_sub(format.overhead() as u64);
+    let mut planner = pager::StartPlanner::new(added.len(), dest.page_size.get(), budget);
+    let mut sizes = Vec::with_capacity(MEASURE_BATCH);
     let mut scratch = render::Scratch::default();
     let mut page = pager::Page::default();
     for (list, is_add) in [(added, true), (removed, false)] {
@@ -232,11 +234,14 @@ fn page_starts(
                 &mut page.removes
             };
             target.extend(it.by_ref().take(MEASURE_BATCH));
+            sizes.clear();
             renderer.member_sizes(&page, &mut scratch, &mut sizes)?;
+            for &size in &sizes {
+                planner.push(size);
+            }
         }
     }
-    let budget = (*max_body as u64).saturating_sub(format.overhead() as u64);
-    let starts = pager::plan_starts(sizes, added.len(), dest.page_size.get(), budget);
+    let starts = planner.finish();
     exec.total_pages = u32::try_from(starts.len()).unwrap_or(u32::MAX);
     tracing::info!(
         sync = exec.sync_id,

@@ -6,7 +6,7 @@
 //!
 //! Cohort Sync pages are cut by size as well (bodies ≤ 128 KB, one action
 //! per request): the planner measures every member once and stores where
-//! pages start ([`plan_starts`]), and the same cutting walks those starts.
+//! pages start ([`StartPlanner`]), and the same cutting walks those starts.
 
 use crossbeam::channel::{Receiver, Sender};
 use roaring::RoaringBitmap;
@@ -49,33 +49,74 @@ pub fn total_pages(added: u64, removed: u64, size: u32) -> u32 {
 /// body, in added-then-removed order; `n_added` of them are adds): a page
 /// holds at most `max_users`, its members and separators fit in `budget`
 /// bytes, and no page mixes adds and removes. Returns the ranks where pages
-/// start (always including 0 when there are users).
+/// start (always including 0 when there are users). (The pipeline feeds a
+/// [`StartPlanner`] as it measures, so no size list is ever held.)
+#[cfg(test)]
 pub(crate) fn plan_starts(
     sizes: impl IntoIterator<Item = u32>,
     n_added: u64,
     max_users: u32,
     budget: u64,
 ) -> RoaringBitmap {
-    let mut starts = RoaringBitmap::new();
-    let (mut users, mut bytes) = (0u32, 0u64);
-    for (rank, size) in sizes.into_iter().enumerate() {
-        let rank = rank as u32;
-        let size = u64::from(size);
-        let with_sep = if users == 0 { size } else { bytes + 1 + size };
-        let new_page = users == 0
-            || users >= max_users.max(1)
-            || with_sep > budget
-            || u64::from(rank) == n_added;
-        if new_page {
-            starts.insert(rank);
-            users = 1;
-            bytes = size;
-        } else {
-            users += 1;
-            bytes = with_sep;
+    let mut p = StartPlanner::new(n_added, max_users, budget);
+    for size in sizes {
+        p.push(size);
+    }
+    p.finish()
+}
+
+/// [`plan_starts`] fed one size at a time, so sizes need not be kept.
+#[derive(Debug)]
+pub(crate) struct StartPlanner {
+    starts: RoaringBitmap,
+    rank: u64,
+    users: u32,
+    bytes: u64,
+    n_added: u64,
+    max_users: u32,
+    budget: u64,
+}
+
+impl StartPlanner {
+    pub(crate) fn new(n_added: u64, max_users: u32, budget: u64) -> StartPlanner {
+        StartPlanner {
+            starts: RoaringBitmap::new(),
+            rank: 0,
+            users: 0,
+            bytes: 0,
+            n_added,
+            max_users: max_users.max(1),
+            budget,
         }
     }
-    starts
+
+    /// The next user's size.
+    pub(crate) fn push(&mut self, size: u32) {
+        let size = u64::from(size);
+        let with_sep = if self.users == 0 {
+            size
+        } else {
+            self.bytes + 1 + size
+        };
+        let new_page = self.users == 0
+            || self.users >= self.max_users
+            || with_sep > self.budget
+            || self.rank == self.n_added;
+        if new_page {
+            self.starts.insert(self.rank as u32);
+            self.users = 1;
+            self.bytes = size;
+        } else {
+            self.users += 1;
+            self.bytes = with_sep;
+        }
+        self.rank += 1;
+    }
+
+    /// Where pages start.
+    pub(crate) fn finish(self) -> RoaringBitmap {
+        self.starts
+    }
 }
 
 /// Cuts pages in order and hands each one not in `done` to `emit`, reusing
