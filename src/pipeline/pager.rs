@@ -26,7 +26,7 @@ pub(crate) enum Cuts<'a> {
     /// Every `n` users (the custom format).
     Count(u32),
     /// At these ranks of the added-then-removed sequence (Cohort Sync:
-    /// planned from the users' byte sizes, see [`plan_starts`]).
+    /// planned from the users' byte sizes, see [`StartPlanner`]).
     Starts(&'a RoaringBitmap),
 }
 
@@ -65,7 +65,7 @@ pub(crate) fn plan_starts(
     p.finish()
 }
 
-/// [`plan_starts`] fed one size at a time, so sizes need not be kept.
+/// The page planner of `plan_starts`, fed one size at a time, so sizes need not be kept.
 #[derive(Debug)]
 pub(crate) struct StartPlanner {
     starts: RoaringBitmap,
