@@ -29,7 +29,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{parse_basic, workspace, Reply, WindowLimiter, Workspace};
+use super::{id_text, parse_basic, workspace, Reply, WindowLimiter, Workspace};
 use crate::destination::config::{CohortName, APPKEY_HEADER, COHORT_MAX_BODY, COHORT_RPM};
 use crate::store::{self, cf, codec, Store};
 
@@ -169,14 +169,6 @@ struct Valid {
     cohort_id: String,
     partner: String,
     members: Vec<Member>,
-}
-
-fn id_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// ISO 8601: RFC 3339, or without an offset (read as UTC).

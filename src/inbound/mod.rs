@@ -294,6 +294,16 @@ impl Reply {
     }
 }
 
+/// An identifier as sent in JSON: a non-empty string, or a number (as its
+/// text); anything else is no identifier.
+pub(crate) fn id_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Basic credentials from an `Authorization` header value.
 pub fn parse_basic(header: Option<&str>) -> Option<(String, String)> {
     use base64::Engine;

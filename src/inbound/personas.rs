@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, value::RawValue};
 
-use super::{parse_basic, write_keys, Reply};
+use super::{id_text, parse_basic, write_keys, Reply};
 use crate::store::{self, AttrChange, Fingerprint, ImportTxn, Store, Value};
 
 /// Largest single identify or track body (Segment's own limit).
@@ -90,32 +90,29 @@ struct Event {
     kind: Kind,
 }
 
-fn id_text(v: Option<&serde_json::Value>) -> Option<String> {
-    match v? {
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn parse_event(raw: &RawValue, at: &str, default_type: Option<&str>) -> Result<Event, String> {
+    let whole = if at.is_empty() {
+        "body"
+    } else {
+        at.trim_end_matches('.')
+    };
     let obj: HashMap<String, &RawValue> =
-        serde_json::from_str(raw.get()).map_err(|e| format!("{at}: not a JSON object: {e}"))?;
+        serde_json::from_str(raw.get()).map_err(|e| format!("{whole}: not a JSON object: {e}"))?;
     let field = |k: &str| -> Option<serde_json::Value> {
         obj.get(k).and_then(|r| serde_json::from_str(r.get()).ok())
     };
-    let kind_name = match field("type") {
-        Some(serde_json::Value::String(t)) => t,
-        None if default_type.is_some() => default_type.unwrap_or_default().to_string(),
-        Some(_) | None => return Err(format!("{at}type: missing (identify or track)")),
+    let kind_name = match (field("type"), default_type) {
+        (Some(serde_json::Value::String(t)), _) => t,
+        (None, Some(d)) => d.to_string(),
+        _ => return Err(format!("{at}type: missing (identify or track)")),
     };
     if let Some(d) = default_type {
         if kind_name != d {
             return Err(format!("{at}type: {kind_name:?} sent to the {d} endpoint"));
         }
     }
-    let user_id = id_text(field("userId").as_ref());
-    let anonymous_id = id_text(field("anonymousId").as_ref());
+    let user_id = field("userId").as_ref().and_then(id_text);
+    let anonymous_id = field("anonymousId").as_ref().and_then(id_text);
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(format!(
             "{at}userId: userId or anonymousId is required (a non-empty string)"
@@ -372,6 +369,8 @@ mod tests {
         assert!(e.starts_with("batch[1].type:"), "{e}");
         assert!(err(Endpoint::Batch, r#"{"batch":[]}"#).starts_with("batch:"));
         assert!(err(Endpoint::Batch, "{").starts_with("body:"));
+        assert!(err(Endpoint::Batch, r#"{"batch":[1]}"#).starts_with("batch[0]: not a JSON object"));
+        assert!(err(Endpoint::Identify, "[1]").starts_with("body: not a JSON object"));
     }
 
     #[test]
