@@ -252,6 +252,27 @@ fn cohort_configuration_is_refused_without_what_the_api_needs() {
     let json = env.json(&["destination", "show", "d"]);
     assert_eq!(json["format"], "cohortsync");
     assert_eq!(json["cohort_name"], ".VIP users");
+
+    // Switching formats drops the other format's settings.
+    env.ok(&[
+        "destination",
+        "add",
+        "c2",
+        "--url",
+        url,
+        "--identifier-key",
+        "pid",
+        "--static",
+        "a=b",
+    ]);
+    let mut a = vec!["destination", "edit", "c2", "--format", "cohortsync"];
+    a.extend_from_slice(&ws);
+    let json = env.json(&a);
+    assert_eq!(json["format"], "cohortsync");
+    assert!(json["identifier_key"].is_null() && json["static_kv"] == serde_json::json!([]));
+    let json = env.json(&["destination", "edit", "d", "--format", "custom"]);
+    assert_eq!(json["format"], "custom");
+    assert!(json["cohort_name"].is_null());
 }
 
 #[test]

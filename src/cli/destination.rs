@@ -209,6 +209,25 @@ fn apply(c: &mut DestinationConfig, s: Settings, replace_lists: bool) -> Result<
         c.headers = s.headers;
     }
     if let Some(f) = s.format {
+        // Switching formats drops the settings only the other one has, so
+        // `edit --format` never leaves a configuration that cannot validate.
+        if f != c.format {
+            match f {
+                config::Format::Cohortsync => {
+                    c.identifier_key = None;
+                    c.add_key = None;
+                    c.remove_key = None;
+                    c.static_kv.clear();
+                }
+                config::Format::Custom => {
+                    c.cohort_name = None;
+                    c.cohort_id = None;
+                    c.cohort_description = None;
+                    c.partner = None;
+                    c.max_body_bytes = None;
+                }
+            }
+        }
         c.format = f;
     }
     if let (Some(ws), Some(key)) = (s.workspace_id, s.data_api_key) {
