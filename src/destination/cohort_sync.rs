@@ -10,7 +10,7 @@
 //! is the time the execution was planned, the same on every page: a page
 //! carries part of one point-in-time membership, so its pages may arrive in
 //! any order, while every page of a later execution is newer (see the
-//! receiver's ordering rule in `server/cohort.rs`). The byte size of each
+//! receiver's ordering rule in `inbound/cohort.rs`). The byte size of each
 //! member is what the pager needs to keep bodies under the API's 128 KB.
 
 use super::config::{CohortName, CohortSettings};
