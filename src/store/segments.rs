@@ -158,15 +158,7 @@ impl ImportTxn<'_> {
     pub(crate) fn publish_live(&mut self, changes: Vec<LiveChange>) -> Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
         for c in changes {
-            let mut record = match self.store().segment(&c.name)? {
-                Some(r) => r,
-                None => SegmentRecord {
-                    id: self.alloc_segment_id(),
-                    name: c.name.clone(),
-                    created_ms: now,
-                    snapshots: Vec::new(),
-                },
-            };
+            let mut record = self.segment_or_new(&c.name, now)?;
             let mut members = match record.latest() {
                 Some(l) => self.store().snapshot_members(record.id, l.seq)?,
                 None => RoaringBitmap::new(),
@@ -195,16 +187,7 @@ impl ImportTxn<'_> {
                     });
                 }
             }
-            let snap_seq = record.latest().map_or(1, |s| s.seq);
-            let store = self.store();
-            let (seg_cf, snap_cf) = (store.cf(cf::SEGMENTS), store.cf(cf::SNAPSHOTS));
-            let batch = self.commit_batch();
-            batch.put_cf(
-                snap_cf,
-                keys::snapshot(record.id, snap_seq),
-                codec::encode_bitmap(&members),
-            );
-            batch.put_cf(seg_cf, c.name.as_bytes(), codec::encode_record(&record));
+            self.stage_latest(&record, &members);
         }
         Ok(())
     }
@@ -219,18 +202,9 @@ impl ImportTxn<'_> {
         source: &str,
     ) -> Result<SegmentRecord> {
         let now = chrono::Utc::now().timestamp_millis();
-        let mut record = match self.store().segment(name)? {
-            Some(r) => r,
-            None => SegmentRecord {
-                id: self.alloc_segment_id(),
-                name: name.to_string(),
-                created_ms: now,
-                snapshots: Vec::new(),
-            },
-        };
-        let seq = record.latest().map_or(1, |s| s.seq + 1);
+        let mut record = self.segment_or_new(name, now)?;
         record.snapshots.push(SnapshotMeta {
-            seq,
+            seq: record.latest().map_or(1, |s| s.seq + 1),
             at_ms: now,
             members: members.len(),
             lines,
@@ -239,6 +213,26 @@ impl ImportTxn<'_> {
             source: source.to_string(),
             live: false,
         });
+        self.stage_latest(&record, members);
+        Ok(record)
+    }
+
+    /// Segment `name`, or a new one (its id taken only if this commits).
+    fn segment_or_new(&mut self, name: &str, now: i64) -> Result<SegmentRecord> {
+        Ok(match self.store().segment(name)? {
+            Some(r) => r,
+            None => SegmentRecord {
+                id: self.alloc_segment_id(),
+                name: name.to_string(),
+                created_ms: now,
+                snapshots: Vec::new(),
+            },
+        })
+    }
+
+    /// Stages `record` and the bitmap of its latest snapshot for the commit.
+    fn stage_latest(&mut self, record: &SegmentRecord, members: &RoaringBitmap) {
+        let seq = record.latest().map_or(1, |s| s.seq);
         let store = self.store();
         let (seg_cf, snap_cf) = (store.cf(cf::SEGMENTS), store.cf(cf::SNAPSHOTS));
         let batch = self.commit_batch();
@@ -247,7 +241,6 @@ impl ImportTxn<'_> {
             keys::snapshot(record.id, seq),
             codec::encode_bitmap(members),
         );
-        batch.put_cf(seg_cf, name.as_bytes(), codec::encode_record(&record));
-        Ok(record)
+        batch.put_cf(seg_cf, record.name.as_bytes(), codec::encode_record(record));
     }
 }
