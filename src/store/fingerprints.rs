@@ -249,6 +249,17 @@ fn read_file(path: &Path) -> Option<FingerprintTable> {
     Some(t)
 }
 
+/// How many users the table file covers, from its header alone (`None`
+/// when the file is missing or of another version).
+pub(crate) fn file_covers(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 20];
+    file.read_exact_at(&mut header, 0).ok()?;
+    let (covers, count) = parse_header(&header)?;
+    (count == u64::from(covers)).then_some(covers)
+}
+
 /// Looks one fingerprint up in the table file without loading it (binary
 /// search with positioned reads). `None` when the file is missing, of
 /// another version, or does not cover exactly `users` users.

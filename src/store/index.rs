@@ -120,18 +120,9 @@ impl Store {
         Ok(Some(attr))
     }
 
-    /// The users whose current value of indexed attribute `attr` is `text`
-    /// (as [`ValueRef::identity_text`] gives it), ascending.
-    pub fn users_with_value(&self, attr: u32, text: &[u8], out: &mut Vec<u32>) -> Result<()> {
-        out.clear();
-        for (_, u) in self.users_with_values(attr, &[text])? {
-            out.push(u);
-        }
-        Ok(())
-    }
-
-    /// Resolves many values at once: `(i, user)` for every user whose
-    /// current value of `attr` is `texts[i]`, ordered by `i` then user.
+    /// Resolves values of indexed attribute `attr` (as
+    /// [`ValueRef::identity_text`] gives them): `(i, user)` for every user
+    /// whose current value is `texts[i]`, ordered by `i` then user.
     /// Lookups run in key order on one iterator and the hits are verified
     /// with one batched read, which is several times faster than a seek and
     /// a point read per value.

@@ -460,16 +460,17 @@ impl Store {
             Some(found) => found,
             None => self.fingerprints()?.lookup(fp),
         };
-        match found {
-            Some(idx) if self.distinct_id(idx)?.as_deref() == Some(distinct_id) => Ok(Some(idx)),
-            _ => Ok(None),
-        }
+        self.verified(found, distinct_id)
     }
 
     /// Brings the persisted fingerprint table up to date (rebuilding its
     /// tail from `users` if imports left it behind) and returns how many
-    /// users it covers.
+    /// users it covers. A current file is only read for its header.
     pub fn refresh_fingerprints(&self) -> Result<u32> {
+        let users = self.counters().user_count;
+        if fingerprints::file_covers(&fingerprints::table_path(self)) == Some(users) {
+            return Ok(users);
+        }
         Ok(self.fingerprints()?.covers())
     }
 
@@ -488,6 +489,12 @@ impl Store {
                 reason: format!("the table file does not cover {covers} users"),
             },
         )?;
+        self.verified(found, distinct_id)
+    }
+
+    /// `found` if that user's distinct id really is `distinct_id` (a
+    /// fingerprint match is checked against `users`).
+    fn verified(&self, found: Option<u32>, distinct_id: &str) -> Result<Option<u32>> {
         match found {
             Some(idx) if self.distinct_id(idx)?.as_deref() == Some(distinct_id) => Ok(Some(idx)),
             _ => Ok(None),
