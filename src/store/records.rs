@@ -53,11 +53,9 @@ impl Store {
         prefix: &[u8],
         what: &'static str,
     ) -> Result<Vec<T>> {
-        Ok(self
-            .scan_keyed_records(cf, prefix, what)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+        let mut out = Vec::new();
+        self.scan_with(cf, prefix, what, |_, v| out.push(v))?;
+        Ok(out)
     }
 
     /// Like [`Store::scan_records`], with each record's key.
@@ -68,15 +66,26 @@ impl Store {
         what: &'static str,
     ) -> Result<Vec<(Vec<u8>, T)>> {
         let mut out = Vec::new();
+        self.scan_with(cf, prefix, what, |k, v| out.push((k.to_vec(), v)))?;
+        Ok(out)
+    }
+
+    fn scan_with<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        what: &'static str,
+        mut f: impl FnMut(&[u8], T),
+    ) -> Result<()> {
         let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
         for item in self.db().iterator_cf(self.cf(cf), mode) {
             let (k, v) = item.map_err(db_err("scan", cf))?;
             if !k.starts_with(prefix) {
                 break;
             }
-            out.push((k.to_vec(), codec::decode_record(what, &v)?));
+            f(&k, codec::decode_record(what, &v)?);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Reads a bitmap record (`None` if absent).
