@@ -125,9 +125,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                     "/v1/integrations/cohortsync",
                     post(super::inbound::cohortsync),
                 )
-                .route("/v1/identify", post(super::inbound::identify))
-                .route("/v1/track", post(super::inbound::track))
-                .route("/v1/batch", post(super::inbound::batch))
+                .route("/v1/{call}", post(super::inbound::personas))
                 // Our own size checks answer with JSON and the exact limit;
                 // this only stops absurd bodies before they are read.
                 .layer(axum::extract::DefaultBodyLimit::max(4 << 20)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -60,12 +60,26 @@ pub(crate) async fn cohortsync(
     .await
 }
 
-async fn personas_call(
-    s: Arc<AppState>,
-    endpoint: personas::Endpoint,
+/// `POST /v1/{identify,track,batch}`.
+pub(crate) async fn personas(
+    State(s): State<Arc<AppState>>,
+    Path(call): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let endpoint = match call.as_str() {
+        "identify" => personas::Endpoint::Identify,
+        "track" => personas::Endpoint::Track,
+        "batch" => personas::Endpoint::Batch,
+        other => {
+            return respond(Reply::error(
+                404,
+                format!(
+                    "no endpoint /v1/{other} (identify, track, batch, integrations/cohortsync)"
+                ),
+            ))
+        }
+    };
     blocking(move || {
         let mut users = s
             .personas
@@ -80,28 +94,4 @@ async fn personas_call(
         )
     })
     .await
-}
-
-pub(crate) async fn identify(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    personas_call(s, personas::Endpoint::Identify, headers, body).await
-}
-
-pub(crate) async fn track(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    personas_call(s, personas::Endpoint::Track, headers, body).await
-}
-
-pub(crate) async fn batch(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    personas_call(s, personas::Endpoint::Batch, headers, body).await
 }
