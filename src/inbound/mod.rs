@@ -216,14 +216,13 @@ pub fn remove_workspace(store: &Store, id: &str) -> Result<(), Error> {
 pub fn add_write_key(store: &Store, name: &str, key: &str) -> Result<WriteKey, Error> {
     check_name("write key name", name)?;
     check_key("the write key", key)?;
-    if store
-        .get_record::<WriteKey>(cf::INBOUND, &write_key_key(name), "write key record")?
-        .is_some()
-    {
-        return Err(Error::Exists(format!("write key '{name}'")));
-    }
-    if write_keys(store)?.iter().any(|k| k.key.matches(key)) {
-        return Err(Error::Exists("that write key (under another name)".into()));
+    for k in write_keys(store)? {
+        if k.name == name {
+            return Err(Error::Exists(format!("write key '{name}'")));
+        }
+        if k.key.matches(key) {
+            return Err(Error::Exists("that write key (under another name)".into()));
+        }
     }
     let k = WriteKey {
         name: name.to_string(),
