@@ -484,3 +484,23 @@ fn the_identity_index_follows_changed_values_and_rolled_back_imports() {
         ]
     );
 }
+
+#[test]
+fn workspaces_keep_their_key_hashed_and_refuse_duplicates() {
+    let env = destination();
+    let out = env.run(&["workspace", "add", WS, "--data-api-key", "another-key-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = env.run(&["workspace", "add", "ws-2", "--data-api-key", "short"]);
+    assert_eq!(out.status.code(), Some(2));
+    let listed = env.json(&["workspace", "list"]);
+    assert_eq!(listed[0]["id"], WS);
+    assert!(!listed.to_string().contains(KEY));
+    let raw = std::fs::read_dir(env.data().join("db"))
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
+        .any(|bytes| bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
+    assert!(!raw, "the data API key is stored in clear");
+    env.ok(&["workspace", "remove", WS]);
+    assert_eq!(env.json(&["workspace", "list"]), json!([]));
+}

@@ -127,6 +127,27 @@ fn delivered(seen: &[Seen]) -> (BTreeSet<String>, BTreeSet<String>) {
 async fn identify_track_and_batch_build_membership_that_a_sync_delivers() {
     let env = Env::new();
     env.ok(&["writekey", "add", "segment-prod", "--key", WRITE_KEY]);
+    for (args, why) in [
+        (
+            ["writekey", "add", "segment-prod", "--key", "another-key-1"],
+            "already exists",
+        ),
+        (
+            ["writekey", "add", "other", "--key", WRITE_KEY],
+            "under another name",
+        ),
+        (["writekey", "add", "short", "--key", "abc"], "at least 8"),
+    ] {
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let listed = env.json(&["writekey", "list"]).to_string();
+    assert!(
+        listed.contains("segment-prod") && !listed.contains(WRITE_KEY),
+        "{listed}"
+    );
     // u1 exists already (imported); the others are created by their events.
     let f = env.file(
         "users.csv",
