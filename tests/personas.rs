@@ -61,21 +61,7 @@ impl Server {
     }
 
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(b) = body {
-            r = r
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(&b).unwrap());
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        common::call(&self.client, method, format!("{}{path}", self.base), body).await
     }
 
     /// Runs sync `id` through the API and waits for the execution to end.

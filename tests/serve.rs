@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ok_json, path_str, Env, Scripted};
+use common::{call, ok_json, path_str, Env, Scripted};
 use segsync::server::{serve, ServeOptions};
 use segsync::store::Store;
 use serde_json::{json, Value};
@@ -50,22 +50,6 @@ async fn start(
         },
     ));
     (base, tx, task)
-}
-
-async fn call(c: &reqwest::Client, method: &str, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut r = c.request(method.parse().unwrap(), url);
-    if let Some(b) = body {
-        r = r
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&b).unwrap());
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn wait_for_execution(

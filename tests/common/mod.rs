@@ -281,3 +281,25 @@ impl Served {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// One JSON request: (status, body parsed as JSON, or the text as a string).
+pub async fn call(
+    c: &reqwest::Client,
+    method: &str,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = c.request(method.parse().unwrap(), url);
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&b).unwrap());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
