@@ -9,7 +9,7 @@ use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use segsync::destination::{self, DestinationConfig};
-use segsync::lifecycle::{Frequency, Schedule, Trigger};
+use segsync::lifecycle::{ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
 use segsync::{fixtures::distinct_id, ingest, pipeline, plan, store::Store};
 
 fn sizes() -> Vec<u64> {
@@ -17,6 +17,26 @@ fn sizes() -> Vec<u64> {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000_000])
+}
+
+/// Adds destination `cfg`, a daily sync of segment `s` by `uid` to it, and
+/// plans its first (full) execution.
+fn planned_sync(store: &Store, cfg: DestinationConfig) -> (SyncRecord, ExecutionRecord) {
+    let name = cfg.name.clone();
+    destination::add(store, cfg).unwrap();
+    let mut sync = segsync::lifecycle::actions::create(
+        store,
+        segsync::lifecycle::actions::NewSync::new(
+            "s",
+            &name,
+            "uid",
+            Schedule::Every(Frequency::Daily),
+        ),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let exec = plan::plan_execution(store, &mut sync, 10_000, Trigger::Scheduled).unwrap();
+    (sync, exec)
 }
 
 fn bench(c: &mut Criterion) {
@@ -37,19 +57,7 @@ fn bench(c: &mut Criterion) {
             static_kv: vec![("source".into(), "segsync".into())],
             ..DestinationConfig::new("d", "http://127.0.0.1:9/")
         };
-        destination::add(&store, cfg).unwrap();
-        let mut sync = segsync::lifecycle::actions::create(
-            &store,
-            segsync::lifecycle::actions::NewSync::new(
-                "s",
-                "d",
-                "uid",
-                Schedule::Every(Frequency::Daily),
-            ),
-            chrono::Utc::now(),
-        )
-        .unwrap();
-        let exec = plan::plan_execution(&store, &mut sync, 10_000, Trigger::Scheduled).unwrap();
+        let (sync, exec) = planned_sync(&store, cfg);
 
         let mut g = c.benchmark_group(format!("render_{n}"));
         g.sample_size(10);
@@ -73,19 +81,7 @@ fn bench(c: &mut Criterion) {
             ],
             ..DestinationConfig::new("cohort", "http://127.0.0.1:9/")
         };
-        destination::add(&store, cohort).unwrap();
-        let mut csync = segsync::lifecycle::actions::create(
-            &store,
-            segsync::lifecycle::actions::NewSync::new(
-                "s",
-                "cohort",
-                "uid",
-                Schedule::Every(Frequency::Daily),
-            ),
-            chrono::Utc::now(),
-        )
-        .unwrap();
-        let cexec = plan::plan_execution(&store, &mut csync, 10_000, Trigger::Scheduled).unwrap();
+        let (mut csync, cexec) = planned_sync(&store, cohort);
         let mut g = c.benchmark_group(format!("cohortsync_{n}"));
         g.sample_size(10);
         g.throughput(Throughput::Elements(n));
