@@ -280,7 +280,9 @@ impl Renderer<'_> {
                         (Action::Add, a)
                     };
                     let n = f.render(action, list.iter().flatten().map(|(_, v)| *v), &mut out);
-                    let skipped = skipped + (list.iter().flatten().count() as u32 - n);
+                    // `list` holds every sendable user; those the format
+                    // refuses (not a uid) are skipped too.
+                    let skipped = skipped + (sendable - n);
                     if n == 0 {
                         out.clear();
                     }
