@@ -10,10 +10,11 @@
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
-use crate::lifecycle::{
-    BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Schedule, SyncRecord, Trigger,
+use crate::error::{Classify, Fault};
+use crate::store::{
+    self, BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Schedule, SegmentRecord, Store,
+    SyncRecord, Trigger,
 };
-use crate::store::{self, SegmentRecord, Store};
 
 /// Errors of planning.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum Error {
     /// The segment has no snapshot at all.
     #[error("segment '{0}' has no snapshot yet")]
     Empty(String),
+    /// There is no last execution to send again.
+    #[error("sync {0} never ran: there is no last difference to send again (use `segsync sync run {0}`)")]
+    NeverRan(u32),
     /// No user has the attribute (the seed's wording).
     #[error("{0} attribute not found")]
     UnknownAttribute(String),
@@ -43,10 +47,16 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-impl Error {
-    /// True for errors in what the user asked for.
-    pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Store(_))
+impl Classify for Error {
+    fn fault(&self) -> Fault {
+        match self {
+            Error::NoSegment(_)
+            | Error::NoSnapshot { .. }
+            | Error::Empty(_)
+            | Error::UnknownAttribute(_) => Fault::NotFound,
+            Error::NeverRan(_) => Fault::Conflict,
+            Error::Store(e) => e.fault(),
+        }
     }
 }
 
@@ -65,6 +75,14 @@ pub fn current(snapshot: &RoaringBitmap, present: Option<&RoaringBitmap>) -> Roa
         Some(p) => snapshot & p,
         None => snapshot.clone(),
     }
+}
+
+/// Pages of `size` users needed for `added + removed` users: the pager cuts
+/// count-capped pages deterministically, so the plan knows this before the
+/// first request. (Size-capped formats re-count when they measure.)
+pub fn total_pages(added: u64, removed: u64, size: u32) -> u32 {
+    let n = (added + removed).div_ceil(u64::from(size.max(1)));
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// What turns `previous` into `current`.
@@ -265,7 +283,7 @@ pub fn plan_execution(
         snapshot_seq: snap_meta.seq,
         write_seq: store.counters().write_seq,
         page_size,
-        total_pages: crate::pipeline::total_pages(d.added.len(), d.removed.len(), page_size),
+        total_pages: total_pages(d.added.len(), d.removed.len(), page_size),
         pages_done: 0,
         added: d.added.len(),
         removed: d.removed.len(),
@@ -305,7 +323,7 @@ fn plan_resync_last(
         .map(|seq| ExecutionRecord::load(store, sync.id, seq))
         .transpose()?
         .flatten()
-        .ok_or_else(|| Error::Empty(format!("{} (sync {} never ran)", sync.segment, sync.id)))?;
+        .ok_or(Error::NeverRan(sync.id))?;
     let seq = last.seq + 1;
     let exec = ExecutionRecord {
         seq,
@@ -314,7 +332,7 @@ fn plan_resync_last(
         started_ms: chrono::Utc::now().timestamp_millis(),
         finished_ms: None,
         page_size,
-        total_pages: crate::pipeline::total_pages(last.added, last.removed, page_size),
+        total_pages: total_pages(last.added, last.removed, page_size),
         pages_done: 0,
         requests: 0,
         retries: 0,

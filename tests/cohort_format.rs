@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{ok_json, path_str, setup_sync, Env, Scripted, Seen};
+use segsync::lifecycle::actions::run as run_sync;
 use segsync::lifecycle::{ExecStatus, Trigger};
-use segsync::pipeline::{run_sync, RunOptions};
+use segsync::pipeline::RunOptions;
 use segsync::store::Store;
 
 const WS: &str = "ws-dest";
@@ -270,8 +271,9 @@ fn cohort_configuration_is_refused_without_what_the_api_needs() {
     let json = env.json(&a);
     assert_eq!(json["format"], "cohortsync");
     assert!(json["identifier_key"].is_null() && json["static_kv"] == serde_json::json!([]));
+    // `custom`, the format's old name, is still accepted.
     let json = env.json(&["destination", "edit", "d", "--format", "custom"]);
-    assert_eq!(json["format"], "custom");
+    assert_eq!(json["format"], "segment_sync");
     assert!(json["cohort_name"].is_null());
 }
 

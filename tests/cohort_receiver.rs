@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{path_str, Env, Served};
-use segsync::inbound::cohort::{prune_idempotency, Limits};
+use segsync::config::ReceiverLimits as Limits;
+use segsync::inbound::cohort::prune_idempotency;
 use segsync::server::ServeOptions;
 use segsync::store::Store;
 use serde_json::{json, Value};

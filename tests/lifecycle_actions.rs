@@ -5,23 +5,15 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{ok_json, path_str, Env, Scripted};
+use common::{ok_json, path_str, Env, Scripted, Seed};
+use segsync::error::{Classify, Fault};
 use segsync::lifecycle::actions::{self, ActionError, NewSync, SyncEdit};
 use segsync::lifecycle::{ExecStatus, Frequency, Schedule, SyncRecord, SyncStatus, Trigger};
-use segsync::pipeline::{self, RunOptions};
+use segsync::pipeline::RunOptions;
 use segsync::store::Store;
 
 fn seeded(env: &Env, url: &str, allow_resync: bool) {
-    let users = env.file("u.csv", b"distinct_id,uid\na,1\nb,2\nc,3\n");
-    env.ok(&["users", "import", path_str(&users)]);
-    let seg = env.file("s.txt", b"a\nb\n");
-    env.ok(&["segment", "import", "seg", path_str(&seg)]);
     let mut args = vec![
-        "destination",
-        "add",
-        "dest",
-        "--url",
-        url,
         "--page-size",
         "100",
         "--retry-delay-ms",
@@ -32,32 +24,40 @@ fn seeded(env: &Env, url: &str, allow_resync: bool) {
     if allow_resync {
         args.push("--allow-resync");
     }
-    env.ok(&args);
+    Seed::of(
+        &[("a", Some("1")), ("b", Some("2")), ("c", Some("3"))],
+        &["a", "b"],
+    )
+    .destination(url, &args)
+    .apply(env);
 }
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn new_sync(schedule: Schedule) -> NewSync {
     NewSync::new("seg", "dest", "uid", schedule)
 }
 
 #[test]
-fn creation_limits_and_raising_them() {
+fn creation_limits_and_raising_them() -> TestResult {
     let env = Env::new();
     seeded(&env, "http://127.0.0.1:9/", false);
-    let store = Store::open(env.data()).unwrap();
+    let store = Store::open(env.data())?;
     let now = Utc::now();
     for _ in 0..10 {
-        actions::create(&store, new_sync(Schedule::Once), now).unwrap();
+        actions::create(&store, new_sync(Schedule::Once), now)?;
     }
     let e = actions::create(&store, new_sync(Schedule::Once), now).unwrap_err();
     assert!(matches!(e, ActionError::Limit(_)), "{e}");
-    assert_eq!(e.status(), 429);
+    assert_eq!(e.fault(), Fault::Limit);
+    assert_eq!(e.fault().http_status(), 429);
     assert!(
         e.to_string()
             .contains("active syncs limit reached: 10 of 10"),
         "{e}"
     );
     // Archiving frees an active slot, but 10 were created today already.
-    actions::set_status(&store, 1, segsync::lifecycle::rules::Action::Archive, now).unwrap();
+    actions::set_status(&store, 1, segsync::lifecycle::rules::Action::Archive, now)?;
     let e = actions::create(&store, new_sync(Schedule::Once), now).unwrap_err();
     assert!(
         e.to_string()
@@ -65,12 +65,12 @@ fn creation_limits_and_raising_them() {
         "{e}"
     );
     // Tomorrow it is allowed again.
-    actions::create(&store, new_sync(Schedule::Once), now + Duration::days(1)).unwrap();
+    actions::create(&store, new_sync(Schedule::Once), now + Duration::days(1))?;
     drop(store);
     // Raising the limits in segsync.toml lifts them.
     env.config("[limits]\nmax_active_syncs = 20\nmax_syncs_created_per_day = 20\n");
-    let store = Store::open(env.data()).unwrap();
-    actions::create(&store, new_sync(Schedule::Once), now).unwrap();
+    let store = Store::open(env.data())?;
+    actions::create(&store, new_sync(Schedule::Once), now)?;
     drop(store);
     // Through the CLI a limit is exit code 2 with the message.
     env.config("[limits]\nmax_active_syncs = 1\n");
@@ -107,23 +107,23 @@ fn creation_limits_and_raising_them() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
 }
 
 #[test]
-fn the_21st_ad_hoc_run_or_resync_of_the_day_is_refused() {
+fn the_21st_ad_hoc_run_or_resync_of_the_day_is_refused() -> TestResult {
     let rx = Scripted::start(|_, _| ok_json());
     let env = Env::new();
     seeded(&env, &rx.url("/"), true);
-    let store = Store::open(env.data()).unwrap();
+    let store = Store::open(env.data())?;
     let s = actions::create(
         &store,
         new_sync(Schedule::Every(Frequency::Daily)),
         Utc::now(),
-    )
-    .unwrap();
+    )?;
     let opts = RunOptions::default();
     // Scheduled runs do not count.
-    pipeline::run_sync(&store, s.id, Trigger::Scheduled, &opts).unwrap();
+    actions::run(&store, s.id, Trigger::Scheduled, &opts)?;
     for i in 0..20 {
         let trigger = if i % 2 == 0 {
             Trigger::AdHoc
@@ -131,36 +131,34 @@ fn the_21st_ad_hoc_run_or_resync_of_the_day_is_refused() {
             Trigger::ResyncAll
         };
         assert_eq!(
-            pipeline::run_sync(&store, s.id, trigger, &opts)
-                .unwrap()
-                .status,
+            actions::run(&store, s.id, trigger, &opts)?.status,
             ExecStatus::Complete
         );
     }
-    let e = pipeline::run_sync(&store, s.id, Trigger::AdHoc, &opts).unwrap_err();
+    let e = actions::run(&store, s.id, Trigger::AdHoc, &opts).unwrap_err();
     assert!(
         e.to_string()
             .contains("ad hoc runs and resyncs today limit reached: 20 of 20"),
         "{e}"
     );
-    pipeline::run_sync(&store, s.id, Trigger::Scheduled, &opts).unwrap();
+    actions::run(&store, s.id, Trigger::Scheduled, &opts)?;
+    Ok(())
 }
 
 #[test]
-fn cool_off_refuses_a_retry_until_it_passes() {
+fn cool_off_refuses_a_retry_until_it_passes() -> TestResult {
     let rx = Scripted::start(|_, _| (500, vec![], "down".into(), std::time::Duration::ZERO));
     let env = Env::new();
     seeded(&env, &rx.url("/"), false);
-    let store = Store::open(env.data()).unwrap();
+    let store = Store::open(env.data())?;
     let s = actions::create(
         &store,
         new_sync(Schedule::Every(Frequency::Daily)),
         Utc::now(),
-    )
-    .unwrap();
-    let failed = pipeline::run_sync(&store, s.id, Trigger::AdHoc, &RunOptions::default()).unwrap();
+    )?;
+    let failed = actions::run(&store, s.id, Trigger::AdHoc, &RunOptions::default())?;
     assert_eq!(failed.status, ExecStatus::Failed);
-    let s = SyncRecord::load(&store, s.id).unwrap().unwrap();
+    let s = SyncRecord::load(&store, s.id)?.ok_or("missing")?;
     assert_eq!(s.status, SyncStatus::Failed);
     let finished = chrono::DateTime::from_timestamp_millis(failed.finished_ms.unwrap()).unwrap();
     let e = actions::check_run(
@@ -171,7 +169,7 @@ fn cool_off_refuses_a_retry_until_it_passes() {
         finished + Duration::minutes(29),
     )
     .unwrap_err();
-    assert_eq!(e.status(), 409);
+    assert_eq!(e.fault(), Fault::Conflict);
     let until = (finished + Duration::minutes(30))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
@@ -185,17 +183,17 @@ fn cool_off_refuses_a_retry_until_it_passes() {
         Trigger::AdHoc,
         false,
         finished + Duration::minutes(30),
-    )
-    .unwrap();
+    )?;
     // The CLI refuses now (exit 2) since the failure was just now.
     drop(store);
     let out = env.run(&["sync", "run", &s.id.to_string()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cool-off"));
+    Ok(())
 }
 
 #[test]
-fn an_inactive_sync_blocks_the_same_segment_frequency_and_destination() {
+fn an_inactive_sync_blocks_the_same_segment_frequency_and_destination() -> TestResult {
     let env = Env::new();
     seeded(&env, "http://127.0.0.1:9/", false);
     env.ok(&[
@@ -205,18 +203,18 @@ fn an_inactive_sync_blocks_the_same_segment_frequency_and_destination() {
         "--url",
         "http://127.0.0.1:9/o",
     ]);
-    let store = Store::open(env.data()).unwrap();
+    let store = Store::open(env.data())?;
     let now = Utc::now();
-    let mut s = actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now).unwrap();
+    let mut s = actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now)?;
     s.status = SyncStatus::Inactive;
-    s.save(&store).unwrap();
+    s.save(&store)?;
     let e = actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now).unwrap_err();
     assert!(
         e.to_string().contains("is inactive; archive it first"),
         "{e}"
     );
     // Another frequency or destination is allowed.
-    actions::create(&store, new_sync(Schedule::Every(Frequency::Weekly)), now).unwrap();
+    actions::create(&store, new_sync(Schedule::Every(Frequency::Weekly)), now)?;
     actions::create(
         &store,
         NewSync {
@@ -224,21 +222,20 @@ fn an_inactive_sync_blocks_the_same_segment_frequency_and_destination() {
             ..new_sync(Schedule::Every(Frequency::Daily))
         },
         now,
-    )
-    .unwrap();
+    )?;
     // After archiving, the same again is allowed.
     actions::set_status(
         &store,
         s.id,
         segsync::lifecycle::rules::Action::Archive,
         now,
-    )
-    .unwrap();
-    actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now).unwrap();
+    )?;
+    actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now)?;
+    Ok(())
 }
 
 #[test]
-fn edit_rules() {
+fn edit_rules() -> TestResult {
     let env = Env::new();
     seeded(&env, "http://127.0.0.1:9/", false);
     env.ok(&[
@@ -248,9 +245,9 @@ fn edit_rules() {
         "--url",
         "http://127.0.0.1:9/o",
     ]);
-    let store = Store::open(env.data()).unwrap();
+    let store = Store::open(env.data())?;
     let now = Utc::now();
-    let once = actions::create(&store, new_sync(Schedule::Once), now).unwrap();
+    let once = actions::create(&store, new_sync(Schedule::Once), now)?;
     let e = actions::edit(
         &store,
         once.id,
@@ -270,8 +267,7 @@ fn edit_rules() {
             ..new_sync(Schedule::Every(Frequency::Daily))
         },
         now,
-    )
-    .unwrap();
+    )?;
     // Before the start: start, frequency, end, destination, emails all editable.
     let edited = actions::edit(
         &store,
@@ -284,8 +280,7 @@ fn edit_rules() {
             notify: Some(vec!["ops@example.com".into()]),
         },
         now,
-    )
-    .unwrap();
+    )?;
     assert_eq!(edited.schedule, Schedule::Every(Frequency::Weekly));
     assert_eq!(edited.destination, "other");
     // Once the start has passed it is fixed; the end date stays editable.
@@ -309,8 +304,7 @@ fn edit_rules() {
             ..Default::default()
         },
         later,
-    )
-    .unwrap();
+    )?;
     let e = actions::edit(
         &store,
         p.id,
@@ -321,15 +315,14 @@ fn edit_rules() {
         later,
     )
     .unwrap_err();
-    assert_eq!(e.status(), 400);
+    assert_eq!(e.fault(), Fault::BadInput);
     // Not in archived status.
     actions::set_status(
         &store,
         p.id,
         segsync::lifecycle::rules::Action::Archive,
         later,
-    )
-    .unwrap();
+    )?;
     let e = actions::edit(
         &store,
         p.id,
@@ -340,11 +333,12 @@ fn edit_rules() {
         later,
     )
     .unwrap_err();
-    assert_eq!(e.status(), 409);
+    assert_eq!(e.fault(), Fault::Conflict);
+    Ok(())
 }
 
 #[test]
-fn resync_all_and_resync_last_through_the_cli() {
+fn resync_all_and_resync_last_through_the_cli() -> TestResult {
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = fail.clone();
     let rx = Scripted::start(move |_, _| {
@@ -382,7 +376,7 @@ fn resync_all_and_resync_last_through_the_cli() {
     fail.store(true, std::sync::atomic::Ordering::SeqCst);
     let out = env.run(&["sync", "run", &id, "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    let failed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     let before = rx.seen().len();
     let r = env.json(&["sync", "resync-last", &id]);
@@ -397,4 +391,5 @@ fn resync_all_and_resync_last_through_the_cli() {
     assert_eq!(body["add_users"][0]["moengage_distinct_id"], "c");
     assert_eq!(body["remove_users"][0]["moengage_distinct_id"], "a");
     assert_eq!(env.json(&["sync", "show", &id])["status"], "active");
+    Ok(())
 }

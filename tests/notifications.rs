@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use common::{ok_json, path_str, Env, Scripted};
+use common::{ok_json, path_str, Env, Scripted, Seed};
 
 /// Accepts SMTP sessions and keeps each message's DATA.
 fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -57,20 +57,9 @@ fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 fn setup(env: &Env, url: &str) -> String {
-    let users = env.file("u.csv", b"distinct_id,uid\na,1\n");
-    env.ok(&["users", "import", path_str(&users)]);
-    let seg = env.file("s.txt", b"a\n");
-    env.ok(&["segment", "import", "seg", path_str(&seg)]);
-    env.ok(&[
-        "destination",
-        "add",
-        "dest",
-        "--url",
-        url,
-        "--max-retries",
-        "0",
-    ]);
-    env.create_daily_sync("dest", &["--notify", "ops@example.com"])
+    Seed::of(&[("a", Some("1"))], &["a"])
+        .destination(url, &["--max-retries", "0"])
+        .daily_sync(env, &["--notify", "ops@example.com"])
 }
 
 #[test]

@@ -7,23 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ok_json, setup_sync, Env, Scripted};
-
-fn users(n: usize) -> (Vec<(String, Option<String>)>, Vec<String>) {
-    let u: Vec<(String, Option<String>)> = (0..n)
-        .map(|i| (format!("u{i:04}"), Some(format!("uid{i}"))))
-        .collect();
-    let m = u.iter().map(|(id, _)| id.clone()).collect();
-    (u, m)
-}
+use common::{ok_json, Env, Scripted, Seed};
 
 fn setup(env: &Env, url: &str, n: usize, extra: &[&str]) -> String {
-    let (u, m) = users(n);
-    let u: Vec<(&str, Option<&str>)> = u.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
-    let m: Vec<&str> = m.iter().map(String::as_str).collect();
     let mut args = vec!["--page-size", "100", "--retry-delay-ms", "20"];
     args.extend_from_slice(extra);
-    setup_sync(env, &u, &m, url, &args)
+    Seed::numbered(n)
+        .destination(url, &args)
+        .daily_sync(env, &[])
 }
 
 #[test]

@@ -9,47 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, ok_json, path_str, Env, Scripted};
-use segsync::server::{serve, ServeOptions};
-use segsync::store::Store;
+use common::{call, ok_json, Env, Scripted, Seed, Served};
 use serde_json::{json, Value};
 
 fn seeded(env: &Env, users: usize) {
-    let mut csv = String::from("distinct_id,uid\n");
-    for i in 0..users {
-        csv.push_str(&format!("u{i:05},uid{i}\n"));
-    }
-    let u = env.file("u.csv", csv.as_bytes());
-    env.ok(&["users", "import", path_str(&u)]);
-    let ids: Vec<String> = (0..users).map(|i| format!("u{i:05}")).collect();
-    let s = env.file("s.txt", ids.join("\n").as_bytes());
-    env.ok(&["segment", "import", "seg", path_str(&s)]);
-}
-
-async fn start(
-    env: &Env,
-    tick: Duration,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    let store = Arc::new(Store::open(env.data()).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(
-        listener,
-        store,
-        ServeOptions {
-            tick,
-            ..Default::default()
-        },
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    (base, tx, task)
+    Seed::numbered(users).apply(env);
 }
 
 async fn wait_for_execution(
@@ -80,7 +44,8 @@ async fn rest_round_trips_with_status_codes() {
     let rx = Scripted::start(|_, _| ok_json());
     let env = Env::new();
     seeded(&env, 150);
-    let (base, stop, task) = start(&env, Duration::from_secs(3600)).await;
+    let served = Served::with_tick(&env, Duration::from_secs(3600)).await;
+    let base = served.base.clone();
     let c = reqwest::Client::new();
 
     assert_eq!(
@@ -260,8 +225,7 @@ async fn rest_round_trips_with_status_codes() {
     let (s, n) = call(&c, "GET", format!("{base}/api/v1/notifications"), None).await;
     assert_eq!((s, n.as_array().map(Vec::len)), (200, Some(0)));
 
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +258,8 @@ async fn a_scheduled_run_fires_once_and_lands_in_the_history() {
         "--start",
         &start_at,
     ]);
-    let (base, stop, task) = start(&env, Duration::from_millis(50)).await;
+    let served = Served::with_tick(&env, Duration::from_millis(50)).await;
+    let base = served.base.clone();
     let c = reqwest::Client::new();
     let ex = wait_for_execution(&c, &base, 1, |v| v[0]["status"] == "complete").await;
     assert_eq!(ex[0]["trigger"], "scheduled");
@@ -307,8 +272,7 @@ async fn a_scheduled_run_fires_once_and_lands_in_the_history() {
     );
     let (_, sync) = call(&c, "GET", format!("{base}/api/v1/syncs/1"), None).await;
     assert!(sync["last_slot_ms"].is_number());
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    served.stop().await;
     assert_eq!(rx.seen().len(), 2);
 }
 

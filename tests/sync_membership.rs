@@ -7,7 +7,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::{path_str, Env, Lcg};
-use segsync::receiver::{Receiver, ReceiverOptions};
+use segsync::checking_receiver::{Receiver, ReceiverOptions};
 
 #[test]
 fn full_then_diff_runs_rebuild_the_exact_membership() {
@@ -198,7 +198,7 @@ fn the_checksum_only_receiver_agrees_with_the_exact_membership() {
     env.ok(&["sync", "run", "1"]);
     env.ok(&["sync", "run", "2"]);
     let (e, c) = (exact.summary(), counting.summary());
-    let expected = segsync::receiver::membership_checksum([&b"b"[..], b"c", b"d"]);
+    let expected = segsync::checking_receiver::membership_checksum([&b"b"[..], b"c", b"d"]);
     assert_eq!((e.member_count, e.checksum), (3, expected));
     assert_eq!((c.member_count, c.checksum), (3, expected));
     assert!(

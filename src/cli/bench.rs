@@ -7,11 +7,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::demo::{create_sync, local_destination};
+use crate::checking_receiver::{Receiver, ReceiverOptions};
 use crate::destination;
 use crate::fixtures::{generate, Spec};
 use crate::lifecycle::{ExecStatus, Trigger};
 use crate::pipeline::{self, RunOptions};
-use crate::receiver::{Receiver, ReceiverOptions};
 use crate::{ingest, plan, store::Store};
 
 /// `bench` arguments.
@@ -101,7 +101,8 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     )?;
     let sync = create_sync(&store, "bench", "bench-receiver")?;
     let reset = reset_peak_rss();
-    let full = pipeline::run_sync(&store, sync, Trigger::Scheduled, &RunOptions::default())?;
+    let full =
+        crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &RunOptions::default())?;
     let full_sync_peak_rss_mb = reset.then(peak_rss_mb);
     if full.status != ExecStatus::Complete {
         anyhow::bail!("full sync failed: {:?}", full.error);
@@ -110,7 +111,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut expected = 0u64;
     store.for_each_user(|idx, id| {
         if synced.contains(idx) {
-            expected = expected.wrapping_add(crate::receiver::membership_checksum([id]));
+            expected = expected.wrapping_add(crate::checking_receiver::membership_checksum([id]));
         }
     })?;
     let got = receiver.summary();
@@ -140,7 +141,8 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(&list, ids.join("\n"))?;
     ingest::import_segment(&store, "bench-throttled", &list, &opts)?;
     let tsync = create_sync(&store, "bench-throttled", "bench-throttled")?;
-    let throttled = pipeline::run_sync(&store, tsync, Trigger::Scheduled, &RunOptions::default())?;
+    let throttled =
+        crate::lifecycle::actions::run(&store, tsync, Trigger::Scheduled, &RunOptions::default())?;
     let tsecs = throttled.seconds().unwrap_or(0.0);
     // n requests spaced by one period span (n - 1) periods.
     let achieved = if tsecs > 0.0 {

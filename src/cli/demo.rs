@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::checking_receiver::{Receiver, ReceiverOptions};
 use crate::destination::{self, DestinationConfig};
 use crate::fixtures::{distinct_id, draw, generate, Spec};
 use crate::lifecycle::{actions, ExecStatus, ExecutionRecord, Frequency, Schedule, Trigger};
-use crate::pipeline::{self, RunOptions};
-use crate::receiver::{Receiver, ReceiverOptions};
+use crate::pipeline::RunOptions;
 use crate::{ingest, store::Store};
 
 /// `demo` arguments.
@@ -38,6 +38,13 @@ pub struct DemoArgs {
 #[derive(Debug, thiserror::Error)]
 #[error("the receiver's membership differs from the expected one: {0}")]
 pub struct Mismatch(String);
+
+impl crate::error::Classify for Mismatch {
+    /// The run or test happened and went wrong: a failure, not a usage error.
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Internal
+    }
+}
 
 pub(crate) fn local_destination(
     name: &str,
@@ -144,10 +151,10 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<()> {
         progress: false,
         ..Default::default()
     };
-    let first = pipeline::run_sync(&store, sync, Trigger::Scheduled, &run_opts)?;
+    let first = crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &run_opts)?;
     row(&first);
     let s2 = ingest::import_segment(&store, "demo", &g.snapshot_2, &ingest::Options::default())?;
-    let second = pipeline::run_sync(&store, sync, Trigger::Scheduled, &run_opts)?;
+    let second = crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &run_opts)?;
     row(&second);
     for e in [&first, &second] {
         if e.status != ExecStatus::Complete {

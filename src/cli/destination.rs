@@ -1,5 +1,7 @@
-//! `segsync destination …`: custom destinations (the seed's integrations),
-//! request preview and connection test. Secrets are masked whenever shown.
+//! `segsync destination …`: destinations (the seed's integrations), the
+//! request preview and the connection test, as flags and printed output.
+//! The logic is the library's (`destination::display`, `pipeline::probe`),
+//! shared with the REST API. Secrets are masked whenever shown.
 
 use std::path::Path;
 
@@ -8,10 +10,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::UsageError;
-use crate::destination::{
-    self, cohort_sync, config, segment_sync, BasicAuth, Destination, DestinationConfig,
-};
-use crate::store::{Value, ValueRef};
+use crate::destination::{self, cohort_sync, BasicAuth, DestinationConfig};
 
 /// `destination` subcommands.
 #[derive(Debug, Subcommand)]
@@ -69,10 +68,10 @@ pub enum DestinationCmd {
 /// Settings shared by `add` and `edit`.
 #[derive(Debug, clap::Args, Default)]
 pub struct Settings {
-    /// Request body format: custom (the segment_sync body) or cohortsync
+    /// Request body format: segment_sync (the seed's body; `custom` is accepted too) or cohortsync
     /// (MoEngage Cohort Sync, to sync a segment to another workspace).
     #[arg(long, value_enum)]
-    pub format: Option<config::Format>,
+    pub format: Option<destination::Format>,
     /// Cohort Sync: destination workspace id (Basic auth user and MOE-APPKEY).
     #[arg(long, requires = "data_api_key")]
     pub workspace_id: Option<String>,
@@ -199,7 +198,7 @@ fn parse_basic(s: &str) -> Result<BasicAuth, UsageError> {
         }),
         None => Err(UsageError(format!(
             "--basic expects USER:PASS, got {:?}",
-            config::mask(s)
+            destination::mask(s)
         ))),
     }
 }
@@ -209,43 +208,10 @@ fn apply(c: &mut DestinationConfig, s: Settings, replace_lists: bool) -> Result<
         c.headers = s.headers;
     }
     if let Some(f) = s.format {
-        // Switching formats drops the settings only the other one has, so
-        // `edit --format` never leaves a configuration that cannot validate.
-        if f != c.format {
-            match f {
-                config::Format::Cohortsync => {
-                    c.identifier_key = None;
-                    c.add_key = None;
-                    c.remove_key = None;
-                    c.static_kv.clear();
-                }
-                config::Format::Custom => {
-                    c.cohort_name = None;
-                    c.cohort_id = None;
-                    c.cohort_description = None;
-                    c.partner = None;
-                    c.max_body_bytes = None;
-                }
-            }
-        }
-        c.format = f;
+        c.switch_format(f);
     }
     if let (Some(ws), Some(key)) = (s.workspace_id, s.data_api_key) {
-        c.basic = Some(BasicAuth {
-            user: ws.clone(),
-            password: key,
-        });
-        c.headers
-            .retain(|(k, _)| !k.eq_ignore_ascii_case(config::APPKEY_HEADER));
-        c.headers.push((config::APPKEY_HEADER.into(), ws));
-        if !c
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(config::PARTNER_HEADER))
-        {
-            c.headers
-                .push((config::PARTNER_HEADER.into(), "moengage".into()));
-        }
+        c.set_workspace(&ws, &key);
     }
     if replace_lists || !s.params.is_empty() {
         c.params = s.params;
@@ -300,7 +266,7 @@ fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result
     }
     let d = rec.validated()?;
     println!("destination {} (id {})", rec.config.name, rec.id);
-    println!("  url            {}", masked_url(&d));
+    println!("  url            {}", destination::masked_url(&d));
     for (k, v) in &shown.config.headers {
         println!("  header         {k}: {v}");
     }
@@ -319,7 +285,7 @@ fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result
         );
         println!("  body limit     {} bytes", c.max_body);
     } else {
-        println!("  format         custom (segment_sync)");
+        println!("  format         segment_sync");
         println!(
             "  identifier key {}",
             d.identifier_key
@@ -351,204 +317,17 @@ fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result
     Ok(())
 }
 
-fn masked_url(d: &Destination) -> String {
-    let mut url = d.url.clone();
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .map(|(k, v)| {
-            let v = if config::is_secret_header(&k) {
-                config::mask(&v)
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
-        })
-        .collect();
-    if !pairs.is_empty() {
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    url.to_string()
-}
-
-/// A sample page: `adds` users added, `removes` removed (custom format); for
-/// Cohort Sync, one `add_members` request with `adds` sample uids (a cohort
-/// request carries one action), always to the cohort
-/// `.segsync-connection-test`.
-pub(crate) fn sample_body(
-    d: &Destination,
-    attribute: &str,
-    adds: usize,
-    removes: usize,
-) -> Vec<u8> {
-    let enc: Vec<(String, Vec<u8>)> = (0..adds + removes)
-        .map(|i| {
-            let mut b = Vec::new();
-            Value::Str(format!("sample-{attribute}-{}", i + 1)).encode(0, &mut b);
-            (format!("sample-user-{}", i + 1), b)
-        })
-        .collect();
-    let users: Vec<(&[u8], ValueRef<'_>)> = enc
-        .iter()
-        .filter_map(|(id, b)| ValueRef::decode(b).ok().map(|v| (id.as_bytes(), v)))
-        .collect();
-    let mut out = Vec::new();
-    if let Some(c) = d.cohort() {
-        // Never the configured cohort: a test must not move a real cohort's
-        // ordering timestamp or touch its members.
-        let test = config::CohortSettings {
-            name: None,
-            id: Some("segsync-connection-test".into()),
-            description: Some("segsync connection test".into()),
-            ..c.clone()
-        };
-        let f = cohort_sync::CohortSyncFormat::new(
-            &test,
-            "segsync-connection-test",
-            0,
-            chrono::Utc::now().timestamp_millis(),
-        );
-        f.render(
-            cohort_sync::Action::Add,
-            users[..adds].iter().map(|(_, v)| *v),
-            &mut out,
-        );
-        return out;
-    }
-    let ids = segment_sync::Ids {
-        sync_id: "sample-sync".into(),
-        sync_name: "sample-segment".into(),
-        execution_id: "sample-sync-1".into(),
-        integration_id: format!("{}-sample", d.id),
-    };
-    let f = segment_sync::SegmentSyncFormat::new(d, attribute, &ids, 1);
-    f.render(
-        1,
-        users[..adds].iter().copied(),
-        users[adds..].iter().copied(),
-        &mut out,
-    );
-    out
-}
-
-#[derive(Serialize)]
-struct Preview {
-    method: &'static str,
-    url: String,
-    headers: Vec<(String, String)>,
-    body: serde_json::Value,
-}
-
-fn preview(d: &Destination, attribute: &str) -> anyhow::Result<Preview> {
-    let mut headers = vec![
-        ("Content-Type".to_string(), "application/json".to_string()),
-        (
-            "Idempotency-Key".to_string(),
-            "{sync}-{execution}-{page}".to_string(),
-        ),
-    ];
-    for (k, v) in &d.headers {
-        let v = v.to_str().unwrap_or("<binary>");
-        let v = if config::is_secret_header(k.as_str()) {
-            config::mask(v)
-        } else {
-            v.to_string()
-        };
-        headers.push((k.to_string(), v));
-    }
-    if let Some(b) = &d.basic {
-        headers.push((
-            "Authorization".into(),
-            format!("Basic base64({}:{})", b.user, config::mask(&b.password)),
-        ));
-    }
-    Ok(Preview {
-        method: "POST",
-        url: masked_url(d),
-        headers,
-        body: serde_json::from_slice(&sample_body(d, attribute, 2, 1))?,
-    })
-}
-
-#[derive(Serialize)]
-struct TestReport {
-    ok: bool,
-    status: Option<u16>,
-    content_type: Option<String>,
-    body: String,
-    message: String,
-}
-
-fn test_connection(d: &Destination, attribute: &str) -> anyhow::Result<TestReport> {
-    let body = sample_body(d, attribute, 1, 0);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let mut req = client
-        .post(d.url.clone())
-        .timeout(d.timeout)
-        .header("Content-Type", "application/json")
-        // Unique, so a receiver that remembers keys answers this test afresh.
-        .header(
-            "Idempotency-Key",
-            format!("test-connection-{}", chrono::Utc::now().timestamp_millis()),
-        );
-    for (k, v) in &d.headers {
-        req = req.header(k, v);
-    }
-    if let Some(b) = &d.basic {
-        req = req.basic_auth(&b.user, Some(&b.password));
-    }
-    let res = rt.block_on(async move {
-        let resp = req.body(body).send().await?;
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = resp.text().await.unwrap_or_default();
-        Ok::<_, reqwest::Error>((status, ct, text))
-    });
-    Ok(match res {
-        Err(e) => TestReport {
-            ok: false,
-            status: None,
-            content_type: None,
-            body: String::new(),
-            message: format!("request failed: {e}"),
-        },
-        Ok((status, ct, text)) => {
-            let json = ct.as_deref().is_some_and(|c| {
-                c.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-            let ok = status.is_success() && json;
-            let message = if ok {
-                "connection ok".to_string()
-            } else if !status.is_success() {
-                format!("destination answered HTTP {status}")
-            } else {
-                format!("destination answered {status} but with content-type {:?}, expected application/json", ct.as_deref().unwrap_or(""))
-            };
-            TestReport {
-                ok,
-                status: Some(status.as_u16()),
-                content_type: ct,
-                body: text.chars().take(2000).collect(),
-                message,
-            }
-        }
-    })
-}
-
 /// A failed connection test (exit code 1).
 #[derive(Debug, thiserror::Error)]
 #[error("connection test failed: {0}")]
 pub struct TestFailed(String);
+
+impl crate::error::Classify for TestFailed {
+    /// The run or test happened and went wrong: a failure, not a usage error.
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Internal
+    }
+}
 
 pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
     let store = super::open_store(data_dir)?;
@@ -556,7 +335,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
         DestinationCmd::Add(a) => {
             let url = match (a.url, a.data_center) {
                 (Some(u), _) => u,
-                (None, Some(dc)) => config::data_center_url(&dc)?,
+                (None, Some(dc)) => cohort_sync::data_center_url(&dc)?,
                 (None, None) => return Err(UsageError("give --url or --data-center".into()).into()),
             };
             let mut c = DestinationConfig::new(a.name, url);
@@ -591,7 +370,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
                     "{:<20} {:>4}  {}  page {} rpm {}",
                     r.config.name,
                     r.id,
-                    masked_url(&d),
+                    destination::masked_url(&d),
                     d.page_size.get(),
                     d.rpm.get()
                 );
@@ -618,7 +397,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
             print_one(&rec, e.json)
         }
         DestinationCmd::Remove { name, json } => {
-            destination::remove(&store, &name)?;
+            crate::lifecycle::actions::remove_destination(&store, &name)?;
             if json {
                 return super::print_json(&serde_json::json!({ "removed": name }));
             }
@@ -632,7 +411,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
         } => {
             let d = destination::get(&store, &name)?.validated()?;
             d.check_attribute(&attribute)?;
-            let p = preview(&d, &attribute)?;
+            let p = destination::preview(&d, &attribute);
             if json {
                 return super::print_json(&p);
             }
@@ -651,7 +430,8 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
         } => {
             let d = destination::get(&store, &name)?.validated()?;
             drop(store);
-            let r = test_connection(&d, &attribute).context("testing the connection")?;
+            let r = crate::pipeline::probe::test_connection(&d, &attribute)
+                .context("testing the connection")?;
             if json {
                 super::print_json(&r)?;
             } else {

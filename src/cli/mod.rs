@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::error::{Classify, Fault};
 use crate::store::Store;
 
 /// segsync: keeps customer segments in sync with the systems around them.
@@ -97,31 +98,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// The exit code for an error: 2 for bad input or usage, 1 otherwise.
-/// The first error in the chain that knows whose fault it is decides.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    macro_rules! classify {
-        ($cause:expr, $($ty:ty),*) => {
-            $( if let Some(e) = $cause.downcast_ref::<$ty>() {
-                return if e.is_bad_input() { 2 } else { 1 };
+impl Classify for UsageError {
+    fn fault(&self) -> Fault {
+        Fault::BadInput
+    }
+}
+
+/// The fault of one error of a chain, found by its concrete type: the
+/// CLI's own error types first, then every error type of the library. (The
+/// test below fails when an error type of `src/` is missing here.)
+macro_rules! registry {
+    ($($ty:ty),* $(,)?) => {
+        fn fault_of(e: &(dyn std::error::Error + 'static)) -> Option<Fault> {
+            $( if let Some(x) = e.downcast_ref::<$ty>() {
+                return Some(x.fault());
             } )*
-        };
-    }
-    for cause in err.chain() {
-        if cause.is::<UsageError>() || cause.is::<crate::destination::ConfigError>() {
-            return 2;
+            None
         }
-        classify!(
-            cause,
-            crate::ingest::Error,
-            crate::plan::Error,
-            crate::pipeline::Error,
-            crate::destination::Error,
-            crate::inbound::Error,
-            crate::lifecycle::actions::ActionError
-        );
-    }
-    1
+    };
+}
+
+registry!(
+    UsageError,
+    sync::ExecutionFailed,
+    destination::TestFailed,
+    demo::Mismatch,
+    crate::lifecycle::actions::ActionError,
+    crate::lifecycle::limits::LimitReached,
+    crate::lifecycle::rules::Refused,
+    crate::pipeline::Error,
+    crate::plan::Error,
+    crate::destination::Error,
+    crate::destination::ConfigError,
+    crate::inbound::Error,
+    crate::ingest::Error,
+    crate::config::Error,
+    crate::store::Error,
+);
+
+/// The exit code for an error, from its [`Fault`]: 2 for what the user can
+/// correct, 1 otherwise. The first error in the chain whose type is known
+/// decides; an error of no known type is a failure.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    err.chain()
+        .find_map(fault_of)
+        .unwrap_or(Fault::Internal)
+        .exit_code()
 }
 
 pub(crate) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
@@ -139,4 +161,74 @@ pub(crate) fn fmt_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
+            }
+        }
+    }
+
+    /// A new error type that nobody classified would silently exit 1 and
+    /// answer 500: every `thiserror` type in `src/` must implement
+    /// [`Classify`] and be in the registry (or, for the CLI's own, in
+    /// `cli::exit_code`).
+    #[test]
+    fn every_error_type_is_classified_and_registered() {
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let all: String = files.iter().map(|(_, s)| s.as_str()).collect();
+        let registry = include_str!("mod.rs");
+        let mut checked = 0;
+        for (path, text) in &files {
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                if !line.contains("thiserror::Error") {
+                    continue;
+                }
+                let Some(decl) = lines.by_ref().find(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("pub") && (l.contains(" enum ") || l.contains(" struct "))
+                }) else {
+                    continue;
+                };
+                let name = decl
+                    .split_whitespace()
+                    .skip_while(|w| *w != "enum" && *w != "struct")
+                    .nth(1)
+                    .unwrap()
+                    .trim_end_matches(|c: char| !c.is_alphanumeric())
+                    .split(['(', '<', '{'])
+                    .next()
+                    .unwrap()
+                    .to_string();
+                assert!(
+                    all.contains(&format!("impl Classify for {name} "))
+                        || all.contains(&format!("impl crate::error::Classify for {name} ")),
+                    "{path}: error type {name} does not implement Classify"
+                );
+                let registered = registry.contains(&format!("::{name},\n"))
+                    || registry.contains(&format!("    {name},\n"));
+                assert!(
+                    registered || decl.contains("pub(crate)"),
+                    "{path}: error type {name} is not in the registry"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} error types found");
+    }
 }

@@ -33,6 +33,7 @@ pub(crate) fn run(data_dir: &Path, cmd: NotificationsCmd) -> anyhow::Result<()> 
             Delivery::Recorded => "recorded (no [smtp] configured)".to_string(),
             Delivery::Sent => "sent".to_string(),
             Delivery::Failed(e) => format!("not delivered: {e}"),
+            Delivery::Pending => "pending (the next delivery of the outbox sends it)".to_string(),
         };
         println!(
             "{:>4}  {}  {}  to {}  {}",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::receiver::{Receiver, ReceiverOptions};
+use crate::checking_receiver::{Receiver, ReceiverOptions};
 
 /// `receive` arguments.
 #[derive(Debug, clap::Args)]

@@ -42,17 +42,9 @@ async fn shutdown_signal() {
 }
 
 pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
-    let inbound = crate::lifecycle::limits::ConfigFile::load(data_dir)?.inbound;
-    if inbound.cohort_rpm == 0
-        || inbound.cohort_max_body_bytes == 0
-        || inbound.idempotency_retention_hours == 0
-    {
-        return Err(super::UsageError(format!(
-            "{}: [inbound] cohort_rpm, cohort_max_body_bytes and idempotency_retention_hours must be positive",
-            crate::lifecycle::limits::config_path(data_dir).display()
-        ))
-        .into());
-    }
+    // The whole file is validated before anything listens: a bad setting
+    // stops `serve` here, naming the key.
+    let settings = crate::config::load(data_dir)?;
     let store = Arc::new(super::open_store(data_dir)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -72,13 +64,7 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
             store,
             ServeOptions {
                 tick: Duration::from_millis(a.tick_ms.max(10)),
-                cohort: crate::inbound::cohort::Limits {
-                    rpm: inbound.cohort_rpm,
-                    max_body: inbound.cohort_max_body_bytes as usize,
-                    idempotency_retention: Duration::from_secs(
-                        u64::from(inbound.idempotency_retention_hours) * 3600,
-                    ),
-                },
+                cohort: settings.receiver,
             },
             shutdown_signal(),
         )

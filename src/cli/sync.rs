@@ -12,7 +12,7 @@ use super::UsageError;
 use crate::lifecycle::actions::{self, NewSync, SyncEdit};
 use crate::lifecycle::rules::Action;
 use crate::lifecycle::{ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
-use crate::pipeline::{self, RunOptions};
+use crate::pipeline::RunOptions;
 use crate::store::Store;
 
 /// `sync` subcommands.
@@ -170,6 +170,13 @@ pub struct ExecutionFailed {
     error: String,
 }
 
+impl crate::error::Classify for ExecutionFailed {
+    /// The run or test happened and went wrong: a failure, not a usage error.
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Internal
+    }
+}
+
 fn word<T: Serialize>(v: T) -> String {
     serde_json::to_value(v)
         .ok()
@@ -273,7 +280,7 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
 }
 
 fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Result<()> {
-    let e = pipeline::run_sync(
+    let e = crate::lifecycle::actions::run(
         store,
         id,
         trigger,
@@ -311,6 +318,14 @@ fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Resu
 
 pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
     let store = super::open_store(data_dir)?;
+    let result = dispatch(&store, cmd);
+    // Runs and edits leave notifications in the outbox; the command's work
+    // is done (or failed) before any mail is attempted.
+    crate::lifecycle::notify::deliver_outbox(&store);
+    result
+}
+
+fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
     let now = Utc::now();
     match cmd {
         SyncCmd::Create(a) => {
@@ -320,7 +335,7 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
                 _ => return Err(UsageError("give exactly one of --once or --every".into()).into()),
             };
             let rec = actions::create(
-                &store,
+                store,
                 NewSync {
                     segment: a.segment,
                     destination: a.destination,
@@ -334,7 +349,7 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
                 now,
             )?;
             if a.json {
-                return print_sync(&store, &rec, true);
+                return print_sync(store, &rec, true);
             }
             println!(
                 "created sync {} ({} → {}, {}, {})",
@@ -347,7 +362,7 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
             Ok(())
         }
         SyncCmd::List { json } => {
-            let all = SyncRecord::all(&store)?;
+            let all = SyncRecord::all(store)?;
             if json {
                 return super::print_json(&all);
             }
@@ -367,7 +382,7 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SyncCmd::Show { id, json } => print_sync(&store, &actions::load(&store, id)?, json),
+        SyncCmd::Show { id, json } => print_sync(store, &actions::load(store, id)?, json),
         SyncCmd::Edit(e) => {
             let edit = SyncEdit {
                 destination: e.destination,
@@ -382,25 +397,25 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
                     Some(e.notify)
                 },
             };
-            let s = actions::edit(&store, e.id, edit, now)?;
-            print_sync(&store, &s, e.json)
+            let s = actions::edit(store, e.id, edit, now)?;
+            print_sync(store, &s, e.json)
         }
-        SyncCmd::Run { id, json } => run_now(&store, id, Trigger::AdHoc, json),
-        SyncCmd::ResyncAll { id, json } => run_now(&store, id, Trigger::ResyncAll, json),
-        SyncCmd::ResyncLast { id, json } => run_now(&store, id, Trigger::ResyncLast, json),
+        SyncCmd::Run { id, json } => run_now(store, id, Trigger::AdHoc, json),
+        SyncCmd::ResyncAll { id, json } => run_now(store, id, Trigger::ResyncAll, json),
+        SyncCmd::ResyncLast { id, json } => run_now(store, id, Trigger::ResyncLast, json),
         SyncCmd::Pause { id, json } => print_sync(
-            &store,
-            &actions::set_status(&store, id, Action::Pause, now)?,
+            store,
+            &actions::set_status(store, id, Action::Pause, now)?,
             json,
         ),
         SyncCmd::Archive { id, json } => print_sync(
-            &store,
-            &actions::set_status(&store, id, Action::Archive, now)?,
+            store,
+            &actions::set_status(store, id, Action::Archive, now)?,
             json,
         ),
         SyncCmd::History { id, json } => {
-            actions::load(&store, id)?;
-            let all = ExecutionRecord::all(&store, id)?;
+            actions::load(store, id)?;
+            let all = ExecutionRecord::all(store, id)?;
             if json {
                 let rows: Vec<Row<'_>> = all.iter().map(row).collect();
                 return super::print_json(&rows);

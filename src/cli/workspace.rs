@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::inbound::{self, cohort, personas};
@@ -72,6 +73,31 @@ pub enum WriteKeyCmd {
     },
 }
 
+/// What listings show of a workspace (no secret).
+#[derive(Debug, Clone, Serialize)]
+struct WorkspaceView {
+    /// Workspace id.
+    id: String,
+    /// uid attribute.
+    uid_attribute: String,
+    /// anonymous id attribute.
+    anonymous_id_attribute: String,
+    /// Creation time.
+    created: String,
+}
+
+impl WorkspaceView {
+    /// The listing form of a workspace.
+    fn of(w: &inbound::Workspace) -> WorkspaceView {
+        WorkspaceView {
+            id: w.id.clone(),
+            uid_attribute: w.uid_attribute.clone(),
+            anonymous_id_attribute: w.anonymous_id_attribute.clone(),
+            created: super::fmt_ms(w.created_ms),
+        }
+    }
+}
+
 pub(crate) fn run(data_dir: &Path, cmd: WorkspaceCmd) -> anyhow::Result<()> {
     let store = super::open_store(data_dir)?;
     match cmd {
@@ -90,7 +116,7 @@ pub(crate) fn run(data_dir: &Path, cmd: WorkspaceCmd) -> anyhow::Result<()> {
                 &anonymous_id_attribute,
             )?;
             if json {
-                return super::print_json(&w.view());
+                return super::print_json(&WorkspaceView::of(&w));
             }
             println!(
                 "added workspace {} (members resolve by {}, then {})",
@@ -100,7 +126,7 @@ pub(crate) fn run(data_dir: &Path, cmd: WorkspaceCmd) -> anyhow::Result<()> {
         WorkspaceCmd::List { json } => {
             let all: Vec<_> = inbound::workspaces(&store)?
                 .iter()
-                .map(inbound::Workspace::view)
+                .map(WorkspaceView::of)
                 .collect();
             if json {
                 return super::print_json(&all);

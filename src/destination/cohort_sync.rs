@@ -13,12 +13,237 @@
 //! receiver's ordering rule in `inbound/cohort.rs`). The byte size of each
 //! member is what the pager needs to keep bodies under the API's 128 KB.
 
-use super::config::{CohortName, CohortSettings};
+use serde::Serialize;
+
+use super::config::{bad, ConfigError, DestinationConfig};
 use crate::store::codec::{write_json_str, ValueRef};
+
+/// The header naming the destination workspace (Cohort Sync).
+pub const APPKEY_HEADER: &str = "MOE-APPKEY";
+/// The header naming the partner (Cohort Sync).
+pub const PARTNER_HEADER: &str = "MOE-DESTINATION-PARTNER";
+/// Largest Cohort Sync request body, from the API's limits.
+pub const COHORT_MAX_BODY: u32 = 128 * 1024;
+/// Smallest Cohort Sync body limit accepted.
+pub const COHORT_MIN_BODY: u32 = 16 * 1024;
+/// Cohort Sync's request-rate ceiling, the default for that format.
+pub const COHORT_RPM: u32 = 300;
+
+/// The Cohort Sync endpoint of MoEngage data center `dc` (01, 02, 03).
+pub fn data_center_url(dc: &str) -> Result<String, ConfigError> {
+    match dc.trim_start_matches('0') {
+        d @ ("1" | "2" | "3") => Ok(format!(
+            "https://api-0{d}.moengage.com/v1/integrations/cohortsync"
+        )),
+        _ => Err(bad(
+            "data_center",
+            format!("must be 01, 02 or 03, got {dc:?}"),
+        )),
+    }
+}
+
+/// A cohort name the Cohort Sync API accepts: starts with `.`, has
+/// something after it, and contains none of `| * ? \\ : < > = $ "` nor
+/// control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CohortName(String);
+
+/// Characters a cohort name must not contain.
+pub const COHORT_NAME_FORBIDDEN: &[char] = &['|', '*', '?', '\\', ':', '<', '>', '=', '$', '"'];
+
+impl CohortName {
+    /// Longest name accepted.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates a name, saying which rule it breaks.
+    pub fn new(name: &str) -> Result<CohortName, String> {
+        if !name.starts_with('.') {
+            return Err(format!("cohort_name {name:?} must start with '.'"));
+        }
+        if name.len() < 2 || name[1..].trim().is_empty() {
+            return Err(format!("cohort_name {name:?} needs a name after the '.'"));
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(format!(
+                "cohort_name is {} bytes long; at most {} are allowed",
+                name.len(),
+                Self::MAX_LEN
+            ));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| COHORT_NAME_FORBIDDEN.contains(c) || c.is_control())
+        {
+            return Err(format!(
+                "cohort_name {name:?} contains {c:?}; none of | * ? \\ : < > = $ \" nor control characters are allowed"
+            ));
+        }
+        Ok(CohortName(name.to_string()))
+    }
+
+    /// A valid name derived from a segment name: `.` in front, forbidden
+    /// characters replaced by `_`, cut to the longest length allowed.
+    pub fn derive(segment: &str) -> CohortName {
+        let mut s = String::with_capacity(segment.len() + 1);
+        if !segment.starts_with('.') {
+            s.push('.');
+        }
+        for c in segment.chars() {
+            let c = if COHORT_NAME_FORBIDDEN.contains(&c) || c.is_control() {
+                '_'
+            } else {
+                c
+            };
+            if s.len() + c.len_utf8() > Self::MAX_LEN {
+                break;
+            }
+            s.push(c);
+        }
+        if s.len() < 2 || s[1..].trim().is_empty() {
+            s = ".segment".into();
+        }
+        CohortName(s)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Cohort Sync settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortSettings {
+    /// Fixed cohort name, or derived from each sync's segment.
+    pub name: Option<CohortName>,
+    /// Fixed cohort id, or `segsync-<sync id>`.
+    pub id: Option<String>,
+    /// Fixed description, or one naming the sync.
+    pub description: Option<String>,
+    /// The `partner` field.
+    pub partner: String,
+    /// Largest body in bytes.
+    pub max_body: u32,
+}
+
+impl DestinationConfig {
+    /// Fills in what Cohort Sync needs to reach workspace `id` with its data
+    /// API key: Basic auth, `MOE-APPKEY`, and `MOE-DESTINATION-PARTNER`
+    /// (`moengage`) unless one is set.
+    pub fn set_workspace(&mut self, id: &str, data_api_key: &str) {
+        self.basic = Some(super::BasicAuth {
+            user: id.to_string(),
+            password: data_api_key.to_string(),
+        });
+        self.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(APPKEY_HEADER));
+        self.headers.push((APPKEY_HEADER.into(), id.to_string()));
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(PARTNER_HEADER))
+        {
+            self.headers
+                .push((PARTNER_HEADER.into(), "moengage".into()));
+        }
+    }
+}
+
+/// Validates a configuration's Cohort Sync settings: Basic auth and the
+/// two mandatory headers naming the same workspace, a valid cohort name, a
+/// body limit within the API's, and none of the `segment_sync` format's keys
+/// (they would be silently unused).
+pub(crate) fn validate_settings(cfg: &DestinationConfig) -> Result<CohortSettings, ConfigError> {
+    let custom_only = [
+        ("identifier_key", cfg.identifier_key.is_some()),
+        ("add_key", cfg.add_key.is_some()),
+        ("remove_key", cfg.remove_key.is_some()),
+        ("static", !cfg.static_kv.is_empty()),
+    ];
+    if let Some((field, _)) = custom_only.iter().find(|(_, set)| *set) {
+        return Err(bad(
+            *field,
+            "does not apply to --format cohortsync (its members carry only uid)",
+        ));
+    }
+    let header = |name: &str| {
+        cfg.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(basic) = &cfg.basic else {
+        return Err(bad(
+            "basic",
+            "Cohort Sync needs Basic auth: workspace id as user, data API key as password (--workspace-id and --data-api-key)",
+        ));
+    };
+    match header(APPKEY_HEADER) {
+        None => {
+            return Err(bad(
+                format!("header {APPKEY_HEADER}"),
+                "is mandatory for Cohort Sync (the destination workspace id)",
+            ))
+        }
+        Some(v) if v != basic.user => {
+            return Err(bad(
+                format!("header {APPKEY_HEADER}"),
+                format!(
+                    "must equal the Basic auth user (the workspace id {:?}), got {v:?}",
+                    basic.user
+                ),
+            ))
+        }
+        Some(_) => {}
+    }
+    match header(PARTNER_HEADER) {
+        Some(v) if !v.trim().is_empty() => {}
+        _ => {
+            return Err(bad(
+                format!("header {PARTNER_HEADER}"),
+                "is mandatory for Cohort Sync (use `moengage`)",
+            ))
+        }
+    }
+    if basic.password.is_empty() {
+        return Err(bad("basic", "the data API key (password) is empty"));
+    }
+    let name = cfg
+        .cohort_name
+        .as_deref()
+        .map(CohortName::new)
+        .transpose()
+        .map_err(|r| bad("cohort_name", r))?;
+    let max_body = cfg.max_body_bytes.unwrap_or(COHORT_MAX_BODY);
+    // The floor leaves room for the head and the largest member a body
+    // can carry (a 1024-byte uid, escaped).
+    if !(COHORT_MIN_BODY..=COHORT_MAX_BODY).contains(&max_body) {
+        return Err(bad(
+            "max_body_bytes",
+            format!("must be between {COHORT_MIN_BODY} and {COHORT_MAX_BODY}, got {max_body}"),
+        ));
+    }
+    for (field, v) in [
+        ("cohort_id", &cfg.cohort_id),
+        ("cohort_description", &cfg.cohort_description),
+        ("partner", &cfg.partner),
+    ] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(bad(field, "must not be empty"));
+        }
+    }
+    Ok(CohortSettings {
+        name,
+        id: cfg.cohort_id.clone(),
+        description: cfg.cohort_description.clone(),
+        partner: cfg.partner.clone().unwrap_or_else(|| "moengage".into()),
+        max_body,
+    })
+}
 
 /// Which list a page changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum MemberAction {
     /// `add_members`.
     Add,
     /// `remove_members`.
@@ -116,14 +341,14 @@ impl CohortSyncFormat {
     /// Writes a body for `members` into `out` (cleared first).
     pub fn render<'a>(
         &self,
-        action: Action,
+        action: MemberAction,
         members: impl IntoIterator<Item = ValueRef<'a>>,
         out: &mut Vec<u8>,
     ) -> u32 {
         out.clear();
         out.extend_from_slice(match action {
-            Action::Add => &self.head_add,
-            Action::Remove => &self.head_remove,
+            MemberAction::Add => &self.head_add,
+            MemberAction::Remove => &self.head_remove,
         });
         let mut n = 0u32;
         for v in members {
@@ -175,7 +400,7 @@ mod tests {
         .collect();
         let refs: Vec<ValueRef<'_>> = vals.iter().map(|b| ValueRef::decode(b).unwrap()).collect();
         let mut out = Vec::new();
-        let n = f.render(Action::Remove, refs.iter().copied(), &mut out);
+        let n = f.render(MemberAction::Remove, refs.iter().copied(), &mut out);
         assert_eq!(n, 2, "the JSON value and the over-long uid are skipped");
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(

@@ -1,19 +1,27 @@
-//! Destinations (the seed's integrations): configuration, validation,
-//! storage, and one module per request format.
+//! Destinations (the seed's integrations), split the way vector splits an
+//! HTTP sink: the raw configuration ([`config`]), its validation into types
+//! that cannot be invalid ([`settings`]), one module per request format
+//! ([`segment_sync`], [`cohort_sync`], each with its own rules and
+//! constants), and what is shown of a destination ([`display`]: masking and
+//! the request preview). This file stores them. Sending is the pipeline's
+//! (the connection test too: `pipeline::probe`), and whether a destination
+//! may be removed is the lifecycle's.
 
 pub mod cohort_sync;
 pub mod config;
+pub mod display;
 pub mod segment_sync;
+pub mod settings;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{
-    mask, BasicAuth, CohortName, CohortSettings, ConfigError, Destination, DestinationConfig,
-    Format, FormatSpec, PageSize, RetryPolicy, Rpm,
-};
+pub use cohort_sync::{CohortName, CohortSettings};
+pub use config::{BasicAuth, ConfigError, DestinationConfig, Format};
+pub use display::{mask, masked_url, preview, sample_body, Preview};
+pub use settings::{Destination, FormatSpec, PageSize, RetryPolicy, Rpm};
 
-use crate::lifecycle::{SyncRecord, SyncStatus};
-use crate::store::{self, cf, Store, Write};
+use crate::error::{Classify, Fault};
+use crate::store::{self, cf, keys, Store, Write};
 
 /// Errors of destination management.
 #[derive(Debug, thiserror::Error)]
@@ -28,23 +36,19 @@ pub enum Error {
     /// The name is taken.
     #[error("destination '{0}' already exists (change it with `segsync destination edit`)")]
     Exists(String),
-    /// Still used by syncs.
-    #[error("destination '{name}' is used by sync(s) {syncs}; archive them first")]
-    InUse {
-        /// The destination.
-        name: String,
-        /// Ids of the syncs using it.
-        syncs: String,
-    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
 }
 
-impl Error {
-    /// True for errors in what the user asked for.
-    pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Store(_))
+impl Classify for Error {
+    fn fault(&self) -> Fault {
+        match self {
+            Error::Config(e) => e.fault(),
+            Error::NotFound(_) => Fault::NotFound,
+            Error::Exists(_) => Fault::Conflict,
+            Error::Store(e) => e.fault(),
+        }
     }
 }
 
@@ -86,14 +90,18 @@ pub fn add(store: &Store, config: DestinationConfig) -> Result<DestinationRecord
 }
 
 fn save(store: &Store, rec: &DestinationRecord) -> Result<(), Error> {
-    let w = Write::record(cf::DESTINATIONS, rec.config.name.as_bytes().to_vec(), rec);
+    let w = Write::record(cf::DESTINATIONS, keys::destination(&rec.config.name), rec);
     Ok(store.write_records(vec![w], true)?)
 }
 
 /// The destination called `name`.
 pub fn get(store: &Store, name: &str) -> Result<DestinationRecord, Error> {
     store
-        .get_record(cf::DESTINATIONS, name.as_bytes(), "destination record")?
+        .get_record(
+            cf::DESTINATIONS,
+            &keys::destination(name),
+            "destination record",
+        )?
         .ok_or_else(|| Error::NotFound(name.to_string()))
 }
 
@@ -117,22 +125,13 @@ pub fn edit(
     Ok(rec)
 }
 
-/// Removes a destination no live sync uses.
+/// Removes a destination. Whether a sync still uses it is the lifecycle's
+/// rule ([`crate::lifecycle::actions::remove_destination`]), which is what
+/// the CLI and the API call.
 pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
     get(store, name)?;
-    let users: Vec<String> = SyncRecord::all(store)?
-        .into_iter()
-        .filter(|s| s.destination == name && s.status != SyncStatus::Archived)
-        .map(|s| s.id.to_string())
-        .collect();
-    if !users.is_empty() {
-        return Err(Error::InUse {
-            name: name.to_string(),
-            syncs: users.join(", "),
-        });
-    }
     Ok(store.write_records(
-        vec![Write::Delete(cf::DESTINATIONS, name.as_bytes().to_vec())],
+        vec![Write::Delete(cf::DESTINATIONS, keys::destination(name))],
         true,
     )?)
 }

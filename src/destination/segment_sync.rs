@@ -5,7 +5,8 @@
 
 use std::io::Write;
 
-use super::config::{Destination, DISTINCT_ID_KEY};
+use super::config::DISTINCT_ID_KEY;
+use super::Destination;
 use crate::store::codec::{write_json_str, ValueRef};
 
 /// What the body says about the sync and execution.

@@ -30,35 +30,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{id_text, parse_basic, workspace, Reply, WindowLimiter, Workspace};
-use crate::destination::config::{CohortName, APPKEY_HEADER, COHORT_MAX_BODY, COHORT_RPM};
-use crate::store::{self, cf, codec, Store};
-
-/// Receiver settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest body accepted, bytes.
-    pub max_body: usize,
-    /// Requests per minute per workspace.
-    pub rpm: u32,
-    /// How long an answered `Idempotency-Key` is remembered.
-    pub idempotency_retention: std::time::Duration,
-}
-
-/// Default time an answered `Idempotency-Key` is remembered: a week, far
-/// beyond any sender's retries or a resumed execution.
-pub const IDEMPOTENCY_RETENTION_HOURS: u32 = 7 * 24;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body: COHORT_MAX_BODY as usize,
-            rpm: COHORT_RPM,
-            idempotency_retention: std::time::Duration::from_secs(
-                u64::from(IDEMPOTENCY_RETENTION_HOURS) * 3600,
-            ),
-        }
-    }
-}
+use crate::config::ReceiverLimits;
+use crate::destination::cohort_sync::{CohortName, APPKEY_HEADER};
+use crate::store::{self, cf, codec, keys, Store};
 
 /// An answered request, kept under its `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,9 +44,11 @@ struct Answered {
 /// Forgets idempotency keys answered before `before_ms`; returns how many.
 pub fn prune_idempotency(store: &Store, before_ms: i64) -> store::Result<u64> {
     let mut stale = Vec::new();
-    for (key, rec) in
-        store.scan_keyed_records::<Answered>(cf::INBOUND, b"idem/", "idempotency record")?
-    {
+    for (key, rec) in store.scan_keyed_records::<Answered>(
+        cf::INBOUND,
+        keys::IDEMPOTENCY_PREFIX,
+        "idempotency record",
+    )? {
         if rec.at_ms < before_ms {
             stale.push(store::Write::Delete(cf::INBOUND, key));
         }
@@ -122,19 +98,7 @@ pub struct CohortState {
 
 /// Every received cohort, by name.
 pub fn cohorts(store: &Store) -> store::Result<Vec<CohortState>> {
-    store.scan_records(cf::INBOUND, b"cohort/", "cohort state")
-}
-
-fn cohort_key(name: &str) -> Vec<u8> {
-    [b"cohort/".as_slice(), name.as_bytes()].concat()
-}
-
-fn idem_key(workspace: &str, key: &str) -> Vec<u8> {
-    let mut k = b"idem/".to_vec();
-    k.extend_from_slice(workspace.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
+    store.scan_records(cf::INBOUND, keys::COHORT_PREFIX, "cohort state")
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,7 +270,7 @@ fn resolve(store: &Store, ws: &Workspace, members: &[Member]) -> store::Result<R
 pub fn handle(
     store: &Store,
     limiter: &WindowLimiter,
-    limits: Limits,
+    limits: ReceiverLimits,
     req: &Request<'_>,
     now: Instant,
 ) -> Reply {
@@ -318,7 +282,7 @@ pub fn handle(
 fn handle_inner(
     store: &Store,
     limiter: &WindowLimiter,
-    limits: Limits,
+    limits: ReceiverLimits,
     req: &Request<'_>,
     now: Instant,
 ) -> Result<Reply, Reply> {
@@ -396,7 +360,11 @@ fn handle_inner(
     let mut txn = store.begin_small().map_err(internal)?;
     if let Some(key) = req.idempotency_key {
         if let Some(done) = store
-            .get_record::<Answered>(cf::INBOUND, &idem_key(&ws.id, key), "idempotency record")
+            .get_record::<Answered>(
+                cf::INBOUND,
+                &keys::idempotency(&ws.id, key),
+                "idempotency record",
+            )
             .map_err(internal)?
         {
             let mut first: serde_json::Value =
@@ -406,7 +374,7 @@ fn handle_inner(
         }
     }
     let state: Option<CohortState> = store
-        .get_record(cf::INBOUND, &cohort_key(name), "cohort state")
+        .get_record(cf::INBOUND, &keys::cohort(name), "cohort state")
         .map_err(internal)?;
     let now_ms = Utc::now().timestamp_millis();
     match &state {
@@ -471,11 +439,11 @@ fn handle_inner(
     });
     let inbound = store.cf(cf::INBOUND);
     let batch = txn.commit_batch();
-    batch.put_cf(inbound, cohort_key(name), codec::encode_record(&state));
+    batch.put_cf(inbound, keys::cohort(name), codec::encode_record(&state));
     if let Some(key) = req.idempotency_key {
         batch.put_cf(
             inbound,
-            idem_key(&ws.id, key),
+            keys::idempotency(&ws.id, key),
             codec::encode_record(&Answered {
                 at_ms: now_ms,
                 answer: answer.to_string(),

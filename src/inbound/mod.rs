@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 
 pub use rate::WindowLimiter;
 
-use crate::store::{self, cf, Store, Write};
+use crate::error::{Classify, Fault};
+use crate::store::{self, cf, keys, Store, Write};
 
 /// Errors of credential management.
 #[derive(Debug, thiserror::Error)]
@@ -33,15 +34,23 @@ pub enum Error {
     /// Not registered.
     #[error("{0} not found")]
     NotFound(String),
+    /// The machine could not give random bytes for a salt.
+    #[error("cannot read random bytes for a salt: {0}")]
+    Random(std::io::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
 }
 
-impl Error {
-    /// True for errors in what the user asked for.
-    pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Store(_))
+impl Classify for Error {
+    fn fault(&self) -> Fault {
+        match self {
+            Error::Invalid(_) => Fault::BadInput,
+            Error::Exists(_) => Fault::Conflict,
+            Error::NotFound(_) => Fault::NotFound,
+            Error::Random(_) => Fault::Internal,
+            Error::Store(e) => e.fault(),
+        }
     }
 }
 
@@ -66,7 +75,7 @@ impl Secret {
         use std::io::Read;
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut salt))
-            .map_err(|e| Error::Invalid(format!("cannot read random bytes for a salt: {e}")))?;
+            .map_err(Error::Random)?;
         Ok(Secret {
             hash: Self::digest(&salt, key),
             salt,
@@ -107,39 +116,6 @@ pub struct WriteKey {
     pub key: Secret,
     /// Creation time, Unix ms.
     pub created_ms: i64,
-}
-
-/// What listings show of a workspace (no secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkspaceView {
-    /// Workspace id.
-    pub id: String,
-    /// uid attribute.
-    pub uid_attribute: String,
-    /// anonymous id attribute.
-    pub anonymous_id_attribute: String,
-    /// Creation time.
-    pub created: String,
-}
-
-impl Workspace {
-    /// The listing form.
-    pub fn view(&self) -> WorkspaceView {
-        WorkspaceView {
-            id: self.id.clone(),
-            uid_attribute: self.uid_attribute.clone(),
-            anonymous_id_attribute: self.anonymous_id_attribute.clone(),
-            created: crate::cli::fmt_ms(self.created_ms),
-        }
-    }
-}
-
-fn workspace_key(id: &str) -> Vec<u8> {
-    [b"workspace/".as_slice(), id.as_bytes()].concat()
-}
-
-fn write_key_key(name: &str) -> Vec<u8> {
-    [b"writekey/".as_slice(), name.as_bytes()].concat()
 }
 
 fn check_name(what: &str, s: &str) -> Result<(), Error> {
@@ -187,7 +163,7 @@ pub fn add_workspace(
         created_ms: chrono::Utc::now().timestamp_millis(),
     };
     store.write_records(
-        vec![Write::record(cf::INBOUND, workspace_key(id), &w)],
+        vec![Write::record(cf::INBOUND, keys::workspace(id), &w)],
         true,
     )?;
     Ok(w)
@@ -195,12 +171,12 @@ pub fn add_workspace(
 
 /// The workspace `id`.
 pub fn workspace(store: &Store, id: &str) -> Result<Option<Workspace>, Error> {
-    Ok(store.get_record(cf::INBOUND, &workspace_key(id), "workspace record")?)
+    Ok(store.get_record(cf::INBOUND, &keys::workspace(id), "workspace record")?)
 }
 
 /// Every workspace, by id.
 pub fn workspaces(store: &Store) -> Result<Vec<Workspace>, Error> {
-    Ok(store.scan_records(cf::INBOUND, b"workspace/", "workspace record")?)
+    Ok(store.scan_records(cf::INBOUND, keys::WORKSPACE_PREFIX, "workspace record")?)
 }
 
 /// Removes workspace `id`.
@@ -208,7 +184,7 @@ pub fn remove_workspace(store: &Store, id: &str) -> Result<(), Error> {
     if workspace(store, id)?.is_none() {
         return Err(Error::NotFound(format!("workspace '{id}'")));
     }
-    store.write_records(vec![Write::Delete(cf::INBOUND, workspace_key(id))], true)?;
+    store.write_records(vec![Write::Delete(cf::INBOUND, keys::workspace(id))], true)?;
     Ok(())
 }
 
@@ -230,7 +206,7 @@ pub fn add_write_key(store: &Store, name: &str, key: &str) -> Result<WriteKey, E
         created_ms: chrono::Utc::now().timestamp_millis(),
     };
     store.write_records(
-        vec![Write::record(cf::INBOUND, write_key_key(name), &k)],
+        vec![Write::record(cf::INBOUND, keys::write_key(name), &k)],
         true,
     )?;
     Ok(k)
@@ -238,18 +214,21 @@ pub fn add_write_key(store: &Store, name: &str, key: &str) -> Result<WriteKey, E
 
 /// Every write key, by name.
 pub fn write_keys(store: &Store) -> Result<Vec<WriteKey>, Error> {
-    Ok(store.scan_records(cf::INBOUND, b"writekey/", "write key record")?)
+    Ok(store.scan_records(cf::INBOUND, keys::WRITE_KEY_PREFIX, "write key record")?)
 }
 
 /// Removes write key `name`.
 pub fn remove_write_key(store: &Store, name: &str) -> Result<(), Error> {
     if store
-        .get_record::<WriteKey>(cf::INBOUND, &write_key_key(name), "write key record")?
+        .get_record::<WriteKey>(cf::INBOUND, &keys::write_key(name), "write key record")?
         .is_none()
     {
         return Err(Error::NotFound(format!("write key '{name}'")));
     }
-    store.write_records(vec![Write::Delete(cf::INBOUND, write_key_key(name))], true)?;
+    store.write_records(
+        vec![Write::Delete(cf::INBOUND, keys::write_key(name))],
+        true,
+    )?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use flate2::read::MultiGzDecoder;
 
 /// The shape of an input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum InputFormat {
     /// One distinct id per line, no header.
     IdList,
     /// CSV with a header row.
@@ -77,7 +77,7 @@ impl Input {
     /// Guesses the format from the first line. A line that is exactly the id
     /// column's name is a one-column CSV header; `{` starts NDJSON; a comma
     /// means CSV; anything else is a bare id list.
-    pub fn detect(&mut self, id_column: &str) -> io::Result<Format> {
+    pub fn detect(&mut self, id_column: &str) -> io::Result<InputFormat> {
         let buf = self.reader.fill_buf()?;
         let first = match memchr::memchr(b'\n', buf) {
             Some(i) => &buf[..i],
@@ -86,11 +86,11 @@ impl Input {
         let first = first.strip_suffix(b"\r").unwrap_or(first);
         let first = first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(first);
         Ok(if first.trim_ascii_start().starts_with(b"{") {
-            Format::Ndjson
+            InputFormat::Ndjson
         } else if first.contains(&b',') || first.trim_ascii() == id_column.as_bytes() {
-            Format::Csv
+            InputFormat::Csv
         } else {
-            Format::IdList
+            InputFormat::IdList
         })
     }
 }
@@ -100,7 +100,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn detect(content: &[u8], gz: bool) -> (Format, bool) {
+    fn detect(content: &[u8], gz: bool) -> (InputFormat, bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut f = File::create(&path).unwrap();
@@ -118,16 +118,16 @@ mod tests {
 
     #[test]
     fn formats_and_gzip_are_detected_by_content() {
-        assert_eq!(detect(b"a1\na2\n", false), (Format::IdList, false));
+        assert_eq!(detect(b"a1\na2\n", false), (InputFormat::IdList, false));
         assert_eq!(
             detect(b"distinct_id,uid\na,1\n", false),
-            (Format::Csv, false)
+            (InputFormat::Csv, false)
         );
-        assert_eq!(detect(b"distinct_id\na\n", true), (Format::Csv, true));
+        assert_eq!(detect(b"distinct_id\na\n", true), (InputFormat::Csv, true));
         assert_eq!(
             detect(b"{\"distinct_id\":\"a\"}\n", true),
-            (Format::Ndjson, true)
+            (InputFormat::Ndjson, true)
         );
-        assert_eq!(detect(b"", false), (Format::IdList, false));
+        assert_eq!(detect(b"", false), (InputFormat::IdList, false));
     }
 }

@@ -19,9 +19,10 @@ use std::time::Instant;
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
+use crate::error::{Classify, Fault};
 use crate::progress::Progress;
 use crate::store::{self, ImportTxn, Store};
-use input::{Format, Input};
+use input::{Input, InputFormat};
 use interner::Interner;
 
 /// How many skipped lines are quoted in the summary.
@@ -54,10 +55,12 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-impl Error {
-    /// True for problems with the input rather than with the store.
-    pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Store(_))
+impl Classify for Error {
+    fn fault(&self) -> Fault {
+        match self {
+            Error::Line { .. } | Error::File { .. } => Fault::BadInput,
+            Error::Store(e) => e.fault(),
+        }
     }
 }
 
@@ -246,7 +249,7 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
         file: file.clone(),
         reason: format!("cannot read: {e}"),
     })?;
-    if matches!(kind, Kind::Users) && format == Format::IdList {
+    if matches!(kind, Kind::Users) && format == InputFormat::IdList {
         return Err(Error::Line {
             file,
             line: 1,
@@ -278,9 +281,9 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
             input_read: input.read.clone(),
         };
         let read = match format {
-            Format::IdList => idlist::read(&mut input.reader, &mut sink),
-            Format::Csv => rows::read_csv(&mut input.reader, &mut sink),
-            Format::Ndjson => rows::read_ndjson(&mut input.reader, &mut sink),
+            InputFormat::IdList => idlist::read(&mut input.reader, &mut sink),
+            InputFormat::Csv => rows::read_csv(&mut input.reader, &mut sink),
+            InputFormat::Ndjson => rows::read_ndjson(&mut input.reader, &mut sink),
         };
         // On error `sink` (and its transaction) drops here, which rolls back.
         read?;
@@ -297,7 +300,7 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
         } = sink;
         let members: RoaringBitmap = members.to_bitmap();
         // For CSV, `lines` counted the header line too.
-        let lines = lines.saturating_sub(u64::from(format == Format::Csv));
+        let lines = lines.saturating_sub(u64::from(format == InputFormat::Csv));
         let users_new = u64::from(txn.new_users());
         let attr = txn.attr_stats();
         let (segment, snapshot, member_count) = match kind {
@@ -313,9 +316,9 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
         let summary = Summary {
             file: path.to_path_buf(),
             format: match format {
-                Format::IdList => "id-list",
-                Format::Csv => "csv",
-                Format::Ndjson => "ndjson",
+                InputFormat::IdList => "id-list",
+                InputFormat::Csv => "csv",
+                InputFormat::Ndjson => "ndjson",
             },
             segment,
             snapshot,

@@ -1,21 +1,29 @@
-//! The actions on syncs, one function each, shared by the CLI and (later)
-//! the REST API: they check the status table, the limits and the cool-off,
-//! and say precisely why when they refuse. Runs themselves are the
-//! pipeline's; [`check_run`] is what must hold before one starts.
+//! The actions on syncs, one function each, shared by the CLI, the REST
+//! API and the scheduler: they check the status table, the limits and the
+//! cool-off, and say precisely why when they refuse.
+//!
+//! Runs go through here too: [`start_run`] checks that a run may start and
+//! plans (or resumes) its execution; [`StartedRun::execute`] hands it to the
+//! pipeline and then settles what the outcome means for the sync (status,
+//! last complete execution, notification) in one synced write. [`run`] is
+//! both in one call.
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::limits::{ConfigFileError, LimitReached, Limits};
+use super::limits::{self, LimitReached};
+use super::notify;
 use super::rules::{self, Action, Refused};
 use super::{
     schedule, ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus, Trigger,
 };
-use crate::destination;
+use crate::config;
+use crate::destination::{self, Destination};
+use crate::error::{Classify, Fault};
+use crate::pipeline::{self, Outcome, RunOptions};
 use crate::plan;
 use crate::store::{self, Store};
 
-/// Why an action did not happen. [`ActionError::status`] maps each to the
-/// REST API's status code.
+/// Why an action did not happen.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ActionError {
@@ -43,33 +51,32 @@ pub enum ActionError {
     /// Invalid destination configuration.
     #[error(transparent)]
     DestinationConfig(#[from] destination::ConfigError),
-    /// Unreadable `segsync.toml`.
+    /// Unreadable or invalid `segsync.toml`.
     #[error(transparent)]
-    Config(#[from] ConfigFileError),
+    Config(#[from] config::Error),
+    /// The execution could not be run.
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
 }
 
-impl ActionError {
-    /// The HTTP status for this error: 400 bad input, 404 unknown, 409 not
-    /// allowed now, 429 limit reached, 500 otherwise.
-    pub fn status(&self) -> u16 {
+impl Classify for ActionError {
+    fn fault(&self) -> Fault {
         match self {
-            ActionError::NotFound(_) => 404,
-            ActionError::Invalid(_) | ActionError::DestinationConfig(_) => 400,
-            ActionError::Refused(_) | ActionError::Conflict(_) => 409,
-            ActionError::Limit(_) => 429,
-            ActionError::Plan(e) if e.is_bad_input() => 404,
-            ActionError::Destination(destination::Error::NotFound(_)) => 404,
-            ActionError::Destination(e) if e.is_bad_input() => 400,
-            _ => 500,
+            ActionError::NotFound(_) => Fault::NotFound,
+            ActionError::Invalid(_) => Fault::BadInput,
+            ActionError::Refused(e) => e.fault(),
+            ActionError::Conflict(_) => Fault::Conflict,
+            ActionError::Limit(e) => e.fault(),
+            ActionError::Plan(e) => e.fault(),
+            ActionError::Destination(e) => e.fault(),
+            ActionError::DestinationConfig(e) => e.fault(),
+            ActionError::Config(e) => e.fault(),
+            ActionError::Pipeline(e) => e.fault(),
+            ActionError::Store(e) => e.fault(),
         }
-    }
-
-    /// True for errors in what was asked (CLI exit code 2).
-    pub fn is_bad_input(&self) -> bool {
-        self.status() < 500
     }
 }
 
@@ -110,12 +117,6 @@ impl NewSync {
     }
 }
 
-fn utc_day_start(now: DateTime<Utc>) -> i64 {
-    now.date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map_or(0, |d| d.and_utc().timestamp_millis())
-}
-
 fn check_emails(emails: &[String]) -> Result<(), ActionError> {
     for e in emails {
         let ok = e.split_once('@').is_some_and(|(u, d)| {
@@ -145,7 +146,7 @@ pub fn load(store: &Store, id: u32) -> Result<SyncRecord, ActionError> {
 
 /// Creates a sync, enforcing the seed's limits and the inactive rule.
 pub fn create(store: &Store, req: NewSync, now: DateTime<Utc>) -> Result<SyncRecord, ActionError> {
-    let limits = Limits::load(store.dir())?;
+    let limits = config::load(store.dir())?.limits;
     let seg = store
         .segment(&req.segment)?
         .ok_or_else(|| plan::Error::NoSegment(req.segment.clone()))?;
@@ -182,31 +183,7 @@ pub fn create(store: &Store, req: NewSync, now: DateTime<Utc>) -> Result<SyncRec
             blocking.id, seg.name, req.destination, blocking.id
         )));
     }
-    let live = all
-        .iter()
-        .filter(|s| s.status != SyncStatus::Archived)
-        .count() as u32;
-    if live >= limits.max_active_syncs {
-        return Err(LimitReached {
-            what: "active syncs",
-            count: live,
-            max: limits.max_active_syncs,
-            hint: "archive a sync, or raise max_active_syncs in segsync.toml".into(),
-        }
-        .into());
-    }
-    let today = utc_day_start(now);
-    let created_today = all.iter().filter(|s| s.created_ms >= today).count() as u32;
-    if created_today >= limits.max_syncs_created_per_day {
-        return Err(LimitReached {
-            what: "syncs created today",
-            count: created_today,
-            max: limits.max_syncs_created_per_day,
-            hint: "try again tomorrow (UTC), or raise max_syncs_created_per_day in segsync.toml"
-                .into(),
-        }
-        .into());
-    }
+    limits::check_create(&limits, &all, now)?;
     let now_ms = now.timestamp_millis();
     let rec = SyncRecord {
         id: store.next_id("sync")?,
@@ -319,7 +296,7 @@ pub fn edit(
             .map_or("none".to_string(), |t| t.to_rfc3339()),
         s.notify.join(", ")
     );
-    super::notify::notify(store, &s, super::notify::Kind::ConfigUpdate, &detail);
+    notify::notify(store, &s, notify::Kind::ConfigUpdate, &detail);
     Ok(s)
 }
 
@@ -379,42 +356,158 @@ pub fn check_run(
             return Ok(());
         }
     }
-    let limits = Limits::load(store.dir())?;
-    if sync.status == SyncStatus::Failed {
-        if let Some(finished) = last.as_ref().and_then(|l| l.finished_ms) {
-            let until =
-                finished + Duration::minutes(i64::from(limits.cool_off_minutes)).num_milliseconds();
-            if now.timestamp_millis() < until {
-                let at = DateTime::from_timestamp_millis(until).unwrap_or(now);
-                return Err(ActionError::Conflict(format!(
-                    "the last run failed less than {} minutes ago; a retry is possible from {} (cool-off)",
-                    limits.cool_off_minutes,
-                    at.format("%Y-%m-%dT%H:%M:%SZ")
-                )));
-            }
-        }
+    let limits = config::load(store.dir())?.limits;
+    if let Some(at) = limits::cool_off_until(&limits, sync, last.as_ref(), now) {
+        return Err(ActionError::Conflict(format!(
+            "the last run failed less than {} minutes ago; a retry is possible from {} (cool-off)",
+            limits.cool_off_minutes,
+            at.format("%Y-%m-%dT%H:%M:%SZ")
+        )));
     }
     if trigger != Trigger::Scheduled {
-        let today = utc_day_start(now);
-        let mut count = 0u32;
-        for s in SyncRecord::all(store)? {
-            count += ExecutionRecord::all(store, s.id)?
-                .iter()
-                .filter(|e| e.trigger != Trigger::Scheduled && e.started_ms >= today)
-                .count() as u32;
-        }
-        if count >= limits.max_resyncs_per_day {
-            return Err(LimitReached {
-                what: "ad hoc runs and resyncs today",
-                count,
-                max: limits.max_resyncs_per_day,
-                hint: "try again tomorrow (UTC), or raise max_resyncs_per_day in segsync.toml"
-                    .into(),
-            }
-            .into());
-        }
+        limits::check_ad_hoc_runs(store, &limits, now)??;
     }
     Ok(())
+}
+
+/// A run that may start, with its execution planned (or resumed) and
+/// persisted: ready to execute.
+#[derive(Debug)]
+pub struct StartedRun {
+    sync: SyncRecord,
+    exec: ExecutionRecord,
+    dest: Destination,
+}
+
+/// Checks that a run of `trigger` may start now (status table, limits,
+/// cool-off), then resumes the sync's execution left processing or plans a
+/// new one. The plan is persisted before this returns.
+pub fn start_run(
+    store: &Store,
+    sync_id: u32,
+    trigger: Trigger,
+    now: DateTime<Utc>,
+) -> Result<StartedRun, ActionError> {
+    let mut sync = load(store, sync_id)?;
+    let dest = destination::get(store, &sync.destination)?.validated()?;
+    check_run(store, &sync, trigger, dest.allow_resync, now)?;
+    let resumable = match sync.last_execution {
+        Some(seq) => ExecutionRecord::load(store, sync.id, seq)?
+            .filter(|e| e.status == ExecStatus::Processing),
+        None => None,
+    };
+    let exec = match resumable {
+        Some(e) => {
+            tracing::info!(
+                sync = sync.id,
+                execution = e.seq,
+                pages_done = e.pages_done,
+                "resuming execution"
+            );
+            e
+        }
+        None => plan::plan_execution(store, &mut sync, dest.page_size.get(), trigger)?,
+    };
+    Ok(StartedRun { sync, exec, dest })
+}
+
+impl StartedRun {
+    /// The execution that will run.
+    pub fn execution(&self) -> &ExecutionRecord {
+        &self.exec
+    }
+
+    /// Runs the execution through the pipeline, then records its outcome:
+    /// the execution's end and the sync's status (active after success,
+    /// failed after a failure) and last complete execution in one synced
+    /// write, then the notification. An execution interrupted by shutdown
+    /// stays processing and changes nothing about the sync.
+    pub fn execute(self, store: &Store, opts: &RunOptions) -> Result<ExecutionRecord, ActionError> {
+        let StartedRun {
+            mut sync,
+            exec,
+            dest,
+        } = self;
+        let done = pipeline::execute(store, &sync, exec, dest, opts)?;
+        let exec = done.exec.clone();
+        let kind = match &done.outcome {
+            Outcome::Interrupted => return Ok(exec),
+            Outcome::Complete => {
+                sync.last_complete = Some(exec.seq);
+                sync.status = rules::after_run(true);
+                notify::Kind::Success
+            }
+            Outcome::Failed(_) => {
+                sync.status = rules::after_run(false);
+                notify::Kind::Failure
+            }
+        };
+        let mut writes = done.final_writes();
+        writes.push(sync.write());
+        store.write_records(writes, true)?;
+        let detail = match kind {
+            notify::Kind::Success => format!(
+                "Execution {} complete: {} users added, {} removed, {} in the segment with the attribute, {} pages.",
+                exec.execution_id(),
+                exec.added,
+                exec.removed,
+                exec.total,
+                exec.pages_done
+            ),
+            _ => format!(
+                "Execution {} failed after {} of {} pages: {}",
+                exec.execution_id(),
+                exec.pages_done,
+                exec.total_pages,
+                exec.error.as_deref().unwrap_or("unknown error")
+            ),
+        };
+        notify::notify(store, &sync, kind, &detail);
+        crate::metrics::execution_ended(
+            exec.status == ExecStatus::Complete,
+            u64::try_from(exec.finished_ms.unwrap_or(exec.started_ms) - exec.started_ms)
+                .unwrap_or(0),
+        );
+        tracing::info!(
+            sync = sync.id,
+            execution = exec.seq,
+            status = ?exec.status,
+            pages = exec.pages_done,
+            requests = exec.requests,
+            "execution finished"
+        );
+        Ok(exec)
+    }
+}
+
+/// Runs sync `sync_id` once, now: [`start_run`] then
+/// [`StartedRun::execute`]. Returns the execution as it ended (complete,
+/// failed, or still processing after a shutdown).
+pub fn run(
+    store: &Store,
+    sync_id: u32,
+    trigger: Trigger,
+    opts: &RunOptions,
+) -> Result<ExecutionRecord, ActionError> {
+    start_run(store, sync_id, trigger, Utc::now())?.execute(store, opts)
+}
+
+/// Removes a destination that no sync uses any more (archived syncs keep
+/// its name in their history only).
+pub fn remove_destination(store: &Store, name: &str) -> Result<(), ActionError> {
+    destination::get(store, name)?;
+    let users: Vec<String> = SyncRecord::all(store)?
+        .into_iter()
+        .filter(|s| s.destination == name && s.status != SyncStatus::Archived)
+        .map(|s| s.id.to_string())
+        .collect();
+    if !users.is_empty() {
+        return Err(ActionError::Conflict(format!(
+            "destination '{name}' is used by sync(s) {}; archive them first",
+            users.join(", ")
+        )));
+    }
+    Ok(destination::remove(store, name)?)
 }
 
 /// The next scheduled run, if any (for `sync show`).
@@ -422,7 +515,7 @@ pub fn next_run(s: &SyncRecord, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if !matches!(s.status, SyncStatus::Active) {
         return None;
     }
-    let t = s.timing();
+    let t = schedule::Timing::of(s);
     match s.schedule {
         Schedule::Once if s.last_execution.is_some() => None,
         Schedule::Once => Some(t.start.max(now)),

@@ -1,126 +1,19 @@
-//! Account limits and the cool-off, from `segsync.toml` in the data dir:
+//! The seed's account limits and the cool-off, checked before a sync is
+//! created or a run starts. The numbers come from `[limits]` in
+//! `segsync.toml` ([`crate::config::SyncLimits`]); this module counts what
+//! they limit and says precisely which limit was reached.
 //!
-//! ```toml
-//! [limits]
-//! max_active_syncs = 10           # syncs not archived (active, paused, failed, inactive)
-//! max_syncs_created_per_day = 10  # per UTC day
-//! max_resyncs_per_day = 20        # ad hoc runs and resyncs, per UTC day
-//! cool_off_minutes = 30           # before a failed run may be retried
-//! ```
-//!
-//! Missing file or keys mean the seed's defaults. Unknown keys are refused,
-//! so a typo cannot silently leave a limit at its default.
+//! "Active syncs" counts every sync not archived (the seed lists active,
+//! paused, inactive and failed under that limit). Syncs created, and ad hoc
+//! runs plus resyncs, are counted per UTC day, store-wide. Scheduled runs
+//! and resuming an execution left processing count towards nothing.
 
-use std::path::{Path, PathBuf};
+use chrono::{DateTime, Duration, Utc};
 
-use serde::Deserialize;
-
-/// The limits in force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Syncs that are not archived.
-    pub max_active_syncs: u32,
-    /// Syncs created per UTC day.
-    pub max_syncs_created_per_day: u32,
-    /// Ad hoc runs and resyncs per UTC day.
-    pub max_resyncs_per_day: u32,
-    /// Minutes after a failed run before it may be retried.
-    pub cool_off_minutes: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_active_syncs: 10,
-            max_syncs_created_per_day: 10,
-            max_resyncs_per_day: 20,
-            cool_off_minutes: 30,
-        }
-    }
-}
-
-/// The whole of `segsync.toml`: one schema, unknown sections and keys
-/// refused, so a typo is an error instead of a silent default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    /// `[limits]`.
-    #[serde(default)]
-    pub limits: Limits,
-    /// `[smtp]`, if notifications are to be emailed.
-    #[serde(default)]
-    pub smtp: Option<super::notify::SmtpConfig>,
-    /// `[inbound]`: limits of the Cohort Sync receiver.
-    #[serde(default)]
-    pub inbound: InboundLimits,
-}
-
-/// `[inbound]` in `segsync.toml`: what the Cohort Sync receiver of `serve`
-/// accepts (the API's own limits by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InboundLimits {
-    /// Requests per minute per workspace.
-    pub cohort_rpm: u32,
-    /// Largest request body, bytes.
-    pub cohort_max_body_bytes: u32,
-    /// Hours an answered `Idempotency-Key` is remembered.
-    pub idempotency_retention_hours: u32,
-}
-
-impl Default for InboundLimits {
-    fn default() -> Self {
-        InboundLimits {
-            cohort_rpm: crate::destination::config::COHORT_RPM,
-            cohort_max_body_bytes: crate::destination::config::COHORT_MAX_BODY,
-            idempotency_retention_hours: crate::inbound::cohort::IDEMPOTENCY_RETENTION_HOURS,
-        }
-    }
-}
-
-impl ConfigFile {
-    /// Reads a data dir's `segsync.toml` (defaults when there is none).
-    pub fn load(data_dir: &Path) -> Result<ConfigFile, ConfigFileError> {
-        let path = config_path(data_dir);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
-            Err(e) => {
-                return Err(ConfigFileError {
-                    path,
-                    reason: e.to_string(),
-                })
-            }
-        };
-        toml::from_str(&text).map_err(|e| ConfigFileError {
-            path,
-            reason: e.to_string(),
-        })
-    }
-}
-
-/// A config file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct ConfigFileError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong (with the key and line, from the TOML parser).
-    pub reason: String,
-}
-
-/// Path of the config file of a data dir.
-pub fn config_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("segsync.toml")
-}
-
-impl Limits {
-    /// Reads the limits of a data dir (defaults when there is no file).
-    pub fn load(data_dir: &Path) -> Result<Limits, ConfigFileError> {
-        ConfigFile::load(data_dir).map(|c| c.limits)
-    }
-}
+use super::{ExecutionRecord, SyncRecord, SyncStatus, Trigger};
+use crate::config::SyncLimits;
+use crate::error::{Classify, Fault};
+use crate::store::{self, Store};
 
 /// A limit was reached (the API answers 429).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,33 +29,87 @@ pub struct LimitReached {
     pub hint: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_file_values_and_typos() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Limits::load(dir.path()).unwrap(), Limits::default());
-        std::fs::write(
-            config_path(dir.path()),
-            "[limits]\nmax_active_syncs = 12\ncool_off_minutes = 0\n",
-        )
-        .unwrap();
-        let l = Limits::load(dir.path()).unwrap();
-        assert_eq!(
-            (
-                l.max_active_syncs,
-                l.cool_off_minutes,
-                l.max_resyncs_per_day
-            ),
-            (12, 0, 20)
-        );
-        std::fs::write(config_path(dir.path()), "[limits]\nmax_active_sync = 12\n").unwrap();
-        let e = Limits::load(dir.path()).unwrap_err().to_string();
-        assert!(
-            e.contains("segsync.toml") && e.contains("max_active_sync"),
-            "{e}"
-        );
+impl Classify for LimitReached {
+    fn fault(&self) -> Fault {
+        Fault::Limit
     }
+}
+
+fn utc_day_start(now: DateTime<Utc>) -> i64 {
+    now.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |d| d.and_utc().timestamp_millis())
+}
+
+/// Whether one more sync may be created, given every sync there is.
+pub fn check_create(
+    limits: &SyncLimits,
+    all: &[SyncRecord],
+    now: DateTime<Utc>,
+) -> Result<(), LimitReached> {
+    let live = all
+        .iter()
+        .filter(|s| s.status != SyncStatus::Archived)
+        .count() as u32;
+    if live >= limits.max_active_syncs {
+        return Err(LimitReached {
+            what: "active syncs",
+            count: live,
+            max: limits.max_active_syncs,
+            hint: "archive a sync, or raise max_active_syncs in segsync.toml".into(),
+        });
+    }
+    let today = utc_day_start(now);
+    let created_today = all.iter().filter(|s| s.created_ms >= today).count() as u32;
+    if created_today >= limits.max_syncs_created_per_day {
+        return Err(LimitReached {
+            what: "syncs created today",
+            count: created_today,
+            max: limits.max_syncs_created_per_day,
+            hint: "try again tomorrow (UTC), or raise max_syncs_created_per_day in segsync.toml"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether one more ad hoc run or resync may start today (store-wide).
+pub fn check_ad_hoc_runs(
+    store: &Store,
+    limits: &SyncLimits,
+    now: DateTime<Utc>,
+) -> Result<Result<(), LimitReached>, store::Error> {
+    let today = utc_day_start(now);
+    let mut count = 0u32;
+    for s in SyncRecord::all(store)? {
+        count += ExecutionRecord::all(store, s.id)?
+            .iter()
+            .filter(|e| e.trigger != Trigger::Scheduled && e.started_ms >= today)
+            .count() as u32;
+    }
+    if count >= limits.max_resyncs_per_day {
+        return Ok(Err(LimitReached {
+            what: "ad hoc runs and resyncs today",
+            count,
+            max: limits.max_resyncs_per_day,
+            hint: "try again tomorrow (UTC), or raise max_resyncs_per_day in segsync.toml".into(),
+        }));
+    }
+    Ok(Ok(()))
+}
+
+/// When a failed sync may run again: `cool_off_minutes` after its failed
+/// execution finished. `None` when no cool-off applies now.
+pub fn cool_off_until(
+    limits: &SyncLimits,
+    sync: &SyncRecord,
+    last: Option<&ExecutionRecord>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if sync.status != SyncStatus::Failed {
+        return None;
+    }
+    let finished = last?.finished_ms?;
+    let until = finished + Duration::minutes(i64::from(limits.cool_off_minutes)).num_milliseconds();
+    (now.timestamp_millis() < until).then(|| DateTime::from_timestamp_millis(until).unwrap_or(now))
 }

@@ -1,50 +1,19 @@
 //! Notifications on configuration updates, successful executions and
 //! failures, to a sync's email addresses. Every notification is recorded in
-//! the outbox (the `events` family) first; when `[smtp]` is configured in
-//! `segsync.toml` it is also sent, and the outcome recorded. A delivery
-//! failure is logged and kept in the outbox, never turned into a sync error.
-//!
-//! ```toml
-//! [smtp]
-//! host = "127.0.0.1"
-//! port = 25
-//! from = "segsync@example.com"
-//! ```
-//!
-//! (Plain SMTP, as to a local relay; the relay handles TLS onwards.)
+//! the outbox (the `events` family) by the action that causes it; when
+//! `[smtp]` is configured in `segsync.toml` it is marked pending, and
+//! [`deliver_pending`] sends it and records the outcome. Mail is never sent
+//! inside an action or a request: `serve` delivers the outbox from a
+//! background task, a CLI command after its work is done. A delivery failure
+//! is logged and kept in the outbox, never turned into a sync error.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::limits::{ConfigFile, ConfigFileError};
 use super::SyncRecord;
-use crate::store::{self, cf, Store, Write};
-
-/// Where notifications are sent.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
-    /// Relay host.
-    pub host: String,
-    /// Relay port (default 25).
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Sender address.
-    pub from: String,
-}
-
-fn default_port() -> u16 {
-    25
-}
-
-impl SmtpConfig {
-    /// The `[smtp]` section of a data dir's `segsync.toml`, if any.
-    pub fn load(data_dir: &Path) -> Result<Option<SmtpConfig>, ConfigFileError> {
-        ConfigFile::load(data_dir).map(|c| c.smtp)
-    }
-}
+use crate::config::{self, Smtp};
+use crate::store::{self, cf, keys, Store, Write};
 
 /// Why a notification was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +39,8 @@ pub enum Delivery {
     Sent,
     /// The SMTP server could not be reached or refused it.
     Failed(String),
+    /// Waiting for the outbox to be delivered.
+    Pending,
 }
 
 /// One notification, as kept in the outbox.
@@ -93,20 +64,12 @@ pub struct Notification {
     pub delivery: Delivery,
 }
 
-const PREFIX: &[u8] = b"notification/";
-
-fn key(id: u32) -> Vec<u8> {
-    let mut k = PREFIX.to_vec();
-    k.extend_from_slice(&id.to_be_bytes());
-    k
-}
-
 /// Every notification, oldest first.
 pub fn list(store: &Store) -> store::Result<Vec<Notification>> {
-    store.scan_records(cf::EVENTS, PREFIX, "notification")
+    store.scan_records(cf::EVENTS, keys::NOTIFICATION_PREFIX, "notification")
 }
 
-fn send(smtp: &SmtpConfig, n: &Notification) -> Result<(), String> {
+fn send(smtp: &Smtp, n: &Notification) -> Result<(), String> {
     use lettre::message::Mailbox;
     use lettre::Transport;
     let from: Mailbox = smtp
@@ -129,8 +92,8 @@ fn send(smtp: &SmtpConfig, n: &Notification) -> Result<(), String> {
     transport.send(&msg).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Records (and with SMTP configured, sends) a notification about `sync`.
-/// Returns it as recorded; never fails the caller for a delivery problem.
+/// Records a notification about `sync` in the outbox, pending delivery when
+/// SMTP is configured. Returns it as recorded; never fails the caller.
 pub fn notify(store: &Store, sync: &SyncRecord, kind: Kind, detail: &str) -> Option<Notification> {
     if sync.notify.is_empty() {
         return None;
@@ -147,7 +110,12 @@ pub fn notify(store: &Store, sync: &SyncRecord, kind: Kind, detail: &str) -> Opt
             return None;
         }
     };
-    let mut n = Notification {
+    let delivery = match config::load(store.dir()) {
+        Ok(c) if c.smtp.is_some() => Delivery::Pending,
+        Ok(_) => Delivery::Recorded,
+        Err(e) => Delivery::Failed(e.to_string()),
+    };
+    let n = Notification {
         id,
         at_ms: chrono::Utc::now().timestamp_millis(),
         sync_id: sync.id,
@@ -161,31 +129,77 @@ pub fn notify(store: &Store, sync: &SyncRecord, kind: Kind, detail: &str) -> Opt
             "Sync {} of segment '{}' to '{}': {what}.\n\n{detail}\n",
             sync.id, sync.segment, sync.destination
         ),
-        delivery: Delivery::Recorded,
+        delivery,
     };
-    let save = |n: &Notification| {
-        if let Err(e) = store.write_records(vec![Write::record(cf::EVENTS, key(n.id), n)], false) {
-            tracing::error!(error = %e, "cannot record a notification");
-        }
-    };
-    // Recorded before any attempt, so a crash mid-send still leaves it.
-    save(&n);
-    match SmtpConfig::load(store.dir()) {
-        Ok(None) => {}
-        Ok(Some(smtp)) => {
-            n.delivery = match send(&smtp, &n) {
-                Ok(()) => Delivery::Sent,
-                Err(e) => {
-                    tracing::warn!(error = %e, sync = sync.id, "notification not delivered");
-                    Delivery::Failed(e)
-                }
-            };
-            save(&n);
-        }
-        Err(e) => {
-            n.delivery = Delivery::Failed(e.to_string());
-            save(&n);
-        }
+    let mut writes = vec![Write::record(cf::EVENTS, keys::notification(n.id), &n)];
+    if n.delivery == Delivery::Pending {
+        writes.push(Write::Put(
+            cf::EVENTS,
+            keys::pending_notification(n.id),
+            Vec::new(),
+        ));
+    }
+    // Synced: the outbox is what survives a crash before delivery.
+    if let Err(e) = store.write_records(writes, true) {
+        tracing::error!(error = %e, "cannot record a notification");
     }
     Some(n)
+}
+
+/// Sends every pending notification through `smtp` (or, without SMTP
+/// configured any more, marks them recorded) and records each outcome.
+/// Returns how many were attempted.
+pub fn deliver_pending(store: &Store, smtp: Option<&Smtp>) -> store::Result<usize> {
+    let pending = store.scan_keys(cf::EVENTS, keys::PENDING_NOTIFICATION_PREFIX)?;
+    let mut attempted = 0;
+    for key in pending {
+        let Some(id) = key
+            .strip_prefix(keys::PENDING_NOTIFICATION_PREFIX)
+            .and_then(keys::read_u32)
+        else {
+            continue;
+        };
+        let Some(mut n) = store.get_record::<Notification>(
+            cf::EVENTS,
+            &keys::notification(id),
+            "notification",
+        )?
+        else {
+            continue;
+        };
+        n.delivery = match smtp {
+            None => Delivery::Recorded,
+            Some(smtp) => match send(smtp, &n) {
+                Ok(()) => Delivery::Sent,
+                Err(e) => {
+                    tracing::warn!(error = %e, sync = n.sync_id, "notification not delivered");
+                    Delivery::Failed(e)
+                }
+            },
+        };
+        attempted += 1;
+        store.write_records(
+            vec![
+                Write::record(cf::EVENTS, keys::notification(id), &n),
+                Write::Delete(cf::EVENTS, key),
+            ],
+            true,
+        )?;
+    }
+    Ok(attempted)
+}
+
+/// Delivers the outbox with the data dir's current `[smtp]` settings (for
+/// a CLI command once its work is done).
+pub fn deliver_outbox(store: &Store) {
+    let smtp = match config::load(store.dir()) {
+        Ok(c) => c.smtp,
+        Err(e) => {
+            tracing::warn!(error = %e, "notifications not delivered");
+            return;
+        }
+    };
+    if let Err(e) = deliver_pending(store, smtp.as_ref()) {
+        tracing::error!(error = %e, "cannot deliver the notification outbox");
+    }
 }

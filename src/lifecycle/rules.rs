@@ -79,6 +79,12 @@ pub struct Refused {
     pub why: &'static str,
 }
 
+impl crate::error::Classify for Refused {
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Conflict
+    }
+}
+
 /// Checks an action against the table; `resync_allowed` is the
 /// destination's setting.
 pub fn check(status: SyncStatus, action: Action, resync_allowed: bool) -> Result<(), Refused> {

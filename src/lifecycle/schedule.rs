@@ -14,7 +14,7 @@
 use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::{Frequency, Schedule};
+use super::{Frequency, Schedule, SyncRecord};
 
 /// Inactive syncs are archived this long after they ended (the seed).
 pub const ARCHIVE_AFTER: Duration = Duration::days(30);
@@ -28,6 +28,18 @@ pub struct Timing {
     pub end: Option<DateTime<Utc>>,
     /// Zone whose wall clock the slots follow.
     pub tz: Tz,
+}
+
+impl Timing {
+    /// A sync's start, end and zone (UTC if its stored zone no longer parses).
+    pub fn of(s: &SyncRecord) -> Timing {
+        let ts = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        Timing {
+            start: ts(s.start_ms),
+            end: s.end_ms.map(ts),
+            tz: s.timezone.parse().unwrap_or(Tz::UTC),
+        }
+    }
 }
 
 fn to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {

@@ -5,14 +5,15 @@
 //!
 //! These writes go to RocksDB's WAL without fsync: a process crash (`kill
 //! -9`) cannot lose them; a power cut can lose the last few, which are then
-//! re-sent — still at-least-once. The final status write is synced.
+//! re-sent — still at-least-once. The final status write is synced: an
+//! interrupted run writes it here ([`finish`]); a finished one is committed
+//! by the lifecycle together with the sync record ([`final_writes`]).
 
 use crossbeam::channel::Receiver;
 use roaring::RoaringBitmap;
 
-use crate::lifecycle::{BitmapKind, ExecutionRecord};
 use crate::progress::Progress;
-use crate::store::{self, Store};
+use crate::store::{self, BitmapKind, ExecStatus, ExecutionRecord, Store, Write};
 
 /// What the sender reports for a page.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +28,8 @@ pub(crate) enum Event {
     Failed { requests: u32 },
 }
 
-/// Applies events until the channel closes; returns the final counts.
+/// Applies events until the channel closes, updating `exec`'s counts and
+/// `done` in place and writing both (unsynced) after each batch of events.
 pub(crate) fn run(
     store: &Store,
     exec: &mut ExecutionRecord,
@@ -65,4 +67,57 @@ pub(crate) fn run(
         progress.inc(acked);
     }
     Ok(())
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every page acknowledged.
+    Complete,
+    /// Stopped by an error (the message is the execution's error too).
+    Failed(String),
+    /// Stopped by shutdown: checkpointed, still processing; the next run
+    /// resumes it.
+    Interrupted,
+}
+
+/// Settles the execution record once no page is in flight: on shutdown the
+/// checkpoint is written (synced) and the execution stays processing;
+/// otherwise its status, end time and error are set, to be committed with
+/// [`final_writes`].
+pub(crate) fn finish(
+    store: &Store,
+    exec: &mut ExecutionRecord,
+    done: &RoaringBitmap,
+    failure: Option<String>,
+    cancelled: bool,
+) -> store::Result<Outcome> {
+    if cancelled && failure.is_none() && exec.pages_done < exec.total_pages {
+        store.write_records(final_writes(exec, done), true)?;
+        tracing::info!(
+            sync = exec.sync_id,
+            execution = exec.seq,
+            pages_done = exec.pages_done,
+            "execution interrupted by shutdown; it resumes at the next start"
+        );
+        return Ok(Outcome::Interrupted);
+    }
+    exec.finished_ms = Some(chrono::Utc::now().timestamp_millis());
+    Ok(match failure {
+        None if exec.pages_done >= exec.total_pages => {
+            exec.status = ExecStatus::Complete;
+            Outcome::Complete
+        }
+        other => {
+            let msg = other.unwrap_or_else(|| "the run ended with pages not delivered".into());
+            exec.status = ExecStatus::Failed;
+            exec.error = Some(msg.clone());
+            Outcome::Failed(msg)
+        }
+    })
+}
+
+/// The execution record and its acknowledged pages, as last written.
+pub(crate) fn final_writes(exec: &ExecutionRecord, done: &RoaringBitmap) -> Vec<Write> {
+    vec![exec.write(), exec.bitmap_write(BitmapKind::DonePages, done)]
 }

@@ -12,37 +12,39 @@
 //! every acknowledged page. Channels are bounded, so memory is proportional
 //! to the pages in flight, never to the segment. Blocking work (RocksDB,
 //! rendering) runs on threads, network work on a tokio runtime.
+//!
+//! The pipeline only executes: whether a run may start, and what its
+//! outcome means for the sync (status, notifications), are the lifecycle's
+//! ([`crate::lifecycle::actions::run`]). [`execute`] returns an
+//! [`Executed`] whose final writes the lifecycle commits together with the
+//! sync record, in one synced batch.
 
 mod checkpoint;
 mod pager;
+pub mod probe;
 pub mod rate;
 mod render;
 pub mod send;
 
 use std::sync::Mutex;
 
-use bytes::Bytes;
 use crossbeam::channel;
 use roaring::RoaringBitmap;
 
 use crate::destination::{self, cohort_sync, segment_sync, ConfigError, Destination, FormatSpec};
-use crate::lifecycle::{actions, notify, rules};
-use crate::lifecycle::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord, Trigger};
+use crate::error::{Classify, Fault};
 use crate::plan;
 use crate::progress::Progress;
-use crate::store::{self, Store};
+use crate::store::{self, BitmapKind, ExecutionRecord, Store, SyncRecord, Write};
 
-pub use pager::total_pages;
-
-/// What a sender task reports: page, users skipped, users sent, outcome.
-type PageResult = (u32, u32, u32, Result<send::PageStats, send::PageError>);
+pub use checkpoint::Outcome;
 
 /// Errors that stop an execution from being run at all. (A run that starts
 /// and fails ends as a failed execution, not as an error.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No such sync.
+    /// No such sync or execution.
     #[error("sync {0} not found (see `segsync sync list`)")]
     NoSync(u32),
     /// Planning failed (segment or attribute missing).
@@ -60,23 +62,20 @@ pub enum Error {
     /// The HTTP client or runtime could not start.
     #[error("cannot start the sender: {0}")]
     Start(String),
-    /// A pipeline thread died.
+    /// A pipeline thread died, or the plan no longer fits the destination.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The run is not allowed now (status, limit, cool-off).
-    #[error(transparent)]
-    Action(#[from] crate::lifecycle::actions::ActionError),
 }
 
-impl Error {
-    /// True for errors in what the user asked for.
-    pub fn is_bad_input(&self) -> bool {
+impl Classify for Error {
+    fn fault(&self) -> Fault {
         match self {
-            Error::NoSync(_) | Error::Config(_) => true,
-            Error::Action(e) => e.is_bad_input(),
-            Error::Plan(e) => e.is_bad_input(),
-            Error::Destination(e) => e.is_bad_input(),
-            Error::Store(_) | Error::Start(_) | Error::Internal(_) => false,
+            Error::NoSync(_) => Fault::NotFound,
+            Error::Plan(e) => e.fault(),
+            Error::Destination(e) => e.fault(),
+            Error::Config(e) => e.fault(),
+            Error::Store(e) => e.fault(),
+            Error::Start(_) | Error::Internal(_) => Fault::Internal,
         }
     }
 }
@@ -104,36 +103,12 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs sync `sync_id` once: resumes its execution left processing, or plans
-/// a new one for `trigger`; returns the execution as it ended (complete or
-/// failed). Refuses what the status table, limits or cool-off forbid.
-pub fn run_sync(
-    store: &Store,
-    sync_id: u32,
-    trigger: Trigger,
-    opts: &RunOptions,
-) -> Result<ExecutionRecord, Error> {
-    let mut sync = SyncRecord::load(store, sync_id)?.ok_or(Error::NoSync(sync_id))?;
-    let dest = destination::get(store, &sync.destination)?.validated()?;
-    actions::check_run(store, &sync, trigger, dest.allow_resync, chrono::Utc::now())?;
-    let resumable = match sync.last_execution {
-        Some(seq) => ExecutionRecord::load(store, sync.id, seq)?
-            .filter(|e| e.status == ExecStatus::Processing),
-        None => None,
-    };
-    let exec = match resumable {
-        Some(e) => {
-            tracing::info!(
-                sync = sync.id,
-                execution = e.seq,
-                pages_done = e.pages_done,
-                "resuming execution"
-            );
-            e
-        }
-        None => plan::plan_execution(store, &mut sync, dest.page_size.get(), trigger)?,
-    };
-    execute(store, &mut sync, exec, dest, opts)
+impl RunOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
 
 /// The renderer of one execution: the synced attribute, the values' as-of
@@ -153,14 +128,14 @@ fn renderer_for<'a>(
         .attr_id(&sync.attribute)
         .ok_or_else(|| plan::Error::UnknownAttribute(sync.attribute.clone()))?;
     let format = match &dest.format {
-        FormatSpec::Custom => {
+        FormatSpec::SegmentSync => {
             let ids = segment_sync::Ids {
                 sync_id: sync.id.to_string(),
                 sync_name: sync.segment.clone(),
                 execution_id: exec.execution_id(),
                 integration_id: format!("{}-{}", dest.id, sync.id),
             };
-            render::Body::Custom(segment_sync::SegmentSyncFormat::new(
+            render::Body::SegmentSync(segment_sync::SegmentSyncFormat::new(
                 dest,
                 &sync.attribute,
                 &ids,
@@ -181,111 +156,102 @@ fn renderer_for<'a>(
     })
 }
 
-/// Users measured per batch when planning size-capped pages.
-const MEASURE_BATCH: usize = 8192;
-
-/// The page cuts of an execution. Custom-format pages are cut by count.
-/// Cohort Sync pages are cut by size too, so the planner measures every
-/// member once and persists where pages start (and the page count) before
-/// the first request; a resumed run reads them back.
-fn page_starts(
-    store: &Store,
-    exec: &mut ExecutionRecord,
-    dest: &Destination,
-    renderer: &render::Renderer<'_>,
-    added: &RoaringBitmap,
-    removed: &RoaringBitmap,
-) -> Result<Option<RoaringBitmap>, Error> {
-    let stored = exec.bitmap_if_any(store, BitmapKind::PageStarts)?;
-    let render::Body::Cohort(format, max_body) = &renderer.format else {
-        if stored.is_some() {
-            return Err(Error::Internal(format!(
-                "execution {} was planned for Cohort Sync but destination '{}' is now custom; run `sync resync-last`",
-                exec.execution_id(),
-                dest.name
-            )));
-        }
-        return Ok(None);
-    };
-    if let Some(starts) = stored {
-        return Ok(Some(starts));
-    }
-    if exec.pages_done > 0 {
-        return Err(Error::Internal(format!(
-            "execution {} was planned for the custom format but destination '{}' is now Cohort Sync; run `sync resync-last`",
-            exec.execution_id(),
-            dest.name
-        )));
-    }
-    let measuring = std::time::Instant::now();
-    let budget = (*max_body as u64).saturating_sub(format.overhead() as u64);
-    let mut planner = pager::StartPlanner::new(added.len(), dest.page_size.get(), budget);
-    let mut sizes = Vec::with_capacity(MEASURE_BATCH);
-    let mut scratch = render::Scratch::default();
-    let mut page = pager::Page::default();
-    for (list, is_add) in [(added, true), (removed, false)] {
-        let mut it = list.iter().peekable();
-        while it.peek().is_some() {
-            page.adds.clear();
-            page.removes.clear();
-            let target = if is_add {
-                &mut page.adds
-            } else {
-                &mut page.removes
-            };
-            target.extend(it.by_ref().take(MEASURE_BATCH));
-            sizes.clear();
-            renderer.member_sizes(&page, &mut scratch, &mut sizes)?;
-            for &size in &sizes {
-                planner.push(size);
-            }
-        }
-    }
-    let starts = planner.finish();
-    exec.total_pages = u32::try_from(starts.len()).unwrap_or(u32::MAX);
-    tracing::info!(
-        sync = exec.sync_id,
-        execution = exec.seq,
-        users = added.len() + removed.len(),
-        pages = exec.total_pages,
-        seconds = measuring.elapsed().as_secs_f64(),
-        "size-capped pages planned"
-    );
-    store.write_records(
-        vec![
-            exec.write(),
-            exec.bitmap_write(BitmapKind::PageStarts, &starts),
-        ],
-        true,
-    )?;
-    Ok(Some(starts))
+/// An execution ready to cut and render: its bitmaps, renderer and page
+/// cuts. Shared by [`execute`] and [`render_only`].
+struct Prepared<'a> {
+    exec: ExecutionRecord,
+    added: RoaringBitmap,
+    removed: RoaringBitmap,
+    /// Pages acknowledged when the run started.
+    done: RoaringBitmap,
+    renderer: render::Renderer<'a>,
+    /// Page starts of a size-capped format (persisted with the plan).
+    starts: Option<RoaringBitmap>,
 }
 
-fn execute(
+impl<'a> Prepared<'a> {
+    fn new(
+        store: &'a Store,
+        sync: &SyncRecord,
+        mut exec: ExecutionRecord,
+        dest: &Destination,
+    ) -> Result<Prepared<'a>, Error> {
+        let added = exec.bitmap(store, BitmapKind::Added)?;
+        let removed = exec.bitmap(store, BitmapKind::Removed)?;
+        let done = exec.bitmap(store, BitmapKind::DonePages)?;
+        let renderer = renderer_for(store, sync, &exec, dest)?;
+        let mut scratch = render::Scratch::default();
+        let starts = pager::page_starts(
+            store,
+            &mut exec,
+            dest,
+            renderer.size_budget(),
+            &added,
+            &removed,
+            |page, sizes| renderer.member_sizes(page, &mut scratch, sizes),
+        )?;
+        Ok(Prepared {
+            exec,
+            added,
+            removed,
+            done,
+            renderer,
+            starts,
+        })
+    }
+
+    fn cuts(&self) -> pager::Cuts<'_> {
+        match &self.starts {
+            Some(s) => pager::Cuts::Starts(s),
+            None => pager::Cuts::Count(self.exec.page_size),
+        }
+    }
+}
+
+/// An execution as the pipeline left it: complete, failed or interrupted,
+/// with its counts. Nothing about the sync has been written yet.
+#[derive(Debug)]
+pub struct Executed {
+    /// The execution record (status, counts, error set).
+    pub exec: ExecutionRecord,
+    /// How it ended.
+    pub outcome: Outcome,
+    done: RoaringBitmap,
+}
+
+impl Executed {
+    /// The writes that record the end of the execution; the caller commits
+    /// them with its own (the sync record) in one synced batch.
+    pub(crate) fn final_writes(&self) -> Vec<Write> {
+        checkpoint::final_writes(&self.exec, &self.done)
+    }
+}
+
+/// Sends the pages of `exec` (a planned or resumed execution of `sync`) to
+/// `dest`, checkpointing each acknowledged page. An interrupted run (`opts.
+/// cancel`) is checkpointed here and stays processing; a finished one is
+/// returned for the caller to commit.
+pub fn execute(
     store: &Store,
-    sync: &mut SyncRecord,
-    mut exec: ExecutionRecord,
+    sync: &SyncRecord,
+    exec: ExecutionRecord,
     dest: Destination,
     opts: &RunOptions,
-) -> Result<ExecutionRecord, Error> {
-    let added = exec.bitmap(store, BitmapKind::Added)?;
-    let removed = exec.bitmap(store, BitmapKind::Removed)?;
-    let mut done = exec.bitmap(store, BitmapKind::DonePages)?;
-    let renderer = renderer_for(store, sync, &exec, &dest)?;
-    let starts = page_starts(store, &mut exec, &dest, &renderer, &added, &removed)?;
-    let cuts = match &starts {
-        Some(s) => pager::Cuts::Starts(s),
-        None => pager::Cuts::Count(exec.page_size),
-    };
+) -> Result<Executed, Error> {
+    let prepared = Prepared::new(store, sync, exec, &dest)?;
     let in_flight = dest.in_flight;
-    let sender =
-        send::PageSender::new(dest, sync.id, exec.seq).map_err(|e| Error::Start(e.to_string()))?;
+    let sender = send::PageSender::new(dest, prepared.exec.sync_id, prepared.exec.seq)
+        .map_err(|e| Error::Start(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Start(e.to_string()))?;
-    let progress = Progress::items(u64::from(exec.total_pages), opts.progress, "sending pages");
-    progress.set(u64::from(exec.pages_done));
+    let progress = Progress::items(
+        u64::from(prepared.exec.total_pages),
+        opts.progress,
+        "sending pages",
+    );
+    progress.set(u64::from(prepared.exec.pages_done));
 
     let failure: Mutex<Option<String>> = Mutex::new(None);
     let fail = |msg: String| {
@@ -295,121 +261,37 @@ fn execute(
         f.get_or_insert(msg);
     };
     let window = in_flight.max(2);
-    let mut checkpoint_result: Result<(), Error> = Ok(());
     // The pager skips what was done when the run started; the checkpoint
     // thread owns the live set.
-    let skip = done.clone();
+    let mut exec = prepared.exec.clone();
+    let mut done = prepared.done.clone();
+    let mut checkpoint_result: Result<(), Error> = Ok(());
     std::thread::scope(|s| {
         let (page_tx, page_rx) = channel::bounded::<pager::Page>(window);
         let (free_tx, free_rx) = channel::bounded::<pager::Page>(window * 2);
-        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<render::Rendered>(window);
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<render::Rendered>(window);
         let (ev_tx, ev_rx) = channel::unbounded::<checkpoint::Event>();
 
-        let (added, removed, done_ref) = (&added, &removed, &skip);
-        s.spawn(move || pager::run(added, removed, cuts, done_ref, &free_rx, &page_tx));
+        let p = &prepared;
+        s.spawn(move || pager::run(&p.added, &p.removed, p.cuts(), &p.done, &free_rx, &page_tx));
         for _ in 0..opts.render_threads.max(1) {
-            let (page_rx, free_tx, out_tx, renderer, fail) = (
-                page_rx.clone(),
-                free_tx.clone(),
-                out_tx.clone(),
-                &renderer,
-                &fail,
-            );
-            s.spawn(move || {
-                let mut scratch = render::Scratch::default();
-                let mut cap = 0;
-                for page in page_rx {
-                    match renderer.render(&page, &mut scratch, Vec::with_capacity(cap)) {
-                        Ok(r) => {
-                            cap = cap.max(r.body.len());
-                            let _ = free_tx.try_send(page);
-                            if out_tx.blocking_send(r).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            fail(format!("rendering page {} failed: {e}", page.index + 1));
-                            return;
-                        }
-                    }
-                }
-            });
+            let (page_rx, free_tx, out_tx, fail) =
+                (page_rx.clone(), free_tx.clone(), out_tx.clone(), &fail);
+            s.spawn(move || render::run(&p.renderer, &page_rx, &free_tx, &out_tx, fail));
         }
         drop((page_rx, free_tx, out_tx));
 
-        let exec_ref = &mut exec;
-        let done_mut = &mut done;
-        let progress_ref = &progress;
+        let (exec_ref, done_mut, progress_ref) = (&mut exec, &mut done, &progress);
         let cp = s.spawn(move || checkpoint::run(store, exec_ref, done_mut, &ev_rx, progress_ref));
 
-        runtime.block_on(async {
-            let sender = std::sync::Arc::new(sender);
-            let mut tasks = tokio::task::JoinSet::new();
-            let cancelled = || {
-                opts.cancel
-                    .as_ref()
-                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-            };
-            let stopped = || cancelled() || failure.lock().map(|f| f.is_some()).unwrap_or(true);
-            let dest_name = sender.destination_name().to_string();
-            let handle = |res: Result<PageResult, tokio::task::JoinError>| match res {
-                Ok((index, skipped, users, Ok(stats))) => {
-                    crate::metrics::page_acked(&dest_name, u64::from(users), stats.requests);
-                    let _ = ev_tx.send(checkpoint::Event::Ack {
-                        index,
-                        requests: stats.requests,
-                        skipped,
-                    });
-                }
-                Ok((_, _, _, Err(e))) => {
-                    crate::metrics::requests_to(&dest_name, e.requests);
-                    let _ = ev_tx.send(checkpoint::Event::Failed {
-                        requests: e.requests,
-                    });
-                    fail(e.message);
-                }
-                Err(e) => fail(format!("sender task failed: {e}")),
-            };
-            while !stopped() {
-                let Some(page) = out_rx.recv().await else {
-                    break;
-                };
-                while tasks.len() >= in_flight {
-                    if let Some(r) = tasks.join_next().await {
-                        handle(r);
-                    }
-                }
-                if stopped() {
-                    break;
-                }
-                if page.body.is_empty() {
-                    // Every user of the page was skipped: nothing to send.
-                    handle(Ok((
-                        page.index,
-                        page.skipped,
-                        0,
-                        Ok(send::PageStats::default()),
-                    )));
-                    continue;
-                }
-                let sender = sender.clone();
-                tasks.spawn(async move {
-                    let users = page.adds + page.removes;
-                    let r = sender.send(page.index, Bytes::from(page.body)).await;
-                    (page.index, page.skipped, users, r)
-                });
-                while let Some(r) = tasks.try_join_next() {
-                    handle(r);
-                }
-            }
-            // Stop the renderers (if we broke out early), finish what is in flight.
-            out_rx.close();
-            while out_rx.recv().await.is_some() {}
-            while let Some(r) = tasks.join_next().await {
-                handle(r);
-            }
-            drop(ev_tx);
-        });
+        runtime.block_on(send::drive(
+            sender,
+            in_flight,
+            out_rx,
+            ev_tx,
+            || opts.cancelled() || failure.lock().map(|f| f.is_some()).unwrap_or(true),
+            &fail,
+        ));
         checkpoint_result = match cp.join() {
             Ok(r) => r.map_err(Error::from),
             Err(_) => Err(Error::Internal("the checkpoint thread panicked".into())),
@@ -421,86 +303,12 @@ fn execute(
     let failure = failure
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let cancelled = opts
-        .cancel
-        .as_ref()
-        .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
-    if cancelled && failure.is_none() && exec.pages_done < exec.total_pages {
-        // Shutdown: what was in flight is checkpointed; the next run resumes.
-        store.write_records(
-            vec![
-                exec.write(),
-                exec.bitmap_write(BitmapKind::DonePages, &done),
-            ],
-            true,
-        )?;
-        tracing::info!(
-            sync = sync.id,
-            execution = exec.seq,
-            pages_done = exec.pages_done,
-            "execution interrupted by shutdown; it resumes at the next start"
-        );
-        return Ok(exec);
-    }
-    exec.finished_ms = Some(chrono::Utc::now().timestamp_millis());
-    match failure {
-        None if exec.pages_done >= exec.total_pages => {
-            exec.status = ExecStatus::Complete;
-            sync.last_complete = Some(exec.seq);
-            sync.status = rules::after_run(true);
-        }
-        other => {
-            exec.status = ExecStatus::Failed;
-            exec.error =
-                Some(other.unwrap_or_else(|| "the run ended with pages not delivered".into()));
-            sync.status = rules::after_run(false);
-        }
-    }
-    store.write_records(
-        vec![
-            exec.write(),
-            exec.bitmap_write(BitmapKind::DonePages, &done),
-            sync.write(),
-        ],
-        true,
-    )?;
-    let (kind, detail) = match exec.status {
-        ExecStatus::Complete => (
-            notify::Kind::Success,
-            format!(
-                "Execution {} complete: {} users added, {} removed, {} in the segment with the attribute, {} pages.",
-                exec.execution_id(),
-                exec.added,
-                exec.removed,
-                exec.total,
-                exec.pages_done
-            ),
-        ),
-        _ => (
-            notify::Kind::Failure,
-            format!(
-                "Execution {} failed after {} of {} pages: {}",
-                exec.execution_id(),
-                exec.pages_done,
-                exec.total_pages,
-                exec.error.as_deref().unwrap_or("unknown error")
-            ),
-        ),
-    };
-    notify::notify(store, sync, kind, &detail);
-    crate::metrics::execution_ended(
-        exec.status == ExecStatus::Complete,
-        u64::try_from(exec.finished_ms.unwrap_or(exec.started_ms) - exec.started_ms).unwrap_or(0),
-    );
-    tracing::info!(
-        sync = sync.id,
-        execution = exec.seq,
-        status = ?exec.status,
-        pages = exec.pages_done,
-        requests = exec.requests,
-        "execution finished"
-    );
-    Ok(exec)
+    let outcome = checkpoint::finish(store, &mut exec, &done, failure, opts.cancelled())?;
+    Ok(Executed {
+        exec,
+        outcome,
+        done,
+    })
 }
 
 /// Renders every page of a plan without sending (for benchmarks): returns
@@ -514,29 +322,28 @@ pub fn render_only(
     let sync = SyncRecord::load(store, sync_id)?.ok_or(Error::NoSync(sync_id))?;
     let exec = ExecutionRecord::load(store, sync_id, seq)?.ok_or(Error::NoSync(sync_id))?;
     let dest = destination::get(store, &sync.destination)?.validated()?;
-    let added = exec.bitmap(store, BitmapKind::Added)?;
-    let removed = exec.bitmap(store, BitmapKind::Removed)?;
-    let renderer = renderer_for(store, &sync, &exec, &dest)?;
-    let mut exec = exec;
-    let starts = page_starts(store, &mut exec, &dest, &renderer, &added, &removed)?;
-    let cuts = match &starts {
-        Some(s) => pager::Cuts::Starts(s),
-        None => pager::Cuts::Count(exec.page_size),
-    };
+    let prepared = Prepared::new(store, &sync, exec, &dest)?;
     let totals = Mutex::new((0u64, 0u64, 0u64));
     let error = Mutex::new(None);
     let none = RoaringBitmap::new();
     std::thread::scope(|s| {
         let (tx, rx) = channel::bounded::<pager::Page>(8);
-        let (added, removed, none_ref) = (&added, &removed, &none);
-        s.spawn(move || pager::cut(added, removed, cuts, none_ref, None, |p| tx.send(p).is_ok()));
+        let (p, none_ref) = (&prepared, &none);
+        s.spawn(move || {
+            pager::cut(&p.added, &p.removed, p.cuts(), none_ref, None, |pg| {
+                tx.send(pg).is_ok()
+            })
+        });
         for _ in 0..threads.max(1) {
-            let (rx, renderer, totals, error) = (rx.clone(), &renderer, &totals, &error);
+            let (rx, totals, error) = (rx.clone(), &totals, &error);
             s.spawn(move || {
                 let mut scratch = render::Scratch::default();
                 let mut buf = Vec::new();
                 for page in rx {
-                    match renderer.render(&page, &mut scratch, std::mem::take(&mut buf)) {
+                    match p
+                        .renderer
+                        .render(&page, &mut scratch, std::mem::take(&mut buf))
+                    {
                         Ok(r) => {
                             if let Ok(mut t) = totals.lock() {
                                 t.0 += 1;

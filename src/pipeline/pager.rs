@@ -11,6 +11,9 @@
 use crossbeam::channel::{Receiver, Sender};
 use roaring::RoaringBitmap;
 
+use crate::destination::Destination;
+use crate::store::{self, BitmapKind, ExecutionRecord, Store};
+
 /// One page: user indexes to add and to remove.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Page {
@@ -23,7 +26,7 @@ pub(crate) struct Page {
 /// Where pages end.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cuts<'a> {
-    /// Every `n` users (the custom format).
+    /// Every `n` users (the `segment_sync` format).
     Count(u32),
     /// At these ranks of the added-then-removed sequence (Cohort Sync:
     /// planned from the users' byte sizes, see [`StartPlanner`]).
@@ -37,12 +40,6 @@ impl Cuts<'_> {
             Cuts::Starts(s) => s.contains(rank),
         }
     }
-}
-
-/// Pages needed for `added + removed` users at `size` a page.
-pub fn total_pages(added: u64, removed: u64, size: u32) -> u32 {
-    let n = (added + removed).div_ceil(u64::from(size.max(1)));
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Plans size-capped pages over `sizes` (the bytes each user adds to a
@@ -183,6 +180,87 @@ pub(crate) fn run(
     });
 }
 
+/// Users measured per batch when planning size-capped pages.
+const MEASURE_BATCH: usize = 8192;
+
+/// The page cuts of an execution. `segment_sync` pages are cut by count
+/// (`budget` is `None`). Size-capped formats (Cohort Sync) are cut by size
+/// too, so the planner measures every member once (`measure` writes the
+/// bytes each user of a page adds to a body, within `budget` bytes a page)
+/// and persists where pages start (and the page count) before the first
+/// request; a resumed run reads them back.
+pub(super) fn page_starts(
+    store: &Store,
+    exec: &mut ExecutionRecord,
+    dest: &Destination,
+    budget: Option<u64>,
+    added: &RoaringBitmap,
+    removed: &RoaringBitmap,
+    mut measure: impl FnMut(&Page, &mut Vec<u32>) -> store::Result<()>,
+) -> Result<Option<RoaringBitmap>, super::Error> {
+    let stored = exec.bitmap_if_any(store, BitmapKind::PageStarts)?;
+    let Some(budget) = budget else {
+        if stored.is_some() {
+            return Err(super::Error::Internal(format!(
+                "execution {} was planned for Cohort Sync but destination '{}' is now segment_sync; run `sync resync-last`",
+                exec.execution_id(),
+                dest.name
+            )));
+        }
+        return Ok(None);
+    };
+    if let Some(starts) = stored {
+        return Ok(Some(starts));
+    }
+    if exec.pages_done > 0 {
+        return Err(super::Error::Internal(format!(
+            "execution {} was planned for the segment_sync format but destination '{}' is now Cohort Sync; run `sync resync-last`",
+            exec.execution_id(),
+            dest.name
+        )));
+    }
+    let measuring = std::time::Instant::now();
+    let mut planner = StartPlanner::new(added.len(), dest.page_size.get(), budget);
+    let mut sizes = Vec::with_capacity(MEASURE_BATCH);
+    let mut page = Page::default();
+    for (list, is_add) in [(added, true), (removed, false)] {
+        let mut it = list.iter().peekable();
+        while it.peek().is_some() {
+            page.adds.clear();
+            page.removes.clear();
+            let target = if is_add {
+                &mut page.adds
+            } else {
+                &mut page.removes
+            };
+            target.extend(it.by_ref().take(MEASURE_BATCH));
+            sizes.clear();
+            measure(&page, &mut sizes)?;
+            for &size in &sizes {
+                planner.push(size);
+            }
+        }
+    }
+    let starts = planner.finish();
+    exec.total_pages = u32::try_from(starts.len()).unwrap_or(u32::MAX);
+    tracing::info!(
+        sync = exec.sync_id,
+        execution = exec.seq,
+        users = added.len() + removed.len(),
+        pages = exec.total_pages,
+        seconds = measuring.elapsed().as_secs_f64(),
+        "size-capped pages planned"
+    );
+    store.write_records(
+        vec![
+            exec.write(),
+            exec.bitmap_write(BitmapKind::PageStarts, &starts),
+        ],
+        true,
+    )?;
+    Ok(Some(starts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +288,7 @@ mod tests {
         #[test]
         fn pages_partition_added_then_removed(added in bitmap(), removed in bitmap(), size in 1u32..120) {
             let ps = pages(&added, &removed, size, &RoaringBitmap::new());
-            prop_assert_eq!(ps.len() as u32, total_pages(added.len(), removed.len(), size));
+            prop_assert_eq!(ps.len() as u32, crate::plan::total_pages(added.len(), removed.len(), size));
             let mut adds: Vec<u32> = Vec::new();
             let mut rems: Vec<u32> = Vec::new();
             for (k, p) in ps.iter().enumerate() {

@@ -9,7 +9,7 @@
 use roaring::RoaringBitmap;
 
 use super::pager::Page;
-use crate::destination::cohort_sync::{Action, CohortSyncFormat};
+use crate::destination::cohort_sync::{CohortSyncFormat, MemberAction};
 use crate::destination::segment_sync::SegmentSyncFormat;
 use crate::store::{self, cf, keys, Store, ValueRef};
 
@@ -37,8 +37,8 @@ pub(crate) struct Renderer<'a> {
 
 /// The body format of an execution, with its pre-rendered fragments.
 pub(crate) enum Body {
-    /// The custom-destination body.
-    Custom(SegmentSyncFormat),
+    /// The seed's `segment_sync` body.
+    SegmentSync(SegmentSyncFormat),
     /// Cohort Sync, with the largest body allowed.
     Cohort(CohortSyncFormat, usize),
 }
@@ -99,14 +99,14 @@ fn scan(
     let mut opts = rocksdb::ReadOptions::default();
     if let Some(end) = last.checked_add(1) {
         let mut upper = prefix.to_vec();
-        upper.extend_from_slice(&end.to_be_bytes());
+        keys::push_user(&mut upper, end);
         opts.set_iterate_upper_bound(upper);
     }
     let mut it = store.db().raw_iterator_cf_opt(store.cf(cf_name), opts);
     let mut seek = |it: &mut rocksdb::DBRawIterator<'_>, u: u32| {
         key.clear();
         key.extend_from_slice(prefix);
-        key.extend_from_slice(&u.to_be_bytes());
+        keys::push_user(key, u);
         it.seek(&key[..]);
     };
     seek(&mut it, first);
@@ -153,6 +153,12 @@ pub(crate) enum RenderError {
     TooLarge { page: u32, bytes: usize, max: usize },
 }
 
+impl crate::error::Classify for RenderError {
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Internal
+    }
+}
+
 /// One user of a page as resolved: distinct id (empty when not read) and
 /// the value to send; `None` when it cannot be sent (no value).
 type Entry<'v> = Option<(&'v [u8], ValueRef<'v>)>;
@@ -185,8 +191,8 @@ impl Renderer<'_> {
         ids.clear();
         vals.clear();
         fallback.clear();
-        let need_ids = matches!(self.format, Body::Custom(_));
-        let attr_prefix = self.attr.to_be_bytes();
+        let need_ids = matches!(self.format, Body::SegmentSync(_));
+        let attr_prefix = keys::attr(self.attr);
         for run in [&page.adds, &page.removes] {
             if need_ids {
                 scan(self.store, cf::USERS, &[], run, key, ids)?;
@@ -234,6 +240,18 @@ impl Renderer<'_> {
         Ok(f(&entries))
     }
 
+    /// The bytes a page's members may take, for a format cut by size
+    /// (Cohort Sync: the body limit less the fixed head and tail); `None`
+    /// for a format cut by count.
+    pub(crate) fn size_budget(&self) -> Option<u64> {
+        match &self.format {
+            Body::Cohort(format, max_body) => {
+                Some((*max_body as u64).saturating_sub(format.overhead() as u64))
+            }
+            Body::SegmentSync(_) => None,
+        }
+    }
+
     /// The bytes each user of `page` adds to a Cohort Sync body (0 for a
     /// user that cannot be sent), in page order; for cutting pages by size.
     pub(crate) fn member_sizes(
@@ -266,7 +284,7 @@ impl Renderer<'_> {
             let skipped = entries.len() as u32 - sendable;
             let (a, r) = entries.split_at(n_add);
             match &self.format {
-                Body::Custom(f) => {
+                Body::SegmentSync(f) => {
                     let (a, r) = (a.iter().flatten().copied(), r.iter().flatten().copied());
                     let n_a = a.clone().count() as u32;
                     f.render(page.index + 1, a, r, &mut out);
@@ -275,9 +293,9 @@ impl Renderer<'_> {
                 Body::Cohort(f, _) => {
                     // The pager never mixes the two lists on a Cohort Sync page.
                     let (action, list) = if a.is_empty() {
-                        (Action::Remove, r)
+                        (MemberAction::Remove, r)
                     } else {
-                        (Action::Add, a)
+                        (MemberAction::Add, a)
                     };
                     let n = f.render(action, list.iter().flatten().map(|(_, v)| *v), &mut out);
                     // `list` holds every sendable user; those the format
@@ -287,8 +305,8 @@ impl Renderer<'_> {
                         out.clear();
                     }
                     match action {
-                        Action::Add => (n, 0, skipped),
-                        Action::Remove => (0, n, skipped),
+                        MemberAction::Add => (n, 0, skipped),
+                        MemberAction::Remove => (0, n, skipped),
                     }
                 }
             }
@@ -309,5 +327,34 @@ impl Renderer<'_> {
             removes,
             skipped,
         })
+    }
+}
+/// A renderer thread: renders pages until the pager stops or the sender
+/// goes away, handing emptied page buffers back to the pager. A page that
+/// cannot be rendered fails the execution (`fail`) and stops this thread.
+pub(crate) fn run(
+    renderer: &Renderer<'_>,
+    pages: &crossbeam::channel::Receiver<Page>,
+    free: &crossbeam::channel::Sender<Page>,
+    out: &tokio::sync::mpsc::Sender<Rendered>,
+    fail: &(dyn Fn(String) + Sync),
+) {
+    let mut scratch = Scratch::default();
+    // Start each body at the largest size seen, so a page is one allocation.
+    let mut cap = 0;
+    for page in pages {
+        match renderer.render(&page, &mut scratch, Vec::with_capacity(cap)) {
+            Ok(r) => {
+                cap = cap.max(r.body.len());
+                let _ = free.try_send(page);
+                if out.blocking_send(r).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                fail(format!("rendering page {} failed: {e}", page.index + 1));
+                return;
+            }
+        }
     }
 }

@@ -128,7 +128,9 @@ impl PageSender {
         format!("{}{}", self.key_prefix, index + 1)
     }
 
-    async fn attempt(&self, key: &str, body: Bytes) -> Verdict {
+    /// The request for one attempt: the destination's URL, headers and
+    /// auth, JSON, and the page's idempotency key.
+    fn request(&self, key: &str, body: Bytes) -> reqwest::RequestBuilder {
         let d = &self.dest;
         let mut req = self
             .client
@@ -142,7 +144,31 @@ impl PageSender {
         if let Some(b) = &d.basic {
             req = req.basic_auth(&b.user, Some(&b.password));
         }
-        match req.body(body).send().await {
+        req.body(body)
+    }
+
+    /// One request exactly as a page's attempt goes out (after a rate
+    /// permit), with the raw answer: for the connection test.
+    pub(crate) async fn probe(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Option<String>, String), reqwest::Error> {
+        self.rate.acquire().await;
+        let resp = self.request(key, body).send().await?;
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.unwrap_or_default();
+        Ok((status, ct, text))
+    }
+
+    async fn attempt(&self, key: &str, body: Bytes) -> Verdict {
+        let d = &self.dest;
+        match self.request(key, body).send().await {
             Ok(resp) => {
                 let status = resp.status();
                 let headers = resp.headers().clone();
@@ -206,6 +232,102 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// What became of one page, as a sender task reports it.
+#[derive(Debug)]
+struct PageOutcome {
+    /// 0-based page number.
+    index: u32,
+    /// Users of the page that could not be sent (no value).
+    skipped: u32,
+    /// Users sent.
+    users: u32,
+    /// Delivered, or why not.
+    result: Result<PageStats, PageError>,
+}
+
+/// The sender loop of one execution: takes rendered pages, sends up to
+/// `in_flight` at once under the destination's rate limit, and reports each
+/// outcome to the checkpoint. Stops taking pages once `stopped()` (shutdown
+/// or a failed page); the pages in flight always finish and are reported.
+pub(crate) async fn drive(
+    sender: PageSender,
+    in_flight: usize,
+    mut pages: tokio::sync::mpsc::Receiver<super::render::Rendered>,
+    events: crossbeam::channel::Sender<super::checkpoint::Event>,
+    stopped: impl Fn() -> bool,
+    fail: &(dyn Fn(String) + Sync),
+) {
+    use super::checkpoint::Event;
+    let sender = std::sync::Arc::new(sender);
+    let dest_name = sender.destination_name().to_string();
+    let mut tasks = tokio::task::JoinSet::new();
+    let handle = |res: Result<PageOutcome, tokio::task::JoinError>| match res {
+        Ok(PageOutcome {
+            index,
+            skipped,
+            users,
+            result: Ok(stats),
+        }) => {
+            crate::metrics::page_acked(&dest_name, u64::from(users), stats.requests);
+            let _ = events.send(Event::Ack {
+                index,
+                requests: stats.requests,
+                skipped,
+            });
+        }
+        Ok(PageOutcome { result: Err(e), .. }) => {
+            crate::metrics::requests_to(&dest_name, e.requests);
+            let _ = events.send(Event::Failed {
+                requests: e.requests,
+            });
+            fail(e.message);
+        }
+        Err(e) => fail(format!("sender task failed: {e}")),
+    };
+    while !stopped() {
+        let Some(page) = pages.recv().await else {
+            break;
+        };
+        while tasks.len() >= in_flight {
+            if let Some(r) = tasks.join_next().await {
+                handle(r);
+            }
+        }
+        if stopped() {
+            break;
+        }
+        if page.body.is_empty() {
+            // Every user of the page was skipped: nothing to send.
+            handle(Ok(PageOutcome {
+                index: page.index,
+                skipped: page.skipped,
+                users: 0,
+                result: Ok(PageStats::default()),
+            }));
+            continue;
+        }
+        let sender = sender.clone();
+        tasks.spawn(async move {
+            let result = sender.send(page.index, Bytes::from(page.body)).await;
+            PageOutcome {
+                index: page.index,
+                skipped: page.skipped,
+                users: page.adds + page.removes,
+                result,
+            }
+        });
+        while let Some(r) = tasks.try_join_next() {
+            handle(r);
+        }
+    }
+    // Stop the renderers (if we broke out early), finish what is in flight.
+    pages.close();
+    while pages.recv().await.is_some() {}
+    while let Some(r) = tasks.join_next().await {
+        handle(r);
+    }
 }
 
 #[cfg(test)]

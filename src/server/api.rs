@@ -1,8 +1,13 @@
 //! The admin REST API under `/api/v1` (the CLI's operations over HTTP),
 //! `/healthz` and `/metrics`. One error path: [`ApiError`] turns every
-//! failure into a JSON body `{"error": …}` with 400 (bad input), 404
-//! (unknown), 409 (not allowed in this status or now), 429 (limit reached),
-//! or an opaque 500 that is logged once.
+//! failure into a JSON body `{"error": …}` with the status of its
+//! [`Fault`](crate::error::Fault) — 400 bad input, 404 unknown, 409 not
+//! allowed in this status or now, 429 limit reached — or an opaque 500 that
+//! is logged once.
+//!
+//! Handlers never touch the store on the async runtime: every call into the
+//! library runs in [`blocking`] (RocksDB reads, runs being planned), and
+//! mail is sent by the mailer task, never inside a request.
 
 use std::sync::Arc;
 
@@ -18,10 +23,10 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::destination::{self, DestinationConfig};
-use crate::lifecycle::actions::{self, ActionError, NewSync, SyncEdit};
+use crate::error::Classify;
+use crate::lifecycle::actions::{self, NewSync, SyncEdit};
 use crate::lifecycle::rules::Action;
 use crate::lifecycle::{notify, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
-use crate::store;
 
 /// Every failure of a handler.
 pub(crate) struct ApiError {
@@ -50,31 +55,24 @@ fn err(status: u16, message: impl std::fmt::Display) -> ApiError {
     }
 }
 
-impl From<ActionError> for ApiError {
-    fn from(e: ActionError) -> Self {
-        err(e.status(), e)
-    }
-}
-
-impl From<store::Error> for ApiError {
-    fn from(e: store::Error) -> Self {
-        err(500, e)
-    }
-}
-
-impl From<destination::Error> for ApiError {
-    fn from(e: destination::Error) -> Self {
-        let status = match &e {
-            destination::Error::NotFound(_) => 404,
-            destination::Error::Exists(_) | destination::Error::InUse { .. } => 409,
-            destination::Error::Config(_) => 400,
-            _ => 500,
-        };
-        err(status, e)
+impl<E: Classify + std::fmt::Display> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        err(e.fault().http_status(), e)
     }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs library work on the blocking pool, never on the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&Arc<AppState>) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || f(&st))
+        .await
+        .map_err(|e| err(500, format!("handler task failed: {e}")))?
+}
 
 /// Parses a JSON body, answering 400 with serde's message (line, column, field).
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
@@ -134,18 +132,21 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn segments(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(s.store.segments()?)))
+    blocking(&s, |s| Ok(Json(json!(s.store.segments()?)))).await
 }
 
 async fn segment(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let seg = s
-        .store
-        .segment(&name)?
-        .ok_or_else(|| err(404, format!("segment '{name}' not found")))?;
-    Ok(Json(json!(seg)))
+    blocking(&s, move |s| {
+        let seg = s
+            .store
+            .segment(&name)?
+            .ok_or_else(|| err(404, format!("segment '{name}' not found")))?;
+        Ok(Json(json!(seg)))
+    })
+    .await
 }
 
 fn shown(rec: &destination::DestinationRecord) -> Value {
@@ -155,9 +156,12 @@ fn shown(rec: &destination::DestinationRecord) -> Value {
 }
 
 async fn destinations(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    Ok(Json(Value::Array(
-        destination::list(&s.store)?.iter().map(shown).collect(),
-    )))
+    blocking(&s, |s| {
+        Ok(Json(Value::Array(
+            destination::list(&s.store)?.iter().map(shown).collect(),
+        )))
+    })
+    .await
 }
 
 async fn add_destination(
@@ -165,17 +169,23 @@ async fn add_destination(
     b: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let cfg: DestinationConfig = body(&b)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(shown(&destination::add(&s.store, cfg)?)),
-    ))
+    blocking(&s, move |s| {
+        Ok((
+            StatusCode::CREATED,
+            Json(shown(&destination::add(&s.store, cfg)?)),
+        ))
+    })
+    .await
 }
 
 async fn get_destination(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(shown(&destination::get(&s.store, &name)?)))
+    blocking(&s, move |s| {
+        Ok(Json(shown(&destination::get(&s.store, &name)?)))
+    })
+    .await
 }
 
 async fn put_destination(
@@ -184,17 +194,23 @@ async fn put_destination(
     b: Bytes,
 ) -> ApiResult<Json<Value>> {
     let cfg: DestinationConfig = body(&b)?;
-    Ok(Json(shown(&destination::edit(&s.store, &name, |c| {
-        *c = cfg
-    })?)))
+    blocking(&s, move |s| {
+        Ok(Json(shown(&destination::edit(&s.store, &name, |c| {
+            *c = cfg
+        })?)))
+    })
+    .await
 }
 
 async fn delete_destination(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    destination::remove(&s.store, &name)?;
-    Ok(StatusCode::NO_CONTENT)
+    blocking(&s, move |s| {
+        actions::remove_destination(&s.store, &name)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -214,12 +230,15 @@ fn sync_view(state: &AppState, s: &SyncRecord) -> Value {
 }
 
 async fn syncs(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    Ok(Json(Value::Array(
-        SyncRecord::all(&s.store)?
-            .iter()
-            .map(|r| sync_view(&s, r))
-            .collect(),
-    )))
+    blocking(&s, |s| {
+        Ok(Json(Value::Array(
+            SyncRecord::all(&s.store)?
+                .iter()
+                .map(|r| sync_view(s, r))
+                .collect(),
+        )))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -244,21 +263,24 @@ async fn create_sync(
     b: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let c: CreateBody = body(&b)?;
-    let rec = actions::create(
-        &s.store,
-        NewSync {
-            segment: c.segment,
-            destination: c.destination,
-            attribute: c.attribute,
-            schedule: c.schedule,
-            start: c.start,
-            end: c.end,
-            timezone: c.timezone,
-            notify: c.notify,
-        },
-        Utc::now(),
-    )?;
-    Ok((StatusCode::CREATED, Json(sync_view(&s, &rec))))
+    blocking(&s, move |s| {
+        let rec = actions::create(
+            &s.store,
+            NewSync {
+                segment: c.segment,
+                destination: c.destination,
+                attribute: c.attribute,
+                schedule: c.schedule,
+                start: c.start,
+                end: c.end,
+                timezone: c.timezone,
+                notify: c.notify,
+            },
+            Utc::now(),
+        )?;
+        Ok((StatusCode::CREATED, Json(sync_view(s, &rec))))
+    })
+    .await
 }
 
 fn parse_id(id: &str) -> ApiResult<u32> {
@@ -270,8 +292,12 @@ async fn get_sync(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let rec = actions::load(&s.store, parse_id(&id)?)?;
-    Ok(Json(sync_view(&s, &rec)))
+    let id = parse_id(&id)?;
+    blocking(&s, move |s| {
+        let rec = actions::load(&s.store, id)?;
+        Ok(Json(sync_view(s, &rec)))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -297,6 +323,7 @@ async fn edit_sync(
     b: Bytes,
 ) -> ApiResult<Json<Value>> {
     let e: EditBody = body(&b)?;
+    let id = parse_id(&id)?;
     let edit = SyncEdit {
         destination: e.destination,
         every: e.every,
@@ -304,8 +331,14 @@ async fn edit_sync(
         end: SyncEdit::end_change(e.end, e.no_end),
         notify: e.notify,
     };
-    let rec = actions::edit(&s.store, parse_id(&id)?, edit, Utc::now())?;
-    Ok(Json(sync_view(&s, &rec)))
+    let view = blocking(&s, move |s| {
+        let rec = actions::edit(&s.store, id, edit, Utc::now())?;
+        Ok(Json(sync_view(s, &rec)))
+    })
+    .await?;
+    // The config-update notification is in the outbox; the mailer sends it.
+    s.mail.notify_one();
+    Ok(view)
 }
 
 async fn act(
@@ -313,7 +346,6 @@ async fn act(
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = parse_id(&id)?;
-    let now = Utc::now();
     let trigger = match action.as_str() {
         "pause" | "archive" => {
             let a = if action == "pause" {
@@ -321,8 +353,11 @@ async fn act(
             } else {
                 Action::Archive
             };
-            let rec = actions::set_status(&s.store, id, a, now)?;
-            return Ok((StatusCode::OK, Json(sync_view(&s, &rec))));
+            return blocking(&s, move |s| {
+                let rec = actions::set_status(&s.store, id, a, Utc::now())?;
+                Ok((StatusCode::OK, Json(sync_view(s, &rec))))
+            })
+            .await;
         }
         "run" => Trigger::AdHoc,
         "resync-all" => Trigger::ResyncAll,
@@ -334,10 +369,10 @@ async fn act(
             ))
         }
     };
-    s.start_run(id, trigger)?;
+    let exec = blocking(&s, move |s| Ok(s.start_run(id, trigger)?)).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "sync": id, "started": action })),
+        Json(json!({ "sync": id, "started": action, "execution": exec.seq })),
     ))
 }
 
@@ -346,20 +381,23 @@ async fn executions(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    actions::load(&s.store, id)?;
-    let all = ExecutionRecord::all(&s.store, id)?;
-    Ok(Json(Value::Array(
-        all.iter()
-            .map(|e| {
-                let mut v = json!(e);
-                v["execution_id"] = json!(e.execution_id());
-                v["seconds"] = json!(e.seconds());
-                v
-            })
-            .collect(),
-    )))
+    blocking(&s, move |s| {
+        actions::load(&s.store, id)?;
+        let all = ExecutionRecord::all(&s.store, id)?;
+        Ok(Json(Value::Array(
+            all.iter()
+                .map(|e| {
+                    let mut v = json!(e);
+                    v["execution_id"] = json!(e.execution_id());
+                    v["seconds"] = json!(e.seconds());
+                    v
+                })
+                .collect(),
+        )))
+    })
+    .await
 }
 
 async fn notifications(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(notify::list(&s.store)?)))
+    blocking(&s, |s| Ok(Json(json!(notify::list(&s.store)?)))).await
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::AppState;
-use crate::destination::config::{APPKEY_HEADER, PARTNER_HEADER};
+use crate::destination::cohort_sync::{APPKEY_HEADER, PARTNER_HEADER};
 use crate::inbound::{cohort, personas, Reply};
 
 fn respond(r: Reply) -> Response {

@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::config::ReceiverLimits;
 use crate::lifecycle::actions::{self, ActionError};
 use crate::lifecycle::{ExecStatus, ExecutionRecord, SyncRecord, Trigger};
-use crate::pipeline::{self, RunOptions};
+use crate::pipeline::RunOptions;
 use crate::store::Store;
 
 /// Server settings.
@@ -28,15 +29,15 @@ use crate::store::Store;
 pub struct ServeOptions {
     /// How often the scheduler looks for due syncs.
     pub tick: Duration,
-    /// What the Cohort Sync receiver accepts.
-    pub cohort: crate::inbound::cohort::Limits,
+    /// What the Cohort Sync receiver accepts (`[inbound]`).
+    pub cohort: ReceiverLimits,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             tick: Duration::from_secs(10),
-            cohort: crate::inbound::cohort::Limits::default(),
+            cohort: ReceiverLimits::default(),
         }
     }
 }
@@ -48,10 +49,12 @@ pub(crate) struct AppState {
     cancel: Arc<AtomicBool>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     cohort_limiter: crate::inbound::WindowLimiter,
-    cohort_limits: crate::inbound::cohort::Limits,
+    cohort_limits: ReceiverLimits,
     /// Personas calls resolve users one at a time under this lock (taken
     /// before the store's writer lock, never after).
     personas: Mutex<crate::inbound::personas::Users>,
+    /// Woken when notifications may be waiting in the outbox.
+    pub(crate) mail: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -64,57 +67,63 @@ impl AppState {
             cohort_limiter: crate::inbound::WindowLimiter::new(opts.cohort.rpm),
             cohort_limits: opts.cohort,
             personas: Mutex::new(Default::default()),
+            mail: tokio::sync::Notify::new(),
         }
     }
 
-    /// Starts a run of `sync_id` on its own thread after checking that it
-    /// is allowed now; refuses a second concurrent run of the same sync.
+    /// Starts a run of `sync_id`: checks that it is allowed now and plans
+    /// (or resumes) its execution here, so a refusal is the caller's answer,
+    /// then executes it on its own thread. Refuses a second concurrent run
+    /// of the same sync. Blocking: call it off the async runtime.
     pub(crate) fn start_run(
         self: &Arc<Self>,
         sync_id: u32,
         trigger: Trigger,
-    ) -> Result<(), ActionError> {
+    ) -> Result<ExecutionRecord, ActionError> {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(ActionError::Conflict("the server is shutting down".into()));
         }
-        let sync = actions::load(&self.store, sync_id)?;
-        let dest = crate::destination::get(&self.store, &sync.destination)?.validated()?;
-        actions::check_run(
-            &self.store,
-            &sync,
-            trigger,
-            dest.allow_resync,
-            chrono::Utc::now(),
-        )?;
         {
             let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
             if !running.insert(sync_id) {
                 return Err(ActionError::Conflict(format!("sync {sync_id} is running")));
             }
         }
+        let not_running = move |state: &AppState| {
+            state
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&sync_id);
+        };
+        let started = match actions::start_run(&self.store, sync_id, trigger, chrono::Utc::now()) {
+            Ok(s) => s,
+            Err(e) => {
+                not_running(self);
+                return Err(e);
+            }
+        };
+        let planned = started.execution().clone();
         let state = self.clone();
         let handle = std::thread::spawn(move || {
             let opts = RunOptions {
                 cancel: Some(state.cancel.clone()),
                 ..Default::default()
             };
-            match pipeline::run_sync(&state.store, sync_id, trigger, &opts) {
+            match started.execute(&state.store, &opts) {
                 Ok(e) => {
                     tracing::info!(sync = sync_id, execution = e.seq, status = ?e.status, "run ended")
                 }
-                Err(e) => tracing::warn!(sync = sync_id, error = %e, "run not started"),
+                Err(e) => tracing::warn!(sync = sync_id, error = %e, "run failed to execute"),
             }
-            state
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&sync_id);
+            not_running(&state);
+            state.mail.notify_one();
         });
         self.threads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(handle);
-        Ok(())
+        Ok(planned)
     }
 
     pub(crate) fn is_running(&self, sync_id: u32) -> bool {
@@ -160,6 +169,11 @@ pub async fn serve(
     resume_interrupted(&state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sched = tokio::spawn(scheduler::run(state.clone(), opts.tick, stop_rx.clone()));
+    let mailer = tokio::spawn(scheduler::deliver_mail(
+        state.clone(),
+        opts.tick,
+        stop_rx.clone(),
+    ));
     let app = api::router(state.clone());
     let cancel = state.cancel.clone();
     axum::serve(listener, app)
@@ -171,6 +185,7 @@ pub async fn serve(
         })
         .await?;
     let _ = sched.await;
+    let _ = mailer.await;
     let threads: Vec<_> =
         std::mem::take(&mut *state.threads.lock().unwrap_or_else(PoisonError::into_inner));
     tokio::task::spawn_blocking(move || {

@@ -1,6 +1,8 @@
 //! The scheduler: every tick, each active sync whose schedule has a due slot
 //! runs once (missed slots collapse into one run); syncs past their end
 //! date become inactive, and inactive syncs are archived after 30 days.
+//! Beside it, the mailer delivers the notification outbox, so no request
+//! or run ever waits on an SMTP server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,35 @@ pub(crate) async fn run(
     }
 }
 
+/// Delivers the notification outbox whenever a run or an edit may have
+/// added to it (and every `tick` in any case), with the `[smtp]` settings
+/// in force at that moment.
+pub(crate) async fn deliver_mail(
+    state: Arc<AppState>,
+    tick: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = state.mail.notified() => {}
+            _ = stop.changed() => {}
+        }
+        let st = state.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            crate::lifecycle::notify::deliver_outbox(&st.store)
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "the mailer task failed");
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 /// How often answered idempotency keys past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -59,7 +90,7 @@ pub(crate) fn pass(state: &Arc<AppState>, now: DateTime<Utc>) -> Result<(), crat
         if state.is_running(s.id) {
             continue;
         }
-        let t = s.timing();
+        let t = schedule::Timing::of(&s);
         let last_slot = s.last_slot_ms.and_then(DateTime::from_timestamp_millis);
         match s.status {
             SyncStatus::Active => {

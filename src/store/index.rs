@@ -15,22 +15,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{cf, db_err, keys, Result, Store, ValueRef};
 
-/// Prefix of the "index built" markers in `meta` (`indexed/<attr>`).
-const BUILT_PREFIX: &[u8] = b"indexed/";
-
 /// Key of one index entry.
 pub(crate) fn entry_key(attr: u32, text: &[u8], user: u32) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..4].copy_from_slice(&attr.to_be_bytes());
-    k[4..12].copy_from_slice(&xxh3_64(text).to_be_bytes());
-    k[12..].copy_from_slice(&user.to_be_bytes());
-    k
-}
-
-fn built_key(attr: u32) -> Vec<u8> {
-    let mut k = BUILT_PREFIX.to_vec();
-    k.extend_from_slice(&attr.to_be_bytes());
-    k
+    keys::index_entry(attr, xxh3_64(text), user)
 }
 
 /// The attributes whose index is built, read at open.
@@ -38,10 +25,10 @@ pub(crate) fn load_built(store: &Store) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     for item in store
         .db()
-        .prefix_iterator_cf(store.cf(cf::META), BUILT_PREFIX)
+        .prefix_iterator_cf(store.cf(cf::META), keys::INDEXED_PREFIX)
     {
         let (k, _) = item.map_err(db_err("scan", cf::META))?;
-        let Some(rest) = k.strip_prefix(BUILT_PREFIX) else {
+        let Some(rest) = k.strip_prefix(keys::INDEXED_PREFIX) else {
             break;
         };
         if let Some(attr) = keys::read_u32(rest) {
@@ -99,7 +86,7 @@ impl Store {
             it.next();
         }
         it.status().map_err(db_err("scan", cf::ATTR_VALUES))?;
-        batch.put_cf(self.cf(cf::META), built_key(attr), []);
+        batch.put_cf(self.cf(cf::META), keys::indexed(attr), []);
         self.write_sync(batch, cf::ATTR_INDEX)?;
         // Lookups seek: a million-entry memtable skiplist is several times
         // slower to seek than the SST files a flush makes.

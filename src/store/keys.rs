@@ -1,6 +1,13 @@
-//! Key builders. Integers are big-endian so that RocksDB's byte order is the
-//! numeric order and prefix scans come out sorted (one attribute's values sit
-//! together, which makes resolving a page one ordered batched read).
+//! Every key of the store, built in one place. Integers are big-endian so
+//! that RocksDB's byte order is the numeric order and prefix scans come out
+//! sorted (one attribute's values sit together, which makes resolving a page
+//! one ordered batched read).
+//!
+//! Families that hold several kinds of record (`meta`, `events`, `inbound`)
+//! separate them by a textual prefix ending in `/`; `PREFIXES` lists them
+//! all, and a test checks that no prefix of a family is a prefix of another.
+
+// --- meta -----------------------------------------------------------------
 
 /// Key of the schema version in `meta`.
 pub(crate) const SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -10,23 +17,158 @@ pub(crate) const COUNTERS: &[u8] = b"counters";
 pub(crate) const IMPORT_MARKER: &[u8] = b"import_in_progress";
 /// Prefix of attribute catalogue entries in `meta` (`attr/<name>` → id).
 pub(crate) const ATTR_PREFIX: &[u8] = b"attr/";
+/// Prefix of the id allocators in `meta` (`next_id/<kind>` → next id).
+pub(crate) const NEXT_ID_PREFIX: &[u8] = b"next_id/";
+/// Prefix of the "identity index built" markers in `meta` (`indexed/<attr>`).
+pub(crate) const INDEXED_PREFIX: &[u8] = b"indexed/";
+
+// --- events ---------------------------------------------------------------
+
+/// Prefix of the notification outbox in `events` (`notification/<id>`).
+pub(crate) const NOTIFICATION_PREFIX: &[u8] = b"notification/";
+
+/// Prefix of the outbox's pending deliveries in `events`
+/// (`mail_pending/<id>` → nothing).
+pub(crate) const PENDING_NOTIFICATION_PREFIX: &[u8] = b"mail_pending/";
+
+/// `mail_pending/<id>` in `events`.
+pub(crate) fn pending_notification(id: u32) -> Vec<u8> {
+    prefixed(PENDING_NOTIFICATION_PREFIX, &id.to_be_bytes())
+}
+
+// --- inbound --------------------------------------------------------------
+
+/// Prefix of registered workspaces in `inbound` (`workspace/<id>`).
+pub(crate) const WORKSPACE_PREFIX: &[u8] = b"workspace/";
+/// Prefix of Personas write keys in `inbound` (`writekey/<name>`).
+pub(crate) const WRITE_KEY_PREFIX: &[u8] = b"writekey/";
+/// Prefix of received cohorts' state in `inbound` (`cohort/<name>`).
+pub(crate) const COHORT_PREFIX: &[u8] = b"cohort/";
+/// Prefix of answered idempotency keys in `inbound`
+/// (`idem/<workspace>\0<key>`).
+pub(crate) const IDEMPOTENCY_PREFIX: &[u8] = b"idem/";
+
+/// Every (family, prefix or fixed key) that shares a family with others.
+#[cfg(test)]
+pub(crate) const PREFIXES: &[(&str, &[u8])] = &[
+    (super::cf::META, SCHEMA_VERSION),
+    (super::cf::META, COUNTERS),
+    (super::cf::META, IMPORT_MARKER),
+    (super::cf::META, ATTR_PREFIX),
+    (super::cf::META, NEXT_ID_PREFIX),
+    (super::cf::META, INDEXED_PREFIX),
+    (super::cf::EVENTS, NOTIFICATION_PREFIX),
+    (super::cf::EVENTS, PENDING_NOTIFICATION_PREFIX),
+    (super::cf::INBOUND, WORKSPACE_PREFIX),
+    (super::cf::INBOUND, WRITE_KEY_PREFIX),
+    (super::cf::INBOUND, COHORT_PREFIX),
+    (super::cf::INBOUND, IDEMPOTENCY_PREFIX),
+];
+
+fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + rest.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// `next_id/<kind>` in `meta`.
+pub(crate) fn next_id(kind: &str) -> Vec<u8> {
+    prefixed(NEXT_ID_PREFIX, kind.as_bytes())
+}
+
+/// `indexed/<attr>` in `meta`.
+pub(crate) fn indexed(attr: u32) -> Vec<u8> {
+    prefixed(INDEXED_PREFIX, &attr.to_be_bytes())
+}
+
+/// `notification/<id>` in `events`.
+pub(crate) fn notification(id: u32) -> Vec<u8> {
+    prefixed(NOTIFICATION_PREFIX, &id.to_be_bytes())
+}
+
+/// `workspace/<id>` in `inbound`.
+pub(crate) fn workspace(id: &str) -> Vec<u8> {
+    prefixed(WORKSPACE_PREFIX, id.as_bytes())
+}
+
+/// `writekey/<name>` in `inbound`.
+pub(crate) fn write_key(name: &str) -> Vec<u8> {
+    prefixed(WRITE_KEY_PREFIX, name.as_bytes())
+}
+
+/// `cohort/<name>` in `inbound`.
+pub(crate) fn cohort(name: &str) -> Vec<u8> {
+    prefixed(COHORT_PREFIX, name.as_bytes())
+}
+
+/// `idem/<workspace>\0<key>` in `inbound` (workspace ids contain no NUL).
+pub(crate) fn idempotency(workspace: &str, key: &str) -> Vec<u8> {
+    let mut k = prefixed(IDEMPOTENCY_PREFIX, workspace.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+// --- destinations, syncs, executions --------------------------------------
+
+/// A destination, by name, in `destinations`.
+pub(crate) fn destination(name: &str) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+/// A sync in `syncs`; also the prefix of its executions in `executions`.
+pub(crate) fn sync(id: u32) -> [u8; 4] {
+    id.to_be_bytes()
+}
+
+/// (sync, execution seq) in `executions`.
+pub(crate) fn execution(sync: u32, seq: u32) -> [u8; 8] {
+    pair(sync, seq)
+}
+
+/// (sync, execution seq, bitmap kind code) in `exec_bitmaps`.
+pub(crate) fn exec_bitmap(sync: u32, seq: u32, kind: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&pair(sync, seq));
+    k[8] = kind;
+    k
+}
+
+// --- users, attributes, segments ------------------------------------------
+
+fn pair(a: u32, b: u32) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[..4].copy_from_slice(&a.to_be_bytes());
+    k[4..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+/// (attribute, xxh3-64 of a value, user) in `attr_index`.
+pub(crate) fn index_entry(attr: u32, value_hash: u64, user: u32) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&attr.to_be_bytes());
+    k[4..12].copy_from_slice(&value_hash.to_be_bytes());
+    k[12..].copy_from_slice(&user.to_be_bytes());
+    k
+}
+
+/// Appends `user`'s key part to a prefix being built in a reused buffer
+/// (the renderer's ordered seeks).
+pub(crate) fn push_user(buf: &mut Vec<u8>, user: u32) {
+    buf.extend_from_slice(&user.to_be_bytes());
+}
 
 pub(crate) fn user(idx: u32) -> [u8; 4] {
     idx.to_be_bytes()
 }
 
 pub(crate) fn attr_name(name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(ATTR_PREFIX.len() + name.len());
-    k.extend_from_slice(ATTR_PREFIX);
-    k.extend_from_slice(name.as_bytes());
-    k
+    prefixed(ATTR_PREFIX, name.as_bytes())
 }
 
 pub(crate) fn attr_user(attr: u32, user: u32) -> [u8; 8] {
-    let mut k = [0u8; 8];
-    k[..4].copy_from_slice(&attr.to_be_bytes());
-    k[4..].copy_from_slice(&user.to_be_bytes());
-    k
+    pair(attr, user)
 }
 
 pub(crate) fn attr_user_seq(attr: u32, user: u32, seq: u32) -> [u8; 12] {
@@ -36,17 +178,25 @@ pub(crate) fn attr_user_seq(attr: u32, user: u32, seq: u32) -> [u8; 12] {
     k
 }
 
+/// The history key of a value key (as read back from the undo log) and a
+/// write sequence.
+pub(crate) fn history_of(value_key: &[u8], seq: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    let n = value_key.len().min(8);
+    k[..n].copy_from_slice(&value_key[..n]);
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
 pub(crate) fn attr(attr: u32) -> [u8; 4] {
     attr.to_be_bytes()
 }
 
 pub(crate) fn snapshot(segment: u32, seq: u32) -> [u8; 8] {
-    let mut k = [0u8; 8];
-    k[..4].copy_from_slice(&segment.to_be_bytes());
-    k[4..].copy_from_slice(&seq.to_be_bytes());
-    k
+    pair(segment, seq)
 }
 
+/// (write seq, n) in `undo`.
 pub(crate) fn undo(seq: u32, n: u64) -> [u8; 12] {
     let mut k = [0u8; 12];
     k[..4].copy_from_slice(&seq.to_be_bytes());
@@ -74,6 +224,37 @@ mod tests {
             .map(|k| (read_u32(&k[..4]).unwrap(), read_u32(&k[4..]).unwrap()))
             .collect();
         assert_eq!(decoded, vec![(0, u32::MAX), (1, 2), (1, 300), (2, 1)]);
+    }
+
+    #[test]
+    fn no_prefix_of_a_shared_family_overlaps_another() {
+        for (i, (cf_a, a)) in PREFIXES.iter().enumerate() {
+            for (cf_b, b) in &PREFIXES[i + 1..] {
+                if cf_a == cf_b {
+                    assert!(
+                        !a.starts_with(b) && !b.starts_with(a),
+                        "{cf_a}: {:?} and {:?} overlap",
+                        String::from_utf8_lossy(a),
+                        String::from_utf8_lossy(b)
+                    );
+                }
+            }
+        }
+        // The builders use their own prefix.
+        assert!(workspace("w").starts_with(WORKSPACE_PREFIX));
+        assert!(write_key("k").starts_with(WRITE_KEY_PREFIX));
+        assert!(cohort(".c").starts_with(COHORT_PREFIX));
+        assert!(idempotency("w", "k").starts_with(IDEMPOTENCY_PREFIX));
+        assert!(notification(1).starts_with(NOTIFICATION_PREFIX));
+        assert!(next_id("sync").starts_with(NEXT_ID_PREFIX));
+        assert!(indexed(1).starts_with(INDEXED_PREFIX));
+        assert!(attr_name("uid").starts_with(ATTR_PREFIX));
+    }
+
+    #[test]
+    fn execution_keys_nest_under_their_sync() {
+        assert_eq!(&execution(3, 9)[..4], &sync(3));
+        assert_eq!(&exec_bitmap(3, 9, 4)[..8], &execution(3, 9));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod index;
 pub(crate) mod keys;
 mod records;
 mod segments;
+mod syncs;
 mod txn;
 
 use std::collections::HashMap;
@@ -23,10 +24,16 @@ use roaring::RoaringBitmap;
 use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Classify, Fault};
+
 pub use codec::{Value, ValueRef};
 pub use fingerprints::{Fingerprint, FingerprintTable};
 pub(crate) use records::Write;
 pub use segments::{SegmentRecord, SnapshotMeta};
+pub use syncs::{
+    BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus,
+    Trigger,
+};
 pub use txn::{AttrChange, AttrStats, ImportTxn};
 
 /// The schema this build reads and writes. Bump on any incompatible change of
@@ -94,6 +101,14 @@ pub enum Error {
     /// The store ran out of user indexes (more than 2^32 - 1 users).
     #[error("the store is full: at most {} users", u32::MAX)]
     Full,
+}
+
+impl Classify for Error {
+    /// Every store error is ours or the machine's, a locked data dir too
+    /// (exit code 1, as a failure to run rather than a wrong request).
+    fn fault(&self) -> Fault {
+        Fault::Internal
+    }
 }
 
 /// Shorthand for store results.

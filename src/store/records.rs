@@ -70,6 +70,20 @@ impl Store {
         Ok(out)
     }
 
+    /// The keys that start with `prefix`, in order (values not read).
+    pub(crate) fn scan_keys(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db().iterator_cf(self.cf(cf), mode) {
+            let (k, _) = item.map_err(db_err("scan", cf))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(k.to_vec());
+        }
+        Ok(out)
+    }
+
     fn scan_with<T: DeserializeOwned>(
         &self,
         cf: &'static str,
@@ -123,16 +137,16 @@ impl Store {
     /// Allocates the next id of a kind (`destination`, `sync`), starting at 1.
     pub(crate) fn next_id(&self, kind: &str) -> Result<u32> {
         let _writer = self.lock_writer();
-        let key = format!("next_id/{kind}");
+        let key = super::keys::next_id(kind);
         let meta = self.cf(cf::META);
         let cur = self
             .db()
-            .get_cf(meta, key.as_bytes())
+            .get_cf(meta, &key)
             .map_err(db_err("get", cf::META))?
             .and_then(|b| super::keys::read_u32(&b))
             .unwrap_or(1);
         self.db()
-            .put_cf(meta, key.as_bytes(), (cur + 1).to_be_bytes())
+            .put_cf(meta, &key, (cur + 1).to_be_bytes())
             .map_err(db_err("put", cf::META))?;
         Ok(cur)
     }

@@ -508,10 +508,7 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
             batch.delete_cf(store.cf(cf::ATTR_VALUES), key);
         } else {
             batch.put_cf(store.cf(cf::ATTR_VALUES), key, old);
-            let mut hk = [0u8; 12];
-            hk[..8].copy_from_slice(key);
-            hk[8..].copy_from_slice(&seq.to_be_bytes());
-            batch.delete_cf(store.cf(cf::ATTR_HISTORY), hk);
+            batch.delete_cf(store.cf(cf::ATTR_HISTORY), keys::history_of(key, seq));
         }
         if batch.len() >= BATCH_OPS {
             db.write(std::mem::take(&mut batch))

@@ -233,6 +233,78 @@ pub fn ok_json() -> Reply {
     )
 }
 
+/// The one way tests seed a data dir, through the real CLI: users with a
+/// `uid`, segment `seg`, destination `dest`, and optionally a daily sync.
+///
+/// ```ignore
+/// let id = Seed::numbered(100).destination(&url, &["--page-size", "100"]).daily_sync(&[]);
+/// ```
+pub struct Seed {
+    users: Vec<(String, Option<String>)>,
+    members: Vec<String>,
+    destination: Option<(String, Vec<String>)>,
+}
+
+impl Seed {
+    /// `n` users `u00000`, `u00001`… with uid `uid0`, `uid1`…, all members.
+    pub fn numbered(n: usize) -> Seed {
+        let users: Vec<(String, Option<String>)> = (0..n)
+            .map(|i| (format!("u{i:05}"), Some(format!("uid{i}"))))
+            .collect();
+        let members = users.iter().map(|(id, _)| id.clone()).collect();
+        Seed {
+            users,
+            members,
+            destination: None,
+        }
+    }
+
+    /// These users (distinct id, uid if any) and members.
+    pub fn of(users: &[(&str, Option<&str>)], members: &[&str]) -> Seed {
+        Seed {
+            users: users
+                .iter()
+                .map(|(id, uid)| (id.to_string(), uid.map(str::to_string)))
+                .collect(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            destination: None,
+        }
+    }
+
+    /// Destination `dest` at `url` with extra `destination add` arguments.
+    pub fn destination(mut self, url: &str, args: &[&str]) -> Seed {
+        self.destination = Some((
+            url.to_string(),
+            args.iter().map(|a| a.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// Imports users, the segment and the destination into `env`.
+    pub fn apply(&self, env: &Env) {
+        let mut csv = String::from("distinct_id,uid\n");
+        for (id, uid) in &self.users {
+            csv.push_str(&format!("{id},{}\n", uid.as_deref().unwrap_or("")));
+        }
+        let u = env.file("users.csv", csv.as_bytes());
+        env.ok(&["users", "import", path_str(&u)]);
+        let s = env.file("members.txt", self.members.join("\n").as_bytes());
+        env.ok(&["segment", "import", "seg", path_str(&s)]);
+        if let Some((url, extra)) = &self.destination {
+            let mut args = vec!["destination", "add", "dest", "--url", url];
+            args.extend(extra.iter().map(String::as_str));
+            env.ok(&args);
+        }
+    }
+
+    /// [`Seed::apply`], then a daily sync of uid to `dest` with extra
+    /// `sync create` arguments; returns the sync id.
+    pub fn daily_sync(&self, env: &Env, extra: &[&str]) -> String {
+        self.apply(env);
+        env.create_daily_sync("dest", extra)
+    }
+}
+
 /// Users with a uid, a segment of them, a destination at `url`, a periodic
 /// sync of uid; returns the sync id.
 pub fn setup_sync(
@@ -242,18 +314,9 @@ pub fn setup_sync(
     url: &str,
     dest_args: &[&str],
 ) -> String {
-    let mut csv = String::from("distinct_id,uid\n");
-    for (id, uid) in users {
-        csv.push_str(&format!("{id},{}\n", uid.unwrap_or("")));
-    }
-    let u = env.file("users.csv", csv.as_bytes());
-    env.ok(&["users", "import", path_str(&u)]);
-    let s = env.file("members.txt", members.join("\n").as_bytes());
-    env.ok(&["segment", "import", "seg", path_str(&s)]);
-    let mut args = vec!["destination", "add", "dest", "--url", url];
-    args.extend_from_slice(dest_args);
-    env.ok(&args);
-    env.create_daily_sync("dest", &[])
+    Seed::of(users, members)
+        .destination(url, dest_args)
+        .daily_sync(env, &[])
 }
 
 /// `segsync serve` in this process on 127.0.0.1:0, over the data dir of `env`.
@@ -273,6 +336,15 @@ impl Served {
             let _ = rx.await;
         }));
         Served { base, stop, task }
+    }
+
+    /// With the scheduler looking every `tick`.
+    pub async fn with_tick(env: &Env, tick: std::time::Duration) -> Served {
+        let opts = segsync::server::ServeOptions {
+            tick,
+            ..Default::default()
+        };
+        Served::start(env, opts).await
     }
 
     /// Shuts down gracefully and waits until the store is released.

@@ -1,10 +1,13 @@
-//! Sync and execution records, keyed big-endian so one sync's executions
-//! scan in order, and the bitmaps an execution plans and checkpoints.
+//! Sync and execution records as stored, keyed big-endian so one sync's
+//! executions scan in order, and the bitmaps an execution plans and
+//! checkpoints. The rules about them (statuses, actions, schedules) are the
+//! lifecycle's; the planner and the pipeline read and write these records
+//! directly, so they live here, below both.
 
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{self, cf, Store, Write};
+use super::{cf, keys, Result, Store, Write};
 
 /// How often a periodic sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -81,18 +84,6 @@ pub struct SyncRecord {
     pub inactive_since_ms: Option<i64>,
     /// Last configuration change, Unix ms.
     pub updated_ms: i64,
-}
-
-impl SyncRecord {
-    /// The schedule's timing (start, end, zone).
-    pub fn timing(&self) -> super::schedule::Timing {
-        let ts = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-        super::schedule::Timing {
-            start: ts(self.start_ms),
-            end: self.end_ms.map(ts),
-            tz: self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC),
-        }
-    }
 }
 
 /// What started an execution.
@@ -207,7 +198,8 @@ pub enum BitmapKind {
 }
 
 impl BitmapKind {
-    fn code(self) -> u8 {
+    /// The byte that ends this bitmap's key.
+    pub(crate) fn code(self) -> u8 {
         match self {
             BitmapKind::Synced => 1,
             BitmapKind::Added => 2,
@@ -219,83 +211,71 @@ impl BitmapKind {
     }
 }
 
-fn sync_key(id: u32) -> Vec<u8> {
-    id.to_be_bytes().to_vec()
-}
-
-fn exec_key(sync: u32, seq: u32) -> Vec<u8> {
-    let mut k = sync.to_be_bytes().to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn bitmap_key(sync: u32, seq: u32, kind: BitmapKind) -> Vec<u8> {
-    let mut k = exec_key(sync, seq);
-    k.push(kind.code());
-    k
-}
-
 impl SyncRecord {
     /// Loads a sync.
-    pub fn load(store: &Store, id: u32) -> store::Result<Option<SyncRecord>> {
-        store.get_record(cf::SYNCS, &sync_key(id), "sync record")
+    pub fn load(store: &Store, id: u32) -> Result<Option<SyncRecord>> {
+        store.get_record(cf::SYNCS, &keys::sync(id), "sync record")
     }
 
     /// All syncs, by id.
-    pub fn all(store: &Store) -> store::Result<Vec<SyncRecord>> {
+    pub fn all(store: &Store) -> Result<Vec<SyncRecord>> {
         store.scan_records(cf::SYNCS, &[], "sync record")
     }
 
     /// The write that stores this record.
     pub(crate) fn write(&self) -> Write {
-        Write::record(cf::SYNCS, sync_key(self.id), self)
+        Write::record(cf::SYNCS, keys::sync(self.id), self)
     }
 
     /// Stores this record.
-    pub fn save(&self, store: &Store) -> store::Result<()> {
+    pub fn save(&self, store: &Store) -> Result<()> {
         store.write_records(vec![self.write()], true)
     }
 }
 
 impl ExecutionRecord {
     /// Loads an execution.
-    pub fn load(store: &Store, sync: u32, seq: u32) -> store::Result<Option<ExecutionRecord>> {
-        store.get_record(cf::EXECUTIONS, &exec_key(sync, seq), "execution record")
+    pub fn load(store: &Store, sync: u32, seq: u32) -> Result<Option<ExecutionRecord>> {
+        store.get_record(
+            cf::EXECUTIONS,
+            &keys::execution(sync, seq),
+            "execution record",
+        )
     }
 
     /// A sync's executions, oldest first.
-    pub fn all(store: &Store, sync: u32) -> store::Result<Vec<ExecutionRecord>> {
-        store.scan_records(cf::EXECUTIONS, &sync.to_be_bytes(), "execution record")
+    pub fn all(store: &Store, sync: u32) -> Result<Vec<ExecutionRecord>> {
+        store.scan_records(cf::EXECUTIONS, &keys::sync(sync), "execution record")
     }
 
     /// The write that stores this record.
     pub(crate) fn write(&self) -> Write {
-        Write::record(cf::EXECUTIONS, exec_key(self.sync_id, self.seq), self)
+        Write::record(
+            cf::EXECUTIONS,
+            keys::execution(self.sync_id, self.seq),
+            self,
+        )
     }
 
     /// The write that stores one of this execution's bitmaps.
     pub(crate) fn bitmap_write(&self, kind: BitmapKind, b: &RoaringBitmap) -> Write {
         Write::bitmap(
             cf::EXEC_BITMAPS,
-            bitmap_key(self.sync_id, self.seq, kind),
+            keys::exec_bitmap(self.sync_id, self.seq, kind.code()),
             b,
         )
     }
 
     /// One of this execution's bitmaps (empty if never written).
-    pub fn bitmap(&self, store: &Store, kind: BitmapKind) -> store::Result<RoaringBitmap> {
+    pub fn bitmap(&self, store: &Store, kind: BitmapKind) -> Result<RoaringBitmap> {
         Ok(self.bitmap_if_any(store, kind)?.unwrap_or_default())
     }
 
     /// One of this execution's bitmaps, `None` if never written.
-    pub fn bitmap_if_any(
-        &self,
-        store: &Store,
-        kind: BitmapKind,
-    ) -> store::Result<Option<RoaringBitmap>> {
+    pub fn bitmap_if_any(&self, store: &Store, kind: BitmapKind) -> Result<Option<RoaringBitmap>> {
         store.get_bitmap(
             cf::EXEC_BITMAPS,
-            &bitmap_key(self.sync_id, self.seq, kind),
+            &keys::exec_bitmap(self.sync_id, self.seq, kind.code()),
             "execution bitmap",
         )
     }
