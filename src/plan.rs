@@ -94,6 +94,16 @@ pub fn diff(previous: &RoaringBitmap, current: &RoaringBitmap) -> Diff {
     }
 }
 
+/// The write that makes the next plan of sync `sync_id` a full send (its
+/// destination changed); the plan consumes it.
+pub(crate) fn full_resend_marker(sync_id: u32) -> store::Write {
+    store::Write::Put(
+        store::cf::META,
+        store::keys::full_resend(sync_id),
+        Vec::new(),
+    )
+}
+
 /// A diff between two snapshots of a segment, as `segment diff` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentDiff {
@@ -224,7 +234,16 @@ pub fn plan_execution(
         .flatten();
     // Read once: the failed-execution set and the removal groups both need it.
     let history = ExecutionRecord::all(store, sync.id)?;
+    let resend_key = store::keys::full_resend(sync.id);
+    let new_destination = store.has_key(store::cf::META, &resend_key)?;
     let (kind, d) = match (&last, sync.schedule) {
+        _ if new_destination => (
+            ExecKind::FullNewDestination,
+            Diff {
+                added: cur.clone(),
+                removed: RoaringBitmap::new(),
+            },
+        ),
         (Some(prev), Schedule::Every(_)) if trigger != Trigger::ResyncAll => {
             let previous = prev.bitmap(store, BitmapKind::Synced)?;
             let mut d = diff(&previous, &cur);
@@ -233,7 +252,9 @@ pub fn plan_execution(
             // (adds and removes are idempotent at the destination).
             let mut uncertain = RoaringBitmap::new();
             for e in &history {
-                if e.seq > prev.seq && e.status == ExecStatus::Failed {
+                if e.seq > prev.seq
+                    && matches!(e.status, ExecStatus::Failed | ExecStatus::Cancelled)
+                {
                     uncertain |= e.bitmap(store, BitmapKind::Added)?;
                     uncertain |= e.bitmap(store, BitmapKind::Removed)?;
                 }
@@ -254,7 +275,7 @@ pub fn plan_execution(
     // Walk back through finished executions: each removed user goes out
     // with the values of the execution that last (possibly) added it.
     let mut groups: Vec<(u32, RoaringBitmap)> = Vec::new();
-    if !d.removed.is_empty() {
+    if !d.removed.is_empty() && !new_destination {
         let mut left = d.removed.clone();
         for e in history.iter().rev() {
             if e.status == ExecStatus::Processing {
@@ -302,6 +323,9 @@ pub fn plan_execution(
         exec.bitmap_write(BitmapKind::Removed, &d.removed),
         sync.write(),
     ];
+    if new_destination {
+        writes.push(store::Write::Delete(store::cf::META, resend_key));
+    }
     // Real-time changes after this point start a new snapshot.
     writes.extend(store.seal_live(&seg));
     for (i, (_, b)) in groups.iter().enumerate() {

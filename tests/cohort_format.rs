@@ -355,7 +355,7 @@ fn retry_after_and_resume_keep_pages_and_keys() {
 
     let store = Store::open(env.data()).unwrap();
     let opts = RunOptions {
-        cancel: Some(cancel.clone()),
+        cancel: vec![cancel.clone()],
         ..Default::default()
     };
     let e = run_sync(&store, sync, Trigger::AdHoc, &opts).unwrap();

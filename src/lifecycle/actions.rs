@@ -234,59 +234,69 @@ impl SyncEdit {
     }
 }
 
-/// Edits a sync within the seed's rules.
+/// Edits a sync within the seed's rules. The change applies from the next
+/// run: a run in progress keeps the plan it made. Changing the destination
+/// makes the next run a full send to the new one.
 pub fn edit(
     store: &Store,
     id: u32,
     e: SyncEdit,
     now: DateTime<Utc>,
 ) -> Result<SyncRecord, ActionError> {
-    let mut s = load(store, id)?;
-    rules::check(s.status, Action::Edit, false)?;
-    if let Some(f) = e.every {
-        match s.schedule {
-            Schedule::Once => {
-                return Err(ActionError::Invalid(
-                    "a one-time sync cannot become periodic; create a new sync".into(),
-                ))
+    let s = SyncRecord::update(store, id, |s, writes| {
+        rules::check(s.status, Action::Edit, false)?;
+        rules::check(s.status, Action::Edit, false)?;
+        if let Some(f) = e.every {
+            match s.schedule {
+                Schedule::Once => {
+                    return Err(ActionError::Invalid(
+                        "a one-time sync cannot become periodic; create a new sync".into(),
+                    ))
+                }
+                Schedule::Every(_) => s.schedule = Schedule::Every(f),
             }
-            Schedule::Every(_) => s.schedule = Schedule::Every(f),
         }
-    }
-    if let Some(start) = e.start {
-        if s.start_ms <= now.timestamp_millis() {
-            return Err(ActionError::Invalid(
-                "the start date has passed and can no longer be changed".into(),
-            ));
-        }
-        s.start_ms = start.timestamp_millis();
-    }
-    if let Some(end) = e.end {
-        if s.schedule == Schedule::Once && end.is_some() {
-            return Err(ActionError::Invalid(
-                "a one-time sync has no end date".into(),
-            ));
-        }
-        if let Some(end) = end {
-            if end.timestamp_millis() <= s.start_ms {
+        if let Some(start) = e.start {
+            if s.start_ms <= now.timestamp_millis() {
                 return Err(ActionError::Invalid(
-                    "the end date must be after the start".into(),
+                    "the start date has passed and can no longer be changed".into(),
                 ));
             }
+            s.start_ms = start.timestamp_millis();
         }
-        s.end_ms = end.map(|t| t.timestamp_millis());
-    }
-    if let Some(d) = e.destination {
-        let dest = destination::get(store, &d)?.validated()?;
-        dest.check_attribute(&s.attribute)?;
-        s.destination = d;
-    }
-    if let Some(n) = e.notify {
-        check_emails(&n)?;
-        s.notify = n;
-    }
-    s.updated_ms = now.timestamp_millis();
-    s.save(store)?;
+        if let Some(end) = e.end {
+            if s.schedule == Schedule::Once && end.is_some() {
+                return Err(ActionError::Invalid(
+                    "a one-time sync has no end date".into(),
+                ));
+            }
+            if let Some(end) = end {
+                if end.timestamp_millis() <= s.start_ms {
+                    return Err(ActionError::Invalid(
+                        "the end date must be after the start".into(),
+                    ));
+                }
+            }
+            s.end_ms = end.map(|t| t.timestamp_millis());
+        }
+        if let Some(d) = e.destination {
+            let dest = destination::get(store, &d)?.validated()?;
+            dest.check_attribute(&s.attribute)?;
+            if d != s.destination {
+                // The new destination has never received anyone: the next
+                // run sends the whole membership to it.
+                writes.push(plan::full_resend_marker(s.id));
+            }
+            s.destination = d;
+        }
+        if let Some(n) = e.notify {
+            check_emails(&n)?;
+            s.notify = n;
+        }
+        s.updated_ms = now.timestamp_millis();
+        Ok::<_, ActionError>(s.clone())
+    })?
+    .ok_or(ActionError::NotFound(id))?;
     let detail = format!(
         "Now: destination '{}', schedule {:?}, end {}, notifications to {}.",
         s.destination,
@@ -300,27 +310,31 @@ pub fn edit(
     Ok(s)
 }
 
-/// Pauses or archives a sync.
+/// Pauses or archives a sync. A run in progress is not undone by its end:
+/// a paused sync finishes the execution and stays paused; an archived one
+/// is stopped at the next page boundary by whoever runs it (`serve` cancels
+/// it), and stays archived.
 pub fn set_status(
     store: &Store,
     id: u32,
     action: Action,
     now: DateTime<Utc>,
 ) -> Result<SyncRecord, ActionError> {
-    let mut s = load(store, id)?;
-    rules::check(s.status, action, true)?;
-    s.status = match action {
-        Action::Pause => SyncStatus::Paused,
-        Action::Archive => SyncStatus::Archived,
-        _ => {
-            return Err(ActionError::Invalid(
-                "only pause and archive set a status".into(),
-            ))
-        }
-    };
-    s.updated_ms = now.timestamp_millis();
-    s.save(store)?;
-    Ok(s)
+    SyncRecord::update(store, id, |s, _| {
+        rules::check(s.status, action, true)?;
+        s.status = match action {
+            Action::Pause => SyncStatus::Paused,
+            Action::Archive => SyncStatus::Archived,
+            _ => {
+                return Err(ActionError::Invalid(
+                    "only pause and archive set a status".into(),
+                ))
+            }
+        };
+        s.updated_ms = now.timestamp_millis();
+        Ok(s.clone())
+    })?
+    .ok_or(ActionError::NotFound(id))
 }
 
 /// What must hold before a run of `trigger` starts: the status table, the
@@ -388,6 +402,9 @@ pub fn start_run(
     trigger: Trigger,
     now: DateTime<Utc>,
 ) -> Result<StartedRun, ActionError> {
+    // The check and the plan (which records the new execution in the sync)
+    // see one state of the sync: no action interleaves.
+    let _syncs = store.lock_syncs();
     let mut sync = load(store, sync_id)?;
     let dest = destination::get(store, &sync.destination)?.validated()?;
     check_run(store, &sync, trigger, dest.allow_resync, now)?;
@@ -423,28 +440,53 @@ impl StartedRun {
     /// write, then the notification. An execution interrupted by shutdown
     /// stays processing and changes nothing about the sync.
     pub fn execute(self, store: &Store, opts: &RunOptions) -> Result<ExecutionRecord, ActionError> {
-        let StartedRun {
-            mut sync,
-            exec,
-            dest,
-        } = self;
+        let StartedRun { sync, exec, dest } = self;
+        let started_updated_ms = sync.updated_ms;
         let done = pipeline::execute(store, &sync, exec, dest, opts)?;
-        let exec = done.exec.clone();
-        let kind = match &done.outcome {
-            Outcome::Interrupted => return Ok(exec),
-            Outcome::Complete => {
-                sync.last_complete = Some(exec.seq);
-                sync.status = rules::after_run(true);
-                notify::Kind::Success
-            }
-            Outcome::Failed(_) => {
-                sync.status = rules::after_run(false);
-                notify::Kind::Failure
-            }
+        let mut exec = done.exec.clone();
+        // The end of a run changes only what the run owns: its execution,
+        // the last complete pointer, and the status its outcome implies —
+        // unless an action changed the sync meanwhile (pause, archive,
+        // edit), whose result stands.
+        let settled = SyncRecord::update(store, sync.id, |current, writes| {
+            let untouched = current.updated_ms == started_updated_ms;
+            let kind = match &done.outcome {
+                Outcome::Interrupted if current.status == SyncStatus::Archived => {
+                    exec.status = ExecStatus::Cancelled;
+                    exec.finished_ms = Some(Utc::now().timestamp_millis());
+                    exec.error = Some("stopped: the sync was archived during the run".into());
+                    None
+                }
+                Outcome::Interrupted => return Ok::<_, ActionError>(None),
+                Outcome::Complete => {
+                    current.last_complete = Some(exec.seq);
+                    if untouched {
+                        current.status = rules::after_run(true);
+                    }
+                    Some(notify::Kind::Success)
+                }
+                Outcome::Failed(_) => {
+                    if untouched {
+                        current.status = rules::after_run(false);
+                    }
+                    Some(notify::Kind::Failure)
+                }
+            };
+            writes.extend(done.final_writes(&exec));
+            Ok(Some((kind, current.clone())))
+        })?
+        .ok_or(ActionError::NotFound(sync.id))?;
+        let Some((kind, sync)) = settled else {
+            return Ok(exec);
         };
-        let mut writes = done.final_writes();
-        writes.push(sync.write());
-        store.write_records(writes, true)?;
+        let Some(kind) = kind else {
+            tracing::info!(
+                sync = sync.id,
+                execution = exec.seq,
+                "execution cancelled: the sync was archived"
+            );
+            return Ok(exec);
+        };
         let detail = match kind {
             notify::Kind::Success => format!(
                 "Execution {} complete: {} users added, {} removed, {} in the segment with the attribute, {} pages.",
@@ -490,6 +532,58 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<ExecutionRecord, ActionError> {
     start_run(store, sync_id, trigger, Utc::now())?.execute(store, opts)
+}
+
+/// What the scheduler's look at one sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A slot is due: it is recorded, and the caller starts the run.
+    RunDue(DateTime<Utc>),
+    /// The end of the schedule was reached: the sync is now inactive.
+    Ended,
+    /// Inactive for 30 days: the sync is now archived.
+    Archived,
+    /// Nothing to do.
+    Nothing,
+}
+
+/// The scheduler's look at sync `id` at `now`, on the record as stored
+/// (so it never undoes an action taken since the caller listed syncs).
+/// Only active syncs run; failed syncs wait for an ad hoc run, paused and
+/// archived ones do not run.
+pub fn schedule_step(store: &Store, id: u32, now: DateTime<Utc>) -> Result<Step, ActionError> {
+    Ok(SyncRecord::update(store, id, |s, _| {
+        let t = schedule::Timing::of(s);
+        let last_slot = s.last_slot_ms.and_then(DateTime::from_timestamp_millis);
+        Ok::<_, ActionError>(match s.status {
+            SyncStatus::Active => {
+                if let Some(slot) = schedule::due(s.schedule, &t, last_slot, now) {
+                    s.last_slot_ms = Some(slot.timestamp_millis());
+                    Step::RunDue(slot)
+                } else if schedule::ended(s.schedule, &t, last_slot, now) {
+                    s.status = SyncStatus::Inactive;
+                    s.inactive_since_ms = Some(now.timestamp_millis());
+                    Step::Ended
+                } else {
+                    Step::Nothing
+                }
+            }
+            SyncStatus::Inactive => {
+                let since = s
+                    .inactive_since_ms
+                    .and_then(DateTime::from_timestamp_millis)
+                    .unwrap_or(now);
+                if schedule::archive_due(since, now) {
+                    s.status = SyncStatus::Archived;
+                    Step::Archived
+                } else {
+                    Step::Nothing
+                }
+            }
+            SyncStatus::Failed | SyncStatus::Paused | SyncStatus::Archived => Step::Nothing,
+        })
+    })?
+    .unwrap_or(Step::Nothing))
 }
 
 /// Removes a destination that no sync uses any more (archived syncs keep

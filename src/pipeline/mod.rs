@@ -87,10 +87,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Renderer threads.
     pub render_threads: usize,
-    /// Set to stop early (shutdown): no new page is sent, the pages in
-    /// flight finish and are checkpointed, and the execution stays
-    /// processing, to be resumed by the next run.
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Any of these set stops the run early (shutdown, or the sync archived
+    /// meanwhile): no new page is sent, the pages in flight finish and are
+    /// checkpointed, and the execution is left for the caller to settle.
+    pub cancel: Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for RunOptions {
@@ -98,7 +98,7 @@ impl Default for RunOptions {
         RunOptions {
             progress: false,
             render_threads: 2,
-            cancel: None,
+            cancel: Vec::new(),
         }
     }
 }
@@ -106,8 +106,8 @@ impl Default for RunOptions {
 impl RunOptions {
     fn cancelled(&self) -> bool {
         self.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            .iter()
+            .any(|c| c.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 
@@ -220,10 +220,11 @@ pub struct Executed {
 }
 
 impl Executed {
-    /// The writes that record the end of the execution; the caller commits
-    /// them with its own (the sync record) in one synced batch.
-    pub(crate) fn final_writes(&self) -> Vec<Write> {
-        checkpoint::final_writes(&self.exec, &self.done)
+    /// The writes that record the end of the execution as `exec` (this
+    /// execution, as the caller settled it); the caller commits them with
+    /// its own (the sync record) in one synced batch.
+    pub(crate) fn final_writes(&self, exec: &ExecutionRecord) -> Vec<Write> {
+        checkpoint::final_writes(exec, &self.done)
     }
 }
 

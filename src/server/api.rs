@@ -355,6 +355,11 @@ async fn act(
             };
             return blocking(&s, move |s| {
                 let rec = actions::set_status(&s.store, id, a, Utc::now())?;
+                if a == Action::Archive {
+                    // Archived is final: a run in progress stops at the next
+                    // page boundary, checkpointed.
+                    s.stop_run(id);
+                }
                 Ok((StatusCode::OK, Json(sync_view(s, &rec))))
             })
             .await;

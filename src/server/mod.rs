@@ -12,7 +12,7 @@ mod api;
 mod inbound;
 mod scheduler;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,7 +45,10 @@ impl Default for ServeOptions {
 /// What the handlers and the scheduler share.
 pub(crate) struct AppState {
     pub(crate) store: Arc<Store>,
-    running: Mutex<HashSet<u32>>,
+    /// Syncs running now, each with the flag that stops its run (set when
+    /// the sync is archived meanwhile).
+    running: Mutex<HashMap<u32, Arc<AtomicBool>>>,
+    /// Set at shutdown: no new run, and every run stops taking pages.
     cancel: Arc<AtomicBool>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     cohort_limiter: crate::inbound::WindowLimiter,
@@ -61,7 +64,7 @@ impl AppState {
     fn new(store: Arc<Store>, opts: &ServeOptions) -> AppState {
         AppState {
             store,
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
             cancel: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
             cohort_limiter: crate::inbound::WindowLimiter::new(opts.cohort.rpm),
@@ -83,11 +86,13 @@ impl AppState {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(ActionError::Conflict("the server is shutting down".into()));
         }
+        let stop = Arc::new(AtomicBool::new(false));
         {
             let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-            if !running.insert(sync_id) {
+            if running.contains_key(&sync_id) {
                 return Err(ActionError::Conflict(format!("sync {sync_id} is running")));
             }
+            running.insert(sync_id, stop.clone());
         }
         let not_running = move |state: &AppState| {
             state
@@ -107,7 +112,7 @@ impl AppState {
         let state = self.clone();
         let handle = std::thread::spawn(move || {
             let opts = RunOptions {
-                cancel: Some(state.cancel.clone()),
+                cancel: vec![state.cancel.clone(), stop],
                 ..Default::default()
             };
             match started.execute(&state.store, &opts) {
@@ -130,7 +135,20 @@ impl AppState {
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(&sync_id)
+            .contains_key(&sync_id)
+    }
+
+    /// Stops the run of `sync_id` in progress, if any, at the next page
+    /// boundary (after the sync was archived).
+    pub(crate) fn stop_run(&self, sync_id: u32) {
+        if let Some(stop) = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sync_id)
+        {
+            stop.store(true, Ordering::SeqCst);
+        }
     }
 }
 

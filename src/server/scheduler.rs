@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::AppState;
-use crate::lifecycle::schedule;
-use crate::lifecycle::{SyncRecord, SyncStatus, Trigger};
+use crate::lifecycle::actions::{self, Step};
+use crate::lifecycle::{SyncRecord, Trigger};
 
 pub(crate) async fn run(
     state: Arc<AppState>,
@@ -84,44 +84,25 @@ pub(crate) async fn deliver_mail(
 /// How often answered idempotency keys past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// One look at every sync at `now`.
+/// One look at every sync at `now`: what is due runs, what ended becomes
+/// inactive, what stayed inactive 30 days is archived
+/// ([`actions::schedule_step`] decides, on the record as stored now).
 pub(crate) fn pass(state: &Arc<AppState>, now: DateTime<Utc>) -> Result<(), crate::store::Error> {
-    for mut s in SyncRecord::all(&state.store)? {
+    for s in SyncRecord::all(&state.store)? {
         if state.is_running(s.id) {
             continue;
         }
-        let t = schedule::Timing::of(&s);
-        let last_slot = s.last_slot_ms.and_then(DateTime::from_timestamp_millis);
-        match s.status {
-            SyncStatus::Active => {
-                if let Some(slot) = schedule::due(s.schedule, &t, last_slot, now) {
-                    s.last_slot_ms = Some(slot.timestamp_millis());
-                    s.save(&state.store)?;
-                    tracing::info!(sync = s.id, slot = %slot, "scheduled run due");
-                    if let Err(e) = state.start_run(s.id, Trigger::Scheduled) {
-                        tracing::warn!(sync = s.id, error = %e, "scheduled run refused");
-                    }
-                } else if schedule::ended(s.schedule, &t, last_slot, now) {
-                    s.status = SyncStatus::Inactive;
-                    s.inactive_since_ms = Some(now.timestamp_millis());
-                    s.save(&state.store)?;
-                    tracing::info!(sync = s.id, "end of schedule reached: inactive");
+        match actions::schedule_step(&state.store, s.id, now) {
+            Ok(Step::RunDue(slot)) => {
+                tracing::info!(sync = s.id, slot = %slot, "scheduled run due");
+                if let Err(e) = state.start_run(s.id, Trigger::Scheduled) {
+                    tracing::warn!(sync = s.id, error = %e, "scheduled run refused");
                 }
             }
-            SyncStatus::Inactive => {
-                let since = s
-                    .inactive_since_ms
-                    .and_then(DateTime::from_timestamp_millis)
-                    .unwrap_or(now);
-                if schedule::archive_due(since, now) {
-                    s.status = SyncStatus::Archived;
-                    s.save(&state.store)?;
-                    tracing::info!(sync = s.id, "inactive for 30 days: archived");
-                }
-            }
-            // Failed syncs pause future runs until an ad hoc run; paused and
-            // archived ones do not run.
-            SyncStatus::Failed | SyncStatus::Paused | SyncStatus::Archived => {}
+            Ok(Step::Ended) => tracing::info!(sync = s.id, "end of schedule reached: inactive"),
+            Ok(Step::Archived) => tracing::info!(sync = s.id, "inactive for 30 days: archived"),
+            Ok(Step::Nothing) => {}
+            Err(e) => tracing::error!(sync = s.id, error = %e, "scheduler step failed"),
         }
     }
     Ok(())
@@ -130,7 +111,7 @@ pub(crate) fn pass(state: &Arc<AppState>, now: DateTime<Utc>) -> Result<(), crat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{Frequency, Schedule};
+    use crate::lifecycle::{Frequency, Schedule, SyncStatus};
 
     fn state(dir: &std::path::Path) -> Arc<AppState> {
         Arc::new(AppState::new(

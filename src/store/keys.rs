@@ -21,6 +21,9 @@ pub(crate) const ATTR_PREFIX: &[u8] = b"attr/";
 pub(crate) const NEXT_ID_PREFIX: &[u8] = b"next_id/";
 /// Prefix of the "identity index built" markers in `meta` (`indexed/<attr>`).
 pub(crate) const INDEXED_PREFIX: &[u8] = b"indexed/";
+/// Prefix of the markers of syncs whose next run must send everyone (their
+/// destination changed) in `meta` (`full_resend/<sync>`).
+pub(crate) const FULL_RESEND_PREFIX: &[u8] = b"full_resend/";
 
 // --- events ---------------------------------------------------------------
 
@@ -57,6 +60,7 @@ pub(crate) const PREFIXES: &[(&str, &[u8])] = &[
     (super::cf::META, ATTR_PREFIX),
     (super::cf::META, NEXT_ID_PREFIX),
     (super::cf::META, INDEXED_PREFIX),
+    (super::cf::META, FULL_RESEND_PREFIX),
     (super::cf::EVENTS, NOTIFICATION_PREFIX),
     (super::cf::EVENTS, PENDING_NOTIFICATION_PREFIX),
     (super::cf::INBOUND, WORKSPACE_PREFIX),
@@ -80,6 +84,11 @@ pub(crate) fn next_id(kind: &str) -> Vec<u8> {
 /// `indexed/<attr>` in `meta`.
 pub(crate) fn indexed(attr: u32) -> Vec<u8> {
     prefixed(INDEXED_PREFIX, &attr.to_be_bytes())
+}
+
+/// `full_resend/<sync>` in `meta`.
+pub(crate) fn full_resend(sync: u32) -> Vec<u8> {
+    prefixed(FULL_RESEND_PREFIX, &sync.to_be_bytes())
 }
 
 /// `notification/<id>` in `events`.
@@ -248,6 +257,7 @@ mod tests {
         assert!(notification(1).starts_with(NOTIFICATION_PREFIX));
         assert!(next_id("sync").starts_with(NEXT_ID_PREFIX));
         assert!(indexed(1).starts_with(INDEXED_PREFIX));
+        assert!(full_resend(1).starts_with(FULL_RESEND_PREFIX));
         assert!(attr_name("uid").starts_with(ATTR_PREFIX));
     }
 

@@ -148,6 +148,9 @@ pub struct Store {
     state: RwLock<State>,
     /// Serialises writers (imports); readers never take it.
     writer: Mutex<()>,
+    /// Serialises read-modify-write of sync records (actions, the end of a
+    /// run, the scheduler), so none overwrites another's change.
+    syncs: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -267,6 +270,7 @@ impl Store {
             dir,
             state: RwLock::new(State::default()),
             writer: Mutex::new(()),
+            syncs: Mutex::new(()),
         };
         store.check_schema(fresh)?;
         store.load_state()?;
@@ -371,6 +375,11 @@ impl Store {
 
     pub(crate) fn sst_options(&self) -> &Options {
         &self.sst_opts
+    }
+
+    /// Held while a sync record is read, changed and written back.
+    pub(crate) fn lock_syncs(&self) -> MutexGuard<'_, ()> {
+        self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {

@@ -70,6 +70,15 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether `key` is present.
+    pub(crate) fn has_key(&self, cf: &'static str, key: &[u8]) -> Result<bool> {
+        Ok(self
+            .db()
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(db_err("get", cf))?
+            .is_some())
+    }
+
     /// The keys that start with `prefix`, in order (values not read).
     pub(crate) fn scan_keys(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
         let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);

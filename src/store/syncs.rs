@@ -108,6 +108,9 @@ pub enum ExecKind {
     Full,
     /// The difference from the last complete execution.
     Diff,
+    /// The whole current membership, because the sync's destination changed
+    /// since the last run (the new one has never received anyone).
+    FullNewDestination,
 }
 
 /// The seed's execution statuses.
@@ -120,6 +123,9 @@ pub enum ExecStatus {
     Complete,
     /// Stopped by an error.
     Failed,
+    /// Stopped because the sync was archived while it ran (its
+    /// acknowledged pages are recorded; it is never resumed).
+    Cancelled,
 }
 
 /// One run of a sync: its plan, progress and outcome.
@@ -227,9 +233,35 @@ impl SyncRecord {
         Write::record(cf::SYNCS, keys::sync(self.id), self)
     }
 
-    /// Stores this record.
+    /// Stores this record. (Changes to an existing sync go through
+    /// [`SyncRecord::update`], so that concurrent changes do not overwrite
+    /// each other.)
     pub fn save(&self, store: &Store) -> Result<()> {
         store.write_records(vec![self.write()], true)
+    }
+
+    /// Reads sync `id`, lets `change` modify it (and add writes of its own
+    /// to the same batch), and writes it back, synced, while no other
+    /// update of a sync record can interleave. `change` sees the record as
+    /// stored now, so it decides on current values. `None` when there is no
+    /// such sync.
+    pub(crate) fn update<R, E: From<super::Error>>(
+        store: &Store,
+        id: u32,
+        change: impl FnOnce(&mut SyncRecord, &mut Vec<Write>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<Option<R>, E> {
+        let _g = store.lock_syncs();
+        let Some(mut rec) = SyncRecord::load(store, id)? else {
+            return Ok(None);
+        };
+        let before = rec.clone();
+        let mut writes = Vec::new();
+        let r = change(&mut rec, &mut writes)?;
+        if rec != before || !writes.is_empty() {
+            writes.push(rec.write());
+            store.write_records(writes, true)?;
+        }
+        Ok(Some(r))
     }
 }
 

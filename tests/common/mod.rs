@@ -322,6 +322,8 @@ pub fn setup_sync(
 /// `segsync serve` in this process on 127.0.0.1:0, over the data dir of `env`.
 pub struct Served {
     pub base: String,
+    /// The store `serve` holds (for the library calls a test makes meanwhile).
+    pub store: std::sync::Arc<segsync::store::Store>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -332,10 +334,20 @@ impl Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(segsync::server::serve(listener, store, opts, async move {
-            let _ = rx.await;
-        }));
-        Served { base, stop, task }
+        let task = tokio::spawn(segsync::server::serve(
+            listener,
+            store.clone(),
+            opts,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Served {
+            base,
+            store,
+            stop,
+            task,
+        }
     }
 
     /// With the scheduler looking every `tick`.
@@ -349,8 +361,12 @@ impl Served {
 
     /// Shuts down gracefully and waits until the store is released.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        let Served {
+            store, stop, task, ..
+        } = self;
+        drop(store);
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
     }
 }
 
