@@ -33,6 +33,7 @@ fn planned_sync(store: &Store, cfg: DestinationConfig) -> (SyncRecord, Execution
             Schedule::Every(Frequency::Daily),
         ),
         chrono::Utc::now(),
+        "bench",
     )
     .unwrap();
     let exec = plan::plan_execution(store, &mut sync, 10_000, Trigger::Scheduled).unwrap();

@@ -25,13 +25,14 @@
 //! - [`lifecycle`]: the status × action rules, every action on a sync (runs
 //!   included: check, plan or resume, execute, settle), limits and cool-off,
 //!   schedules, notifications.
+//! - [`auth`]: who may call the admin API — named tokens with a role.
 //! - [`server`]: `segsync serve` — scheduler, mailer, resumption, admin REST
 //!   API, the inbound endpoints, health and metrics, graceful shutdown.
 //! - [`cli`]: the command line (the only place that uses `anyhow`).
 //!
 //! Beside the flow: [`config`] (`segsync.toml`, validated once), [`error`]
 //! (one classification of faults, from which exit codes and HTTP statuses
-//! derive), [`metrics`] (process-wide counters for `/metrics`),
+//! derive), [`secret`] (salted hashes of keys and tokens), [`metrics`] (process-wide counters for `/metrics`),
 //! [`progress`] (progress bars on a terminal), [`checking_receiver`] (a
 //! receiver that checks requests and rebuilds membership, for the demo,
 //! bench and tests) and [`fixtures`] (deterministic generated data).
@@ -44,6 +45,7 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 pub mod checking_receiver;
 pub mod cli;
 pub mod config;
@@ -57,5 +59,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod secret;
 pub mod server;
 pub mod store;

@@ -358,7 +358,7 @@ fn retry_after_and_resume_keep_pages_and_keys() {
         cancel: vec![cancel.clone()],
         ..Default::default()
     };
-    let e = run_sync(&store, sync, Trigger::AdHoc, &opts).unwrap();
+    let e = run_sync(&store, sync, Trigger::AdHoc, &opts, "test").unwrap();
     assert_eq!(
         e.status,
         ExecStatus::Processing,
@@ -372,7 +372,7 @@ fn retry_after_and_resume_keep_pages_and_keys() {
     let before = rx.seen().len();
 
     cancel.store(false, Ordering::SeqCst);
-    let e2 = run_sync(&store, sync, Trigger::AdHoc, &RunOptions::default()).unwrap();
+    let e2 = run_sync(&store, sync, Trigger::AdHoc, &RunOptions::default(), "test").unwrap();
     assert_eq!((e2.seq, e2.status), (e.seq, ExecStatus::Complete));
     assert_eq!(e2.total_pages, 5);
     assert_eq!(e2.retries, 1);

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 /// Layers, bottom first. A module may import from a lower layer only.
 const LAYERS: &[&[&str]] = &[
-    &["error", "metrics", "progress", "fixtures"],
+    &["error", "metrics", "progress", "fixtures", "secret"],
     &["store"],
     &["ingest", "plan", "destination"],
     &["config", "checking_receiver"],
     &["pipeline"],
-    &["lifecycle", "inbound"],
+    &["lifecycle", "inbound", "auth"],
     &["server"],
     &["cli"],
 ];

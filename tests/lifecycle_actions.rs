@@ -45,9 +45,9 @@ fn creation_limits_and_raising_them() -> TestResult {
     let store = Store::open(env.data())?;
     let now = Utc::now();
     for _ in 0..10 {
-        actions::create(&store, new_sync(Schedule::Once), now)?;
+        actions::create(&store, new_sync(Schedule::Once), now, "test")?;
     }
-    let e = actions::create(&store, new_sync(Schedule::Once), now).unwrap_err();
+    let e = actions::create(&store, new_sync(Schedule::Once), now, "test").unwrap_err();
     assert!(matches!(e, ActionError::Limit(_)), "{e}");
     assert_eq!(e.fault(), Fault::Limit);
     assert_eq!(e.fault().http_status(), 429);
@@ -57,20 +57,31 @@ fn creation_limits_and_raising_them() -> TestResult {
         "{e}"
     );
     // Archiving frees an active slot, but 10 were created today already.
-    actions::set_status(&store, 1, segsync::lifecycle::rules::Action::Archive, now)?;
-    let e = actions::create(&store, new_sync(Schedule::Once), now).unwrap_err();
+    actions::set_status(
+        &store,
+        1,
+        segsync::lifecycle::rules::Action::Archive,
+        now,
+        "test",
+    )?;
+    let e = actions::create(&store, new_sync(Schedule::Once), now, "test").unwrap_err();
     assert!(
         e.to_string()
             .contains("syncs created today limit reached: 10 of 10"),
         "{e}"
     );
     // Tomorrow it is allowed again.
-    actions::create(&store, new_sync(Schedule::Once), now + Duration::days(1))?;
+    actions::create(
+        &store,
+        new_sync(Schedule::Once),
+        now + Duration::days(1),
+        "test",
+    )?;
     drop(store);
     // Raising the limits in segsync.toml lifts them.
     env.config("[limits]\nmax_active_syncs = 20\nmax_syncs_created_per_day = 20\n");
     let store = Store::open(env.data())?;
-    actions::create(&store, new_sync(Schedule::Once), now)?;
+    actions::create(&store, new_sync(Schedule::Once), now, "test")?;
     drop(store);
     // Through the CLI a limit is exit code 2 with the message.
     env.config("[limits]\nmax_active_syncs = 1\n");
@@ -120,10 +131,11 @@ fn the_21st_ad_hoc_run_or_resync_of_the_day_is_refused() -> TestResult {
         &store,
         new_sync(Schedule::Every(Frequency::Daily)),
         Utc::now(),
+        "test",
     )?;
     let opts = RunOptions::default();
     // Scheduled runs do not count.
-    actions::run(&store, s.id, Trigger::Scheduled, &opts)?;
+    actions::run(&store, s.id, Trigger::Scheduled, &opts, "test")?;
     for i in 0..20 {
         let trigger = if i % 2 == 0 {
             Trigger::AdHoc
@@ -131,17 +143,17 @@ fn the_21st_ad_hoc_run_or_resync_of_the_day_is_refused() -> TestResult {
             Trigger::ResyncAll
         };
         assert_eq!(
-            actions::run(&store, s.id, trigger, &opts)?.status,
+            actions::run(&store, s.id, trigger, &opts, "test")?.status,
             ExecStatus::Complete
         );
     }
-    let e = actions::run(&store, s.id, Trigger::AdHoc, &opts).unwrap_err();
+    let e = actions::run(&store, s.id, Trigger::AdHoc, &opts, "test").unwrap_err();
     assert!(
         e.to_string()
             .contains("ad hoc runs and resyncs today limit reached: 20 of 20"),
         "{e}"
     );
-    actions::run(&store, s.id, Trigger::Scheduled, &opts)?;
+    actions::run(&store, s.id, Trigger::Scheduled, &opts, "test")?;
     Ok(())
 }
 
@@ -155,8 +167,9 @@ fn cool_off_refuses_a_retry_until_it_passes() -> TestResult {
         &store,
         new_sync(Schedule::Every(Frequency::Daily)),
         Utc::now(),
+        "test",
     )?;
-    let failed = actions::run(&store, s.id, Trigger::AdHoc, &RunOptions::default())?;
+    let failed = actions::run(&store, s.id, Trigger::AdHoc, &RunOptions::default(), "test")?;
     assert_eq!(failed.status, ExecStatus::Failed);
     let s = SyncRecord::load(&store, s.id)?.ok_or("missing")?;
     assert_eq!(s.status, SyncStatus::Failed);
@@ -205,16 +218,32 @@ fn an_inactive_sync_blocks_the_same_segment_frequency_and_destination() -> TestR
     ]);
     let store = Store::open(env.data())?;
     let now = Utc::now();
-    let mut s = actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now)?;
+    let mut s = actions::create(
+        &store,
+        new_sync(Schedule::Every(Frequency::Daily)),
+        now,
+        "test",
+    )?;
     s.status = SyncStatus::Inactive;
     s.save(&store)?;
-    let e = actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now).unwrap_err();
+    let e = actions::create(
+        &store,
+        new_sync(Schedule::Every(Frequency::Daily)),
+        now,
+        "test",
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("is inactive; archive it first"),
         "{e}"
     );
     // Another frequency or destination is allowed.
-    actions::create(&store, new_sync(Schedule::Every(Frequency::Weekly)), now)?;
+    actions::create(
+        &store,
+        new_sync(Schedule::Every(Frequency::Weekly)),
+        now,
+        "test",
+    )?;
     actions::create(
         &store,
         NewSync {
@@ -222,6 +251,7 @@ fn an_inactive_sync_blocks_the_same_segment_frequency_and_destination() -> TestR
             ..new_sync(Schedule::Every(Frequency::Daily))
         },
         now,
+        "test",
     )?;
     // After archiving, the same again is allowed.
     actions::set_status(
@@ -229,8 +259,14 @@ fn an_inactive_sync_blocks_the_same_segment_frequency_and_destination() -> TestR
         s.id,
         segsync::lifecycle::rules::Action::Archive,
         now,
+        "test",
     )?;
-    actions::create(&store, new_sync(Schedule::Every(Frequency::Daily)), now)?;
+    actions::create(
+        &store,
+        new_sync(Schedule::Every(Frequency::Daily)),
+        now,
+        "test",
+    )?;
     Ok(())
 }
 
@@ -247,7 +283,7 @@ fn edit_rules() -> TestResult {
     ]);
     let store = Store::open(env.data())?;
     let now = Utc::now();
-    let once = actions::create(&store, new_sync(Schedule::Once), now)?;
+    let once = actions::create(&store, new_sync(Schedule::Once), now, "test")?;
     let e = actions::edit(
         &store,
         once.id,
@@ -256,6 +292,7 @@ fn edit_rules() -> TestResult {
             ..Default::default()
         },
         now,
+        "test",
     )
     .unwrap_err();
     assert!(e.to_string().contains("cannot become periodic"), "{e}");
@@ -267,6 +304,7 @@ fn edit_rules() -> TestResult {
             ..new_sync(Schedule::Every(Frequency::Daily))
         },
         now,
+        "test",
     )?;
     // Before the start: start, frequency, end, destination, emails all editable.
     let edited = actions::edit(
@@ -280,6 +318,7 @@ fn edit_rules() -> TestResult {
             notify: Some(vec!["ops@example.com".into()]),
         },
         now,
+        "test",
     )?;
     assert_eq!(edited.schedule, Schedule::Every(Frequency::Weekly));
     assert_eq!(edited.destination, "other");
@@ -293,6 +332,7 @@ fn edit_rules() -> TestResult {
             ..Default::default()
         },
         later,
+        "test",
     )
     .unwrap_err();
     assert!(e.to_string().contains("start date has passed"), "{e}");
@@ -304,6 +344,7 @@ fn edit_rules() -> TestResult {
             ..Default::default()
         },
         later,
+        "test",
     )?;
     let e = actions::edit(
         &store,
@@ -313,6 +354,7 @@ fn edit_rules() -> TestResult {
             ..Default::default()
         },
         later,
+        "test",
     )
     .unwrap_err();
     assert_eq!(e.fault(), Fault::BadInput);
@@ -322,6 +364,7 @@ fn edit_rules() -> TestResult {
         p.id,
         segsync::lifecycle::rules::Action::Archive,
         later,
+        "test",
     )?;
     let e = actions::edit(
         &store,
@@ -331,6 +374,7 @@ fn edit_rules() -> TestResult {
             ..Default::default()
         },
         later,
+        "test",
     )
     .unwrap_err();
     assert_eq!(e.fault(), Fault::Conflict);

@@ -101,8 +101,13 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     )?;
     let sync = create_sync(&store, "bench", "bench-receiver")?;
     let reset = reset_peak_rss();
-    let full =
-        crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &RunOptions::default())?;
+    let full = crate::lifecycle::actions::run(
+        &store,
+        sync,
+        Trigger::Scheduled,
+        &RunOptions::default(),
+        "bench",
+    )?;
     let full_sync_peak_rss_mb = reset.then(peak_rss_mb);
     if full.status != ExecStatus::Complete {
         anyhow::bail!("full sync failed: {:?}", full.error);
@@ -141,8 +146,13 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(&list, ids.join("\n"))?;
     ingest::import_segment(&store, "bench-throttled", &list, &opts)?;
     let tsync = create_sync(&store, "bench-throttled", "bench-throttled")?;
-    let throttled =
-        crate::lifecycle::actions::run(&store, tsync, Trigger::Scheduled, &RunOptions::default())?;
+    let throttled = crate::lifecycle::actions::run(
+        &store,
+        tsync,
+        Trigger::Scheduled,
+        &RunOptions::default(),
+        "bench",
+    )?;
     let tsecs = throttled.seconds().unwrap_or(0.0);
     // n requests spaced by one period span (n - 1) periods.
     let achieved = if tsecs > 0.0 {

@@ -67,6 +67,7 @@ pub(crate) fn create_sync(store: &Store, segment: &str, dest: &str) -> anyhow::R
         store,
         actions::NewSync::new(segment, dest, "uid", Schedule::Every(Frequency::Daily)),
         chrono::Utc::now(),
+        "demo",
     )?;
     Ok(rec.id)
 }
@@ -151,10 +152,12 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<()> {
         progress: false,
         ..Default::default()
     };
-    let first = crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &run_opts)?;
+    let first =
+        crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &run_opts, "demo")?;
     row(&first);
     let s2 = ingest::import_segment(&store, "demo", &g.snapshot_2, &ingest::Options::default())?;
-    let second = crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &run_opts)?;
+    let second =
+        crate::lifecycle::actions::run(&store, sync, Trigger::Scheduled, &run_opts, "demo")?;
     row(&second);
     for e in [&first, &second] {
         if e.status != ExecStatus::Complete {

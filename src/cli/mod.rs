@@ -11,6 +11,7 @@ mod receive;
 mod segment;
 mod serve;
 mod sync;
+mod token;
 mod users;
 mod workspace;
 
@@ -73,6 +74,9 @@ pub enum Command {
     /// Write keys for Personas identify/track/batch calls.
     #[command(subcommand)]
     Writekey(workspace::WriteKeyCmd),
+    /// Tokens for the admin API (`serve`'s /api/v1).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
 }
 
 /// An error in how segsync was called (exit code 2).
@@ -95,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Notifications(cmd) => notifications::run(&args.data_dir, cmd),
         Command::Workspace(cmd) => workspace::run(&args.data_dir, cmd),
         Command::Writekey(cmd) => workspace::run_write_key(&args.data_dir, cmd),
+        Command::Token(cmd) => token::run(&args.data_dir, cmd),
     }
 }
 
@@ -131,6 +136,7 @@ registry!(
     crate::destination::Error,
     crate::destination::ConfigError,
     crate::inbound::Error,
+    crate::auth::Error,
     crate::ingest::Error,
     crate::config::Error,
     crate::store::Error,
@@ -154,6 +160,14 @@ pub(crate) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// A unit enum value as its serde name (`active`, `viewer`).
+pub(crate) fn word<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC.

@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// How often the scheduler looks for due syncs, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub tick_ms: u64,
+    /// Listen beyond loopback although no API token exists (the admin API
+    /// is then open to anyone who can reach it).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 async fn shutdown_signal() {
@@ -65,6 +69,7 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
             ServeOptions {
                 tick: Duration::from_millis(a.tick_ms.max(10)),
                 cohort: settings.receiver,
+                insecure: a.insecure,
             },
             shutdown_signal(),
         )

@@ -177,17 +177,10 @@ impl crate::error::Classify for ExecutionFailed {
     }
 }
 
-fn word<T: Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 fn schedule_text(s: Schedule) -> String {
     match s {
         Schedule::Once => "once".into(),
-        Schedule::Every(f) => format!("every {}", word(f)),
+        Schedule::Every(f) => format!("every {}", super::word(f)),
     }
 }
 
@@ -216,9 +209,9 @@ fn print_exec(e: &ExecutionRecord) {
         "{:<8} {:<20} {:<5} {:<11} {:<10} {:>6}/{:<6} +{:<9} -{:<9} total {:<9} {:>9} {}",
         e.execution_id(),
         super::fmt_ms(e.started_ms),
-        word(e.kind),
-        word(e.trigger),
-        word(e.status),
+        super::word(e.kind),
+        super::word(e.trigger),
+        super::word(e.status),
         e.pages_done,
         e.total_pages,
         e.added,
@@ -235,6 +228,7 @@ struct Shown<'a> {
     sync: &'a SyncRecord,
     next_run: Option<String>,
     last_run: Option<Row<'a>>,
+    updated_by: Option<String>,
 }
 
 fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
@@ -244,11 +238,13 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
         .transpose()?
         .flatten();
     let next = actions::next_run(s, Utc::now()).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let updated_by = crate::lifecycle::audit::updated_by(store, s.id)?;
     if json {
         return super::print_json(&Shown {
             sync: s,
             next_run: next,
             last_run: last.as_ref().map(row),
+            updated_by,
         });
     }
     println!(
@@ -259,7 +255,7 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
         s.attribute,
         schedule_text(s.schedule),
         s.timezone,
-        word(s.status)
+        super::word(s.status)
     );
     println!(
         "  start {}, end {}, next run {}, notify {}",
@@ -271,6 +267,11 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
         } else {
             s.notify.join(", ")
         }
+    );
+    println!(
+        "  updated {} by {}",
+        super::fmt_ms(s.updated_ms),
+        updated_by.as_deref().unwrap_or("-")
     );
     match &last {
         Some(e) => print_exec(e),
@@ -288,6 +289,7 @@ fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Resu
             progress: !json,
             ..Default::default()
         },
+        "cli",
     )?;
     if json {
         super::print_json(&row(&e))?;
@@ -295,7 +297,7 @@ fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Resu
         println!(
             "execution {} {}: {} pages, +{} added, -{} removed, {} total, {} skipped, {} requests ({} retries), {:.2} s",
             e.execution_id(),
-            word(e.status),
+            super::word(e.status),
             e.pages_done,
             e.added,
             e.removed,
@@ -347,6 +349,7 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
                     notify: a.notify,
                 },
                 now,
+                "cli",
             )?;
             if a.json {
                 return print_sync(store, &rec, true);
@@ -377,7 +380,7 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
                     s.destination,
                     s.attribute,
                     schedule_text(s.schedule),
-                    word(s.status)
+                    super::word(s.status)
                 );
             }
             Ok(())
@@ -397,7 +400,7 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
                     Some(e.notify)
                 },
             };
-            let s = actions::edit(store, e.id, edit, now)?;
+            let s = actions::edit(store, e.id, edit, now, "cli")?;
             print_sync(store, &s, e.json)
         }
         SyncCmd::Run { id, json } => run_now(store, id, Trigger::AdHoc, json),
@@ -405,12 +408,12 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
         SyncCmd::ResyncLast { id, json } => run_now(store, id, Trigger::ResyncLast, json),
         SyncCmd::Pause { id, json } => print_sync(
             store,
-            &actions::set_status(store, id, Action::Pause, now)?,
+            &actions::set_status(store, id, Action::Pause, now, "cli")?,
             json,
         ),
         SyncCmd::Archive { id, json } => print_sync(
             store,
-            &actions::set_status(store, id, Action::Archive, now)?,
+            &actions::set_status(store, id, Action::Archive, now, "cli")?,
             json,
         ),
         SyncCmd::History { id, json } => {

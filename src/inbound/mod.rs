@@ -14,11 +14,11 @@ pub mod personas;
 mod rate;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use rate::WindowLimiter;
 
 use crate::error::{Classify, Fault};
+use crate::secret::Secret;
 use crate::store::{self, cf, keys, Store, Write};
 
 /// Errors of credential management.
@@ -51,44 +51,6 @@ impl Classify for Error {
             Error::Random(_) => Fault::Internal,
             Error::Store(e) => e.fault(),
         }
-    }
-}
-
-/// A secret kept as salted SHA-256: checkable, never recoverable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Secret {
-    salt: [u8; 16],
-    hash: [u8; 32],
-}
-
-impl Secret {
-    fn digest(salt: &[u8; 16], key: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(salt);
-        h.update(key.as_bytes());
-        h.finalize().into()
-    }
-
-    /// Hashes `key` with a fresh random salt.
-    pub fn new(key: &str) -> Result<Secret, Error> {
-        let mut salt = [0u8; 16];
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut salt))
-            .map_err(Error::Random)?;
-        Ok(Secret {
-            hash: Self::digest(&salt, key),
-            salt,
-        })
-    }
-
-    /// Whether `key` is the secret (compared in constant time).
-    pub fn matches(&self, key: &str) -> bool {
-        let h = Self::digest(&self.salt, key);
-        h.iter()
-            .zip(self.hash.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
     }
 }
 
@@ -157,7 +119,7 @@ pub fn add_workspace(
     }
     let w = Workspace {
         id: id.to_string(),
-        key: Secret::new(data_api_key)?,
+        key: Secret::new(data_api_key).map_err(Error::Random)?,
         uid_attribute: uid_attribute.to_string(),
         anonymous_id_attribute: anonymous_id_attribute.to_string(),
         created_ms: chrono::Utc::now().timestamp_millis(),
@@ -202,7 +164,7 @@ pub fn add_write_key(store: &Store, name: &str, key: &str) -> Result<WriteKey, E
     }
     let k = WriteKey {
         name: name.to_string(),
-        key: Secret::new(key)?,
+        key: Secret::new(key).map_err(Error::Random)?,
         created_ms: chrono::Utc::now().timestamp_millis(),
     };
     store.write_records(
@@ -301,18 +263,6 @@ pub fn parse_basic(header: Option<&str>) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_check_without_being_recoverable() {
-        let s = Secret::new("data-api-key-1").unwrap();
-        assert!(s.matches("data-api-key-1"));
-        assert!(!s.matches("data-api-key-2"));
-        assert!(!s.matches(""));
-        let t = Secret::new("data-api-key-1").unwrap();
-        assert_ne!(s, t, "salted: the same key hashes differently");
-        let json = serde_json::to_string(&s).unwrap();
-        assert!(!json.contains("data-api-key"));
-    }
 
     #[test]
     fn basic_header_parsing() {

@@ -10,6 +10,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::audit;
 use super::limits::{self, LimitReached};
 use super::notify;
 use super::rules::{self, Action, Refused};
@@ -145,7 +146,13 @@ pub fn load(store: &Store, id: u32) -> Result<SyncRecord, ActionError> {
 }
 
 /// Creates a sync, enforcing the seed's limits and the inactive rule.
-pub fn create(store: &Store, req: NewSync, now: DateTime<Utc>) -> Result<SyncRecord, ActionError> {
+/// `by` is who asks (an API token's name, or `cli`), kept in the audit log.
+pub fn create(
+    store: &Store,
+    req: NewSync,
+    now: DateTime<Utc>,
+    by: &str,
+) -> Result<SyncRecord, ActionError> {
     let limits = config::load(store.dir())?.limits;
     let seg = store
         .segment(&req.segment)?
@@ -203,7 +210,17 @@ pub fn create(store: &Store, req: NewSync, now: DateTime<Utc>) -> Result<SyncRec
         inactive_since_ms: None,
         updated_ms: now_ms,
     };
-    rec.save(store)?;
+    let created = audit::entry(
+        store,
+        rec.id,
+        by,
+        "create",
+        format!(
+            "segment '{}' to '{}' by {}, {:?}",
+            rec.segment, rec.destination, rec.attribute, rec.schedule
+        ),
+    )?;
+    store.write_records(vec![rec.write(), created], true)?;
     Ok(rec)
 }
 
@@ -242,6 +259,7 @@ pub fn edit(
     id: u32,
     e: SyncEdit,
     now: DateTime<Utc>,
+    by: &str,
 ) -> Result<SyncRecord, ActionError> {
     let s = SyncRecord::update(store, id, |s, writes| {
         rules::check(s.status, Action::Edit, false)?;
@@ -294,19 +312,26 @@ pub fn edit(
             s.notify = n;
         }
         s.updated_ms = now.timestamp_millis();
-        Ok::<_, ActionError>(s.clone())
+        let detail = format!(
+            "Now: destination '{}', schedule {:?}, end {}, notifications to {}.",
+            s.destination,
+            s.schedule,
+            s.end_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map_or("none".to_string(), |t| t.to_rfc3339()),
+            s.notify.join(", ")
+        );
+        writes.push(audit::entry(store, s.id, by, "edit", detail.clone())?);
+        Ok::<_, ActionError>((s.clone(), detail))
     })?
     .ok_or(ActionError::NotFound(id))?;
-    let detail = format!(
-        "Now: destination '{}', schedule {:?}, end {}, notifications to {}.",
-        s.destination,
-        s.schedule,
-        s.end_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map_or("none".to_string(), |t| t.to_rfc3339()),
-        s.notify.join(", ")
+    let (s, detail) = s;
+    notify::notify(
+        store,
+        &s,
+        notify::Kind::ConfigUpdate,
+        &format!("Updated by {by}. {detail}"),
     );
-    notify::notify(store, &s, notify::Kind::ConfigUpdate, &detail);
     Ok(s)
 }
 
@@ -319,8 +344,9 @@ pub fn set_status(
     id: u32,
     action: Action,
     now: DateTime<Utc>,
+    by: &str,
 ) -> Result<SyncRecord, ActionError> {
-    SyncRecord::update(store, id, |s, _| {
+    SyncRecord::update(store, id, |s, writes| {
         rules::check(s.status, action, true)?;
         s.status = match action {
             Action::Pause => SyncStatus::Paused,
@@ -332,6 +358,13 @@ pub fn set_status(
             }
         };
         s.updated_ms = now.timestamp_millis();
+        writes.push(audit::entry(
+            store,
+            s.id,
+            by,
+            action.name(),
+            format!("now {}", rules::status_name(s.status)),
+        )?);
         Ok(s.clone())
     })?
     .ok_or(ActionError::NotFound(id))
@@ -396,11 +429,14 @@ pub struct StartedRun {
 /// Checks that a run of `trigger` may start now (status table, limits,
 /// cool-off), then resumes the sync's execution left processing or plans a
 /// new one. The plan is persisted before this returns.
+/// `by` is who asked (scheduled runs are nobody's change and are not in
+/// the audit log).
 pub fn start_run(
     store: &Store,
     sync_id: u32,
     trigger: Trigger,
     now: DateTime<Utc>,
+    by: &str,
 ) -> Result<StartedRun, ActionError> {
     // The check and the plan (which records the new execution in the sync)
     // see one state of the sync: no action interleaves.
@@ -425,6 +461,22 @@ pub fn start_run(
         }
         None => plan::plan_execution(store, &mut sync, dest.page_size.get(), trigger)?,
     };
+    let asked = match trigger {
+        Trigger::Scheduled => None,
+        Trigger::AdHoc => Some("run"),
+        Trigger::ResyncAll => Some("resync-all"),
+        Trigger::ResyncLast => Some("resync-last"),
+    };
+    if let Some(action) = asked {
+        let w = audit::entry(
+            store,
+            sync.id,
+            by,
+            action,
+            format!("execution {}", exec.execution_id()),
+        )?;
+        store.write_records(vec![w], true)?;
+    }
     Ok(StartedRun { sync, exec, dest })
 }
 
@@ -530,8 +582,9 @@ pub fn run(
     sync_id: u32,
     trigger: Trigger,
     opts: &RunOptions,
+    by: &str,
 ) -> Result<ExecutionRecord, ActionError> {
-    start_run(store, sync_id, trigger, Utc::now())?.execute(store, opts)
+    start_run(store, sync_id, trigger, Utc::now(), by)?.execute(store, opts)
 }
 
 /// What the scheduler's look at one sync did.

@@ -8,6 +8,7 @@
 //! above this layer.
 
 pub mod actions;
+pub mod audit;
 pub mod limits;
 pub mod notify;
 pub mod rules;

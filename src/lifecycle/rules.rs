@@ -45,7 +45,8 @@ impl Action {
         Action::Archive,
     ];
 
-    fn name(self) -> &'static str {
+    /// The action in words, as refusals and the audit log say it.
+    pub fn name(self) -> &'static str {
         match self {
             Action::Edit => "edit",
             Action::Run => "run",
@@ -57,7 +58,8 @@ impl Action {
     }
 }
 
-fn status_name(s: SyncStatus) -> &'static str {
+/// The status in words.
+pub fn status_name(s: SyncStatus) -> &'static str {
     match s {
         SyncStatus::Active => "active",
         SyncStatus::Paused => "paused",

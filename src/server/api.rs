@@ -12,19 +12,23 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::auth::{self, Role};
 use crate::destination::{self, DestinationConfig};
 use crate::error::Classify;
 use crate::lifecycle::actions::{self, NewSync, SyncEdit};
+use crate::lifecycle::audit;
 use crate::lifecycle::rules::Action;
 use crate::lifecycle::{notify, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
 
@@ -80,26 +84,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    crate::metrics::render(),
-                )
-            }),
-        )
-        .route(
-            "/api/v1/openapi.json",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    include_str!("openapi.json"),
-                )
-            }),
-        )
+    let api = Router::new()
         .route("/api/v1/segments", get(segments))
         .route("/api/v1/segments/{name}", get(segment))
         .route(
@@ -117,6 +102,33 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/syncs/{id}/executions", get(executions))
         .route("/api/v1/syncs/{id}/{action}", post(act))
         .route("/api/v1/notifications", get(notifications))
+        .route("/api/v1/tokens", get(tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    include_str!("openapi.json"),
+                )
+            }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::render(),
+                )
+            }),
+        )
+        .merge(api)
         .merge(
             Router::new()
                 .route(
@@ -129,6 +141,102 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(4 << 20)),
         )
         .with_state(state)
+}
+
+/// Who made a request to the admin API: a token's name, or `local` while no
+/// token exists (the API is then open, on loopback only).
+#[derive(Debug, Clone)]
+pub(crate) struct Actor(pub(crate) String);
+
+/// Once any token exists, every `/api/v1` call needs `Authorization: Bearer
+/// <token>` (401 without or with an unknown one); a viewer token may only
+/// read (403 for anything but GET and HEAD).
+async fn authorize(
+    State(s): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let tokens = s.tokens();
+    let actor = if tokens.is_empty() {
+        Actor("local".into())
+    } else {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = presented.and_then(|p| auth::verify(&tokens, p)) else {
+            let mut resp = err(
+                401,
+                "this API needs a token: Authorization: Bearer <token> (see `segsync token create`)",
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return Ok(resp);
+        };
+        let read_only = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if token.role == Role::Viewer && !read_only {
+            return Err(err(
+                403,
+                format!("token '{}' is a viewer: it may only read", token.name),
+            ));
+        }
+        Actor(token.name.clone())
+    };
+    req.extensions_mut().insert(actor);
+    Ok(next.run(req).await)
+}
+
+async fn tokens(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    blocking(&s, |s| {
+        let all: Vec<_> = auth::list(&s.store)?
+            .iter()
+            .map(auth::Token::view)
+            .collect();
+        Ok(Json(json!(all)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    role: Role,
+}
+
+async fn create_token(
+    State(s): State<Arc<AppState>>,
+    b: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let t: TokenBody = body(&b)?;
+    blocking(&s, move |s| {
+        let (token, text) = auth::create(&s.store, &t.name, t.role)?;
+        s.reload_tokens()?;
+        let mut v = json!(token.view());
+        // Shown once; only its hash is kept.
+        v["token"] = json!(text);
+        Ok((StatusCode::CREATED, Json(v)))
+    })
+    .await
+}
+
+async fn revoke_token(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(&s, move |s| {
+        auth::revoke(&s.store, &name)?;
+        s.reload_tokens()?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 async fn segments(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
@@ -219,13 +327,18 @@ struct SyncView<'a> {
     sync: &'a SyncRecord,
     next_run: Option<DateTime<Utc>>,
     running: bool,
+    updated_by: Option<String>,
 }
 
 fn sync_view(state: &AppState, s: &SyncRecord) -> Value {
     json!(SyncView {
         sync: s,
         next_run: actions::next_run(s, Utc::now()),
-        running: state.is_running(s.id)
+        running: state.is_running(s.id),
+        updated_by: audit::updated_by(&state.store, s.id).unwrap_or_else(|e| {
+            tracing::error!(error = %e, sync = s.id, "cannot read the audit log");
+            None
+        }),
     })
 }
 
@@ -260,6 +373,7 @@ struct CreateBody {
 
 async fn create_sync(
     State(s): State<Arc<AppState>>,
+    Extension(by): Extension<Actor>,
     b: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let c: CreateBody = body(&b)?;
@@ -277,6 +391,7 @@ async fn create_sync(
                 notify: c.notify,
             },
             Utc::now(),
+            &by.0,
         )?;
         Ok((StatusCode::CREATED, Json(sync_view(s, &rec))))
     })
@@ -319,6 +434,7 @@ struct EditBody {
 
 async fn edit_sync(
     State(s): State<Arc<AppState>>,
+    Extension(by): Extension<Actor>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> ApiResult<Json<Value>> {
@@ -332,7 +448,7 @@ async fn edit_sync(
         notify: e.notify,
     };
     let view = blocking(&s, move |s| {
-        let rec = actions::edit(&s.store, id, edit, Utc::now())?;
+        let rec = actions::edit(&s.store, id, edit, Utc::now(), &by.0)?;
         Ok(Json(sync_view(s, &rec)))
     })
     .await?;
@@ -343,6 +459,7 @@ async fn edit_sync(
 
 async fn act(
     State(s): State<Arc<AppState>>,
+    Extension(by): Extension<Actor>,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = parse_id(&id)?;
@@ -354,7 +471,7 @@ async fn act(
                 Action::Archive
             };
             return blocking(&s, move |s| {
-                let rec = actions::set_status(&s.store, id, a, Utc::now())?;
+                let rec = actions::set_status(&s.store, id, a, Utc::now(), &by.0)?;
                 if a == Action::Archive {
                     // Archived is final: a run in progress stops at the next
                     // page boundary, checkpointed.
@@ -374,7 +491,7 @@ async fn act(
             ))
         }
     };
-    let exec = blocking(&s, move |s| Ok(s.start_run(id, trigger)?)).await?;
+    let exec = blocking(&s, move |s| Ok(s.start_run(id, trigger, &by.0)?)).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "sync": id, "started": action, "execution": exec.seq })),

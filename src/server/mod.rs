@@ -31,6 +31,9 @@ pub struct ServeOptions {
     pub tick: Duration,
     /// What the Cohort Sync receiver accepts (`[inbound]`).
     pub cohort: ReceiverLimits,
+    /// Listen beyond loopback although no API token exists (the admin API
+    /// is then open to the network).
+    pub insecure: bool,
 }
 
 impl Default for ServeOptions {
@@ -38,6 +41,7 @@ impl Default for ServeOptions {
         ServeOptions {
             tick: Duration::from_secs(10),
             cohort: ReceiverLimits::default(),
+            insecure: false,
         }
     }
 }
@@ -58,6 +62,9 @@ pub(crate) struct AppState {
     personas: Mutex<crate::inbound::personas::Users>,
     /// Woken when notifications may be waiting in the outbox.
     pub(crate) mail: tokio::sync::Notify,
+    /// The admin API's tokens, as stored (reloaded when the API changes
+    /// them; nothing else writes them while `serve` holds the store).
+    tokens: std::sync::RwLock<Arc<Vec<crate::auth::Token>>>,
 }
 
 impl AppState {
@@ -71,7 +78,23 @@ impl AppState {
             cohort_limits: opts.cohort,
             personas: Mutex::new(Default::default()),
             mail: tokio::sync::Notify::new(),
+            tokens: Default::default(),
         }
+    }
+
+    /// The admin API's tokens now.
+    pub(crate) fn tokens(&self) -> Arc<Vec<crate::auth::Token>> {
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the tokens from the store again.
+    pub(crate) fn reload_tokens(&self) -> Result<(), crate::auth::Error> {
+        let all = crate::auth::list(&self.store)?;
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(all);
+        Ok(())
     }
 
     /// Starts a run of `sync_id`: checks that it is allowed now and plans
@@ -82,6 +105,7 @@ impl AppState {
         self: &Arc<Self>,
         sync_id: u32,
         trigger: Trigger,
+        by: &str,
     ) -> Result<ExecutionRecord, ActionError> {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(ActionError::Conflict("the server is shutting down".into()));
@@ -101,13 +125,14 @@ impl AppState {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&sync_id);
         };
-        let started = match actions::start_run(&self.store, sync_id, trigger, chrono::Utc::now()) {
-            Ok(s) => s,
-            Err(e) => {
-                not_running(self);
-                return Err(e);
-            }
-        };
+        let started =
+            match actions::start_run(&self.store, sync_id, trigger, chrono::Utc::now(), by) {
+                Ok(s) => s,
+                Err(e) => {
+                    not_running(self);
+                    return Err(e);
+                }
+            };
         let planned = started.execution().clone();
         let state = self.clone();
         let handle = std::thread::spawn(move || {
@@ -168,7 +193,7 @@ fn resume_interrupted(state: &Arc<AppState>) {
             .is_some_and(|e| e.status == ExecStatus::Processing);
         if processing {
             tracing::info!(sync = s.id, "resuming an execution left processing");
-            if let Err(e) = state.start_run(s.id, Trigger::Scheduled) {
+            if let Err(e) = state.start_run(s.id, Trigger::Scheduled, "scheduler") {
                 tracing::warn!(sync = s.id, error = %e, "cannot resume");
             }
         }
@@ -184,6 +209,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = Arc::new(AppState::new(store, &opts));
+    state.reload_tokens().map_err(std::io::Error::other)?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && state.tokens().is_empty() && !opts.insecure {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to listen on {addr}: no API token exists, so the admin API would be open to the network; create one with `segsync token create NAME --role admin`, or pass --insecure"
+            ),
+        ));
+    }
     resume_interrupted(&state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sched = tokio::spawn(scheduler::run(state.clone(), opts.tick, stop_rx.clone()));

@@ -95,7 +95,7 @@ pub(crate) fn pass(state: &Arc<AppState>, now: DateTime<Utc>) -> Result<(), crat
         match actions::schedule_step(&state.store, s.id, now) {
             Ok(Step::RunDue(slot)) => {
                 tracing::info!(sync = s.id, slot = %slot, "scheduled run due");
-                if let Err(e) = state.start_run(s.id, Trigger::Scheduled) {
+                if let Err(e) = state.start_run(s.id, Trigger::Scheduled, "scheduler") {
                     tracing::warn!(sync = s.id, error = %e, "scheduled run refused");
                 }
             }

@@ -35,8 +35,9 @@ pub(crate) const EVENTS: &str = "events";
 /// of an identity attribute (uid, anonymous id), for resolving inbound
 /// requests. Add-only; every hit is verified against `attr_values`.
 pub(crate) const ATTR_INDEX: &str = "attr_index";
-/// Inbound state: workspaces and write keys (hashed), received cohorts and
-/// their ordering, idempotency keys already answered.
+/// Credentials and inbound state: workspaces, write keys and admin API
+/// tokens (hashed), received cohorts and their ordering, idempotency keys
+/// already answered.
 pub(crate) const INBOUND: &str = "inbound";
 
 /// Every column family, in the order they are created.

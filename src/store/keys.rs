@@ -34,6 +34,22 @@ pub(crate) const NOTIFICATION_PREFIX: &[u8] = b"notification/";
 /// (`mail_pending/<id>` → nothing).
 pub(crate) const PENDING_NOTIFICATION_PREFIX: &[u8] = b"mail_pending/";
 
+/// Prefix of the audit log of sync changes in `events`
+/// (`audit/<sync><id>`).
+pub(crate) const AUDIT_PREFIX: &[u8] = b"audit/";
+
+/// `audit/<sync>`: the prefix of one sync's audit entries.
+pub(crate) fn audit_of(sync: u32) -> Vec<u8> {
+    prefixed(AUDIT_PREFIX, &sync.to_be_bytes())
+}
+
+/// `audit/<sync><id>` in `events`.
+pub(crate) fn audit(sync: u32, id: u32) -> Vec<u8> {
+    let mut k = audit_of(sync);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
 /// `mail_pending/<id>` in `events`.
 pub(crate) fn pending_notification(id: u32) -> Vec<u8> {
     prefixed(PENDING_NOTIFICATION_PREFIX, &id.to_be_bytes())
@@ -51,6 +67,9 @@ pub(crate) const COHORT_PREFIX: &[u8] = b"cohort/";
 /// (`idem/<workspace>\0<key>`).
 pub(crate) const IDEMPOTENCY_PREFIX: &[u8] = b"idem/";
 
+/// Prefix of admin API tokens in `inbound` (`api_token/<id>`).
+pub(crate) const API_TOKEN_PREFIX: &[u8] = b"api_token/";
+
 /// Every (family, prefix or fixed key) that shares a family with others.
 #[cfg(test)]
 pub(crate) const PREFIXES: &[(&str, &[u8])] = &[
@@ -63,10 +82,12 @@ pub(crate) const PREFIXES: &[(&str, &[u8])] = &[
     (super::cf::META, FULL_RESEND_PREFIX),
     (super::cf::EVENTS, NOTIFICATION_PREFIX),
     (super::cf::EVENTS, PENDING_NOTIFICATION_PREFIX),
+    (super::cf::EVENTS, AUDIT_PREFIX),
     (super::cf::INBOUND, WORKSPACE_PREFIX),
     (super::cf::INBOUND, WRITE_KEY_PREFIX),
     (super::cf::INBOUND, COHORT_PREFIX),
     (super::cf::INBOUND, IDEMPOTENCY_PREFIX),
+    (super::cf::INBOUND, API_TOKEN_PREFIX),
 ];
 
 fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
@@ -104,6 +125,11 @@ pub(crate) fn workspace(id: &str) -> Vec<u8> {
 /// `writekey/<name>` in `inbound`.
 pub(crate) fn write_key(name: &str) -> Vec<u8> {
     prefixed(WRITE_KEY_PREFIX, name.as_bytes())
+}
+
+/// `api_token/<id>` in `inbound`.
+pub(crate) fn api_token(id: &str) -> Vec<u8> {
+    prefixed(API_TOKEN_PREFIX, id.as_bytes())
 }
 
 /// `cohort/<name>` in `inbound`.
@@ -259,6 +285,7 @@ mod tests {
         assert!(indexed(1).starts_with(INDEXED_PREFIX));
         assert!(full_resend(1).starts_with(FULL_RESEND_PREFIX));
         assert!(attr_name("uid").starts_with(ATTR_PREFIX));
+        assert!(api_token("ab12").starts_with(API_TOKEN_PREFIX));
     }
 
     #[test]

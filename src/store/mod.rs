@@ -151,6 +151,9 @@ pub struct Store {
     /// Serialises read-modify-write of sync records (actions, the end of a
     /// run, the scheduler), so none overwrites another's change.
     syncs: Mutex<()>,
+    /// Serialises id allocation (`next_id`), apart from imports so that an
+    /// action never waits for one.
+    ids: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -271,6 +274,7 @@ impl Store {
             state: RwLock::new(State::default()),
             writer: Mutex::new(()),
             syncs: Mutex::new(()),
+            ids: Mutex::new(()),
         };
         store.check_schema(fresh)?;
         store.load_state()?;
@@ -380,6 +384,10 @@ impl Store {
     /// Held while a sync record is read, changed and written back.
     pub(crate) fn lock_syncs(&self) -> MutexGuard<'_, ()> {
         self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn lock_ids(&self) -> MutexGuard<'_, ()> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {

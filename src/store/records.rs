@@ -145,7 +145,7 @@ impl Store {
 
     /// Allocates the next id of a kind (`destination`, `sync`), starting at 1.
     pub(crate) fn next_id(&self, kind: &str) -> Result<u32> {
-        let _writer = self.lock_writer();
+        let _ids = self.lock_ids();
         let key = super::keys::next_id(kind);
         let meta = self.cf(cf::META);
         let cur = self
