@@ -290,26 +290,6 @@ fn http_get(addr: &str, path: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
-fn spawn_serve(env: &Env) -> (std::process::Child, String) {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("segsync"))
-        .arg("--data-dir")
-        .arg(env.data())
-        .args(["serve", "--listen", "127.0.0.1:0", "--tick-ms", "50"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
-        line.push(b[0]);
-    }
-    let line = String::from_utf8(line).unwrap();
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
-    (child, addr)
-}
-
 #[test]
 fn sigterm_mid_run_then_restart_resumes_without_losing_a_page() {
     let slow = Arc::new(AtomicBool::new(true));
@@ -347,7 +327,7 @@ fn sigterm_mid_run_then_restart_resumes_without_losing_a_page() {
         "daily",
     ]);
 
-    let (mut child, _) = spawn_serve(&env);
+    let (mut child, _) = env.spawn_serve(&["--tick-ms", "50"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while rx.seen().len() < 6 {
         assert!(Instant::now() < deadline, "the scheduled run never started");
@@ -369,7 +349,7 @@ fn sigterm_mid_run_then_restart_resumes_without_losing_a_page() {
     assert!(done_before >= 1 && done_before as usize <= first);
 
     slow.store(false, Ordering::SeqCst);
-    let (mut child, addr) = spawn_serve(&env);
+    let (mut child, addr) = env.spawn_serve(&["--tick-ms", "50"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ex = http_get(&addr, "/api/v1/syncs/1/executions");

@@ -52,11 +52,18 @@ impl Input {
     pub fn open(path: &Path) -> io::Result<Input> {
         let file = File::open(path)?;
         let size = file.metadata()?.len();
+        Input::from_reader(file, size)
+    }
+
+    /// Reads from `source` (a stream of `size` bytes if known, else 0),
+    /// decompressing gzip transparently: an HTTP upload is read as it
+    /// arrives, never held whole.
+    pub fn from_reader(source: impl Read + Send + 'static, size: u64) -> io::Result<Input> {
         let read = Arc::new(AtomicU64::new(0));
         let mut raw = BufReader::with_capacity(
             1 << 20,
             Counting {
-                inner: file,
+                inner: source,
                 read: read.clone(),
             },
         );

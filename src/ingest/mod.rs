@@ -218,7 +218,7 @@ enum Kind<'a> {
 
 /// Imports users and their attributes from a CSV (with header) or NDJSON file.
 pub fn import_users(store: &Store, path: &Path, opts: &Options) -> Result<Summary, Error> {
-    run(store, path, opts, Kind::Users)
+    run(store, Source::File(path), opts, Kind::Users)
 }
 
 /// Imports a snapshot of segment `name`: one distinct id per line, or CSV or
@@ -229,19 +229,69 @@ pub fn import_segment(
     path: &Path,
     opts: &Options,
 ) -> Result<Summary, Error> {
+    import_segment_from(store, name, Source::File(path), opts)
+}
+
+/// [`import_users`] from any source (an HTTP upload streams through here).
+pub fn import_users_from(
+    store: &Store,
+    source: Source<'_>,
+    opts: &Options,
+) -> Result<Summary, Error> {
+    run(store, source, opts, Kind::Users)
+}
+
+/// [`import_segment`] from any source (an HTTP upload streams through here).
+pub fn import_segment_from(
+    store: &Store,
+    name: &str,
+    source: Source<'_>,
+    opts: &Options,
+) -> Result<Summary, Error> {
     if name.trim().is_empty() {
         return Err(Error::File {
-            file: path.display().to_string(),
+            file: source.name(),
             reason: "segment name must not be empty".into(),
         });
     }
-    run(store, path, opts, Kind::Segment(name))
+    run(store, source, opts, Kind::Segment(name))
 }
 
-fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Summary, Error> {
+/// Where an import reads from.
+pub enum Source<'a> {
+    /// A file.
+    File(&'a Path),
+    /// A stream (an HTTP upload), named `name` in messages.
+    Stream {
+        /// How messages name it (`FILE:LINE: reason`).
+        name: &'a str,
+        /// The bytes, gzip or not.
+        reader: Box<dyn std::io::Read + Send>,
+    },
+}
+
+impl Source<'_> {
+    fn name(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Stream { name, .. } => name.to_string(),
+        }
+    }
+}
+
+fn run(
+    store: &Store,
+    source: Source<'_>,
+    opts: &Options,
+    kind: Kind<'_>,
+) -> Result<Summary, Error> {
     let started = Instant::now();
-    let file = path.display().to_string();
-    let mut input = Input::open(path).map_err(|e| Error::File {
+    let file = source.name();
+    let opened = match source {
+        Source::File(path) => Input::open(path),
+        Source::Stream { reader, .. } => Input::from_reader(reader, 0),
+    };
+    let mut input = opened.map_err(|e| Error::File {
         file: file.clone(),
         reason: e.to_string(),
     })?;
@@ -314,7 +364,7 @@ fn run(store: &Store, path: &Path, opts: &Options, kind: Kind<'_>) -> Result<Sum
         txn.commit(Some(interner.table_mut()?))?;
         let seconds = started.elapsed().as_secs_f64();
         let summary = Summary {
-            file: path.to_path_buf(),
+            file: PathBuf::from(&file),
             format: match format {
                 InputFormat::IdList => "id-list",
                 InputFormat::Csv => "csv",

@@ -23,60 +23,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::reply::{blocking, err, ApiError, ApiResult};
 use super::AppState;
 use crate::auth::{self, Role};
 use crate::destination::{self, DestinationConfig};
-use crate::error::Classify;
 use crate::lifecycle::actions::{self, NewSync, SyncEdit};
 use crate::lifecycle::audit;
 use crate::lifecycle::rules::Action;
 use crate::lifecycle::{notify, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
-
-/// Every failure of a handler.
-pub(crate) struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
-fn err(status: u16, message: impl std::fmt::Display) -> ApiError {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
-        tracing::error!(error = %message, "internal error in the API");
-        return ApiError {
-            status,
-            message: "internal error (see the server log)".into(),
-        };
-    }
-    ApiError {
-        status,
-        message: message.to_string(),
-    }
-}
-
-impl<E: Classify + std::fmt::Display> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        err(e.fault().http_status(), e)
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-/// Runs library work on the blocking pool, never on the runtime's threads.
-async fn blocking<T: Send + 'static>(
-    state: &Arc<AppState>,
-    f: impl FnOnce(&Arc<AppState>) -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || f(&st))
-        .await
-        .map_err(|e| err(500, format!("handler task failed: {e}")))?
-}
 
 /// Parses a JSON body, answering 400 with serde's message (line, column, field).
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
@@ -87,6 +41,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/api/v1/segments", get(segments))
         .route("/api/v1/segments/{name}", get(segment))
+        .route(
+            "/api/v1/segments/{name}/snapshots",
+            post(super::upload::snapshot),
+        )
+        .route("/api/v1/users/import", post(super::upload::users))
         .route(
             "/api/v1/destinations",
             get(destinations).post(add_destination),

@@ -31,6 +31,38 @@ fn text<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Decompressed bodies larger than this are refused before any check: the
+/// endpoints' own limits (32 KB a call, 500 KB a batch, 128 KB a cohort
+/// request) then apply to what was decompressed.
+const MAX_INFLATED: u64 = 4 << 20;
+
+/// The body as sent, or inflated when `Content-Encoding: gzip` (Segment's
+/// client libraries send that when asked). A corrupt or oversized gzip body
+/// is a 400/413 reply.
+fn inflate(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Reply> {
+    let gzip = text(headers, header::CONTENT_ENCODING.as_str())
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body);
+    }
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len() * 4);
+    let mut dec = flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_INFLATED + 1);
+    dec.read_to_end(&mut out).map_err(|e| {
+        Reply::error(
+            400,
+            format!("body: Content-Encoding gzip, but it does not inflate: {e}"),
+        )
+    })?;
+    if out.len() as u64 > MAX_INFLATED {
+        return Err(Reply::error(
+            413,
+            format!("body inflates to more than {MAX_INFLATED} bytes"),
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
 async fn blocking(f: impl FnOnce() -> Reply + Send + 'static) -> Response {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => respond(r),
@@ -48,6 +80,10 @@ pub(crate) async fn cohortsync(
 ) -> Response {
     let now = Instant::now();
     blocking(move || {
+        let body = match inflate(&headers, body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
         let req = cohort::Request {
             authorization: text(&headers, header::AUTHORIZATION.as_str()),
             appkey: text(&headers, APPKEY_HEADER),
@@ -81,6 +117,10 @@ pub(crate) async fn personas(
         }
     };
     blocking(move || {
+        let body = match inflate(&headers, body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
         let mut users = s
             .personas
             .lock()

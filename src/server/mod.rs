@@ -10,7 +10,9 @@
 
 mod api;
 mod inbound;
+mod reply;
 mod scheduler;
+mod upload;
 
 use std::collections::HashMap;
 use std::future::Future;

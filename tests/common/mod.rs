@@ -89,6 +89,35 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf8 stdout")
     }
 
+    /// Starts the real `segsync serve` on 127.0.0.1:0 over this data dir
+    /// with `extra` arguments; returns the process and its address.
+    pub fn spawn_serve(&self, extra: &[&str]) -> (std::process::Child, String) {
+        use std::io::Read;
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("segsync"))
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).expect("read") == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        let line = String::from_utf8(line).expect("utf8");
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .expect("address")
+            .trim()
+            .to_string();
+        (child, addr)
+    }
+
     /// Runs with `--json` appended and parses stdout.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
