@@ -9,6 +9,7 @@
 //! max_syncs_created_per_day = 10  # per UTC day
 //! max_resyncs_per_day = 20        # ad hoc runs and resyncs, per UTC day
 //! cool_off_minutes = 30           # before a failed run may be retried
+//! allow_hourly = false            # hourly schedules (the seed enables them case by case)
 //!
 //! [smtp]                          # notifications are emailed when set
 //! host = "127.0.0.1"
@@ -77,6 +78,9 @@ pub struct SyncLimits {
     pub max_resyncs_per_day: u32,
     /// Minutes after a failed run before it may be retried.
     pub cool_off_minutes: u32,
+    /// Whether hourly schedules may be chosen (the seed enables them case
+    /// by case).
+    pub allow_hourly: bool,
 }
 
 impl Default for SyncLimits {
@@ -86,6 +90,7 @@ impl Default for SyncLimits {
             max_syncs_created_per_day: 10,
             max_resyncs_per_day: 20,
             cool_off_minutes: 30,
+            allow_hourly: false,
         }
     }
 }

@@ -39,8 +39,10 @@ pub enum Error {
     /// There is no last execution to send again.
     #[error("sync {0} never ran: there is no last difference to send again (use `segsync sync run {0}`)")]
     NeverRan(u32),
-    /// No user has the attribute (the seed's wording).
-    #[error("{0} attribute not found")]
+    /// No user has the attribute, in the seed's wording (`{attr_name} Type
+    /// {datatype} attribute not found`; an attribute that is nowhere has no
+    /// type of its own, and identifiers are synced as strings).
+    #[error("{0} Type string attribute not found")]
     UnknownAttribute(String),
     /// The store failed.
     #[error(transparent)]
@@ -128,6 +130,26 @@ pub struct SegmentDiff {
     /// The bitmaps themselves, for `--ids`.
     #[serde(skip)]
     pub diff: Diff,
+}
+
+impl SegmentDiff {
+    /// The distinct ids added and removed (for `--ids` and the API's
+    /// `?ids=true`).
+    pub fn ids(&self, store: &Store) -> Result<(Vec<String>, Vec<String>), Error> {
+        let list = |bm: &RoaringBitmap| -> Result<Vec<String>, Error> {
+            bm.iter()
+                .map(|u| {
+                    store.distinct_id(u)?.ok_or_else(|| {
+                        Error::Store(store::Error::Corrupt {
+                            what: "user",
+                            reason: format!("user {u} has no distinct id"),
+                        })
+                    })
+                })
+                .collect()
+        };
+        Ok((list(&self.diff.added)?, list(&self.diff.removed)?))
+    }
 }
 
 fn snapshot_of(store: &Store, seg: &SegmentRecord, seq: u32) -> Result<RoaringBitmap, Error> {

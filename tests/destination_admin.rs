@@ -157,7 +157,7 @@ fn sync_create_checks_segment_destination_and_attribute() {
                 "--attribute",
                 "phone",
             ],
-            "phone attribute not found",
+            "phone Type string attribute not found",
         ),
     ] {
         let mut a = vec!["sync", "create", "--once"];

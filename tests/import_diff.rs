@@ -89,7 +89,7 @@ fn users_lacking_the_attribute_are_outside_current() {
     assert_eq!(d["added"], 1);
     let out = env.run(&["segment", "diff", "s", "--attribute", "phone"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("phone attribute not found"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("phone Type string attribute not found"));
 }
 
 #[test]

@@ -130,7 +130,7 @@ async fn rest_round_trips_with_status_codes() {
     assert!(e["error"]
         .as_str()
         .unwrap()
-        .contains("phone attribute not found"));
+        .contains("phone Type string attribute not found"));
     let (s, _) = call(
         &c,
         "PATCH",
@@ -244,6 +244,25 @@ async fn a_scheduled_run_fires_once_and_lands_in_the_history() {
     ]);
     // Started a minute ago, hourly: the slot at the start is due now.
     let start_at = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let hourly = [
+        "sync",
+        "create",
+        "--segment",
+        "seg",
+        "--destination",
+        "d",
+        "--attribute",
+        "uid",
+        "--every",
+        "hourly",
+        "--start",
+        &start_at,
+    ];
+    // Hourly syncs are enabled case by case (the seed).
+    let refused = env.run(&hourly);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("allow_hourly"));
+    env.config("[limits]\nallow_hourly = true\n");
     env.ok(&[
         "sync",
         "create",

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -149,19 +148,11 @@ pub(crate) fn run(data_dir: &Path, cmd: SegmentCmd) -> anyhow::Result<()> {
             json,
         } => {
             let d = plan::segment_diff(&store, &name, from, to, attribute.as_deref())?;
-            let list = |bm: &roaring::RoaringBitmap| -> anyhow::Result<Vec<String>> {
-                bm.iter()
-                    .map(|u| {
-                        store
-                            .distinct_id(u)?
-                            .with_context(|| format!("user {u} has no distinct id"))
-                    })
-                    .collect()
-            };
             let id_lists = if ids {
+                let (added_ids, removed_ids) = d.ids(&store)?;
                 Some(DiffIds {
-                    added_ids: list(&d.diff.added)?,
-                    removed_ids: list(&d.diff.removed)?,
+                    added_ids,
+                    removed_ids,
                 })
             } else {
                 None

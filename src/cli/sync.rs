@@ -11,7 +11,10 @@ use serde::Serialize;
 use super::UsageError;
 use crate::lifecycle::actions::{self, NewSync, SyncEdit};
 use crate::lifecycle::rules::Action;
-use crate::lifecycle::{ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
+use crate::lifecycle::view::SyncView;
+use crate::lifecycle::{
+    ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus, Trigger,
+};
 use crate::pipeline::RunOptions;
 use crate::store::Store;
 
@@ -22,6 +25,9 @@ pub enum SyncCmd {
     Create(CreateArgs),
     /// List syncs.
     List {
+        /// Only syncs in this status (`archived`: the Archived Syncs page).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<SyncStatus>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -153,6 +159,11 @@ pub struct EditArgs {
     pub json: bool,
 }
 
+fn parse_status(s: &str) -> Result<SyncStatus, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not a status (active, paused, failed, inactive, archived)"))
+}
+
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if s == "now" {
         return Ok(Utc::now());
@@ -225,10 +236,8 @@ fn print_exec(e: &ExecutionRecord) {
 #[derive(Serialize)]
 struct Shown<'a> {
     #[serde(flatten)]
-    sync: &'a SyncRecord,
-    next_run: Option<String>,
+    view: &'a SyncView,
     last_run: Option<Row<'a>>,
-    updated_by: Option<String>,
 }
 
 fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
@@ -237,16 +246,18 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
         .map(|seq| ExecutionRecord::load(store, s.id, seq))
         .transpose()?
         .flatten();
-    let next = actions::next_run(s, Utc::now()).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-    let updated_by = crate::lifecycle::audit::updated_by(store, s.id)?;
+    let view = SyncView::of(store, s, false, Utc::now())?;
     if json {
         return super::print_json(&Shown {
-            sync: s,
-            next_run: next,
+            view: &view,
             last_run: last.as_ref().map(row),
-            updated_by,
         });
     }
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map_or("-".to_string(), |t| {
+            t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        })
+    };
     println!(
         "sync {}: {} → {} ({}), {} ({}), status {}",
         s.id,
@@ -258,10 +269,11 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
         super::word(s.status)
     );
     println!(
-        "  start {}, end {}, next run {}, notify {}",
+        "  start {}, end {}, last synced {}, next run {}, notify {}",
         super::fmt_ms(s.start_ms),
         s.end_ms.map_or("-".into(), super::fmt_ms),
-        next.as_deref().unwrap_or("-"),
+        time(view.last_synced),
+        time(view.next_run),
         if s.notify.is_empty() {
             "-".into()
         } else {
@@ -271,8 +283,14 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
     println!(
         "  updated {} by {}",
         super::fmt_ms(s.updated_ms),
-        updated_by.as_deref().unwrap_or("-")
+        view.updated_by.as_deref().unwrap_or("-")
     );
+    println!("  actions now: {}", view.allowed().join(", "));
+    for (a, why) in &view.actions {
+        if let Some(why) = why {
+            println!("    not {a}: {why}");
+        }
+    }
     match &last {
         Some(e) => print_exec(e),
         None => println!("  never run"),
@@ -364,23 +382,47 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SyncCmd::List { json } => {
-            let all = SyncRecord::all(store)?;
+        SyncCmd::List { status, json } => {
+            let mut views = Vec::new();
+            for s in SyncRecord::all(store)? {
+                if status.is_none_or(|st| s.status == st) {
+                    views.push(SyncView::of(store, &s, false, now)?);
+                }
+            }
             if json {
-                return super::print_json(&all);
+                return super::print_json(&views);
             }
-            if all.is_empty() {
-                println!("no syncs yet (create one with `segsync sync create`)");
+            if views.is_empty() {
+                println!("no syncs (create one with `segsync sync create`)");
+                return Ok(());
             }
-            for s in all {
+            let time = |t: Option<DateTime<Utc>>| {
+                t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            println!(
+                "{:>4}  {:<20} {:<9} {:<10} {:<18} {:<16} {:<16} {:<16} actions",
+                "id",
+                "segment",
+                "status",
+                "latest",
+                "destination",
+                "schedule",
+                "last synced",
+                "next run"
+            );
+            for v in &views {
+                let s = &v.sync;
                 println!(
-                    "{:>4}  {:<20} → {:<20} {:<10} {:<14} {}",
+                    "{:>4}  {:<20} {:<9} {:<10} {:<18} {:<16} {:<16} {:<16} {}",
                     s.id,
                     s.segment,
+                    super::word(s.status),
+                    v.latest_status.map_or("-".to_string(), super::word),
                     s.destination,
-                    s.attribute,
                     schedule_text(s.schedule),
-                    super::word(s.status)
+                    time(v.last_synced),
+                    time(v.next_run),
+                    v.allowed().join(",")
                 );
             }
             Ok(())

@@ -154,6 +154,7 @@ pub fn create(
     by: &str,
 ) -> Result<SyncRecord, ActionError> {
     let limits = config::load(store.dir())?.limits;
+    limits::check_schedule(&limits, req.schedule)?;
     let seg = store
         .segment(&req.segment)?
         .ok_or_else(|| plan::Error::NoSegment(req.segment.clone()))?;
@@ -271,7 +272,10 @@ pub fn edit(
                         "a one-time sync cannot become periodic; create a new sync".into(),
                     ))
                 }
-                Schedule::Every(_) => s.schedule = Schedule::Every(f),
+                Schedule::Every(_) => {
+                    limits::check_schedule(&config::load(store.dir())?.limits, Schedule::Every(f))?;
+                    s.schedule = Schedule::Every(f);
+                }
             }
         }
         if let Some(start) = e.start {

@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{ExecutionRecord, SyncRecord, SyncStatus, Trigger};
+use super::{ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus, Trigger};
 use crate::config::SyncLimits;
 use crate::error::{Classify, Fault};
 use crate::store::{self, Store};
@@ -68,6 +68,19 @@ pub fn check_create(
             max: limits.max_syncs_created_per_day,
             hint: "try again tomorrow (UTC), or raise max_syncs_created_per_day in segsync.toml"
                 .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `schedule` may be chosen: hourly only where `allow_hourly`.
+pub fn check_schedule(limits: &SyncLimits, schedule: Schedule) -> Result<(), LimitReached> {
+    if schedule == Schedule::Every(Frequency::Hourly) && !limits.allow_hourly {
+        return Err(LimitReached {
+            what: "hourly schedules",
+            count: 1,
+            max: 0,
+            hint: "hourly syncs are enabled case by case: set allow_hourly = true under [limits] in segsync.toml".into(),
         });
     }
     Ok(())

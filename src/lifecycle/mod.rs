@@ -13,6 +13,7 @@ pub mod limits;
 pub mod notify;
 pub mod rules;
 pub mod schedule;
+pub mod view;
 
 pub use crate::store::{
     BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus,

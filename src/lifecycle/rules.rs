@@ -118,6 +118,22 @@ pub fn check(status: SyncStatus, action: Action, resync_allowed: bool) -> Result
     }
 }
 
+/// Every action with whether the status allows it now, and why not: what
+/// the API and the console show beside a sync.
+pub fn allowed(status: SyncStatus, resync_allowed: bool) -> Vec<(Action, Option<String>)> {
+    Action::ALL
+        .iter()
+        .map(|&a| {
+            (
+                a,
+                check(status, a, resync_allowed)
+                    .err()
+                    .map(|r| r.to_string()),
+            )
+        })
+        .collect()
+}
+
 /// The status after a run ends: success makes a sync active again (the seed:
 /// an ad hoc run resumes a paused or failed sync), failure makes it failed.
 pub fn after_run(succeeded: bool) -> SyncStatus {

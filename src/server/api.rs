@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::reply::{blocking, err, ApiError, ApiResult};
@@ -28,14 +28,14 @@ use super::AppState;
 use crate::auth::{self, Role};
 use crate::destination::{self, DestinationConfig};
 use crate::lifecycle::actions::{self, NewSync, SyncEdit};
-use crate::lifecycle::audit;
 use crate::lifecycle::rules::Action;
-use crate::lifecycle::{notify, ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
+use crate::lifecycle::view::SyncView;
+use crate::lifecycle::{
+    notify, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus, Trigger,
+};
 
 /// Parses a JSON body, answering 400 with serde's message (line, column, field).
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| err(400, format!("invalid request body: {e}")))
-}
+use super::admin::{self, body};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -45,7 +45,29 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/api/v1/segments/{name}/snapshots",
             post(super::upload::snapshot),
         )
+        .route("/api/v1/segments/{name}/diff", get(admin::segment_diff))
         .route("/api/v1/users/import", post(super::upload::users))
+        .route("/api/v1/destinations/{name}/preview", get(admin::preview))
+        .route("/api/v1/destinations/{name}/test", post(admin::test))
+        .route("/api/v1/destination-preview", post(admin::preview_unsaved))
+        .route(
+            "/api/v1/workspaces",
+            get(admin::workspaces).post(admin::add_workspace),
+        )
+        .route(
+            "/api/v1/workspaces/{id}",
+            axum::routing::delete(admin::remove_workspace),
+        )
+        .route("/api/v1/cohorts", get(admin::cohorts))
+        .route(
+            "/api/v1/writekeys",
+            get(admin::write_keys).post(admin::add_write_key),
+        )
+        .route(
+            "/api/v1/writekeys/{name}",
+            axum::routing::delete(admin::remove_write_key),
+        )
+        .route("/api/v1/limits", get(admin::limits))
         .route(
             "/api/v1/destinations",
             get(destinations).post(add_destination),
@@ -63,6 +85,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/notifications", get(notifications))
         .route("/api/v1/tokens", get(tokens).post(create_token))
         .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        // The API's description stays readable without a token.
         .route(
             "/api/v1/openapi.json",
             get(|| async {
@@ -72,12 +101,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 )
             }),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authorize,
-        ));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
             get(|| async {
@@ -280,32 +303,34 @@ async fn delete_destination(
     .await
 }
 
-#[derive(Serialize)]
-struct SyncView<'a> {
-    #[serde(flatten)]
-    sync: &'a SyncRecord,
-    next_run: Option<DateTime<Utc>>,
-    running: bool,
-    updated_by: Option<String>,
-}
-
+/// The seed's list and detail fields of a sync.
 fn sync_view(state: &AppState, s: &SyncRecord) -> Value {
-    json!(SyncView {
-        sync: s,
-        next_run: actions::next_run(s, Utc::now()),
-        running: state.is_running(s.id),
-        updated_by: audit::updated_by(&state.store, s.id).unwrap_or_else(|e| {
-            tracing::error!(error = %e, sync = s.id, "cannot read the audit log");
-            None
-        }),
-    })
+    match SyncView::of(&state.store, s, state.is_running(s.id), Utc::now()) {
+        Ok(v) => json!(v),
+        Err(e) => {
+            tracing::error!(error = %e, sync = s.id, "cannot read a sync's view");
+            json!(s)
+        }
+    }
 }
 
-async fn syncs(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    blocking(&s, |s| {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only syncs in this status (`archived` gives the Archived Syncs page).
+    #[serde(default)]
+    status: Option<SyncStatus>,
+}
+
+async fn syncs(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    blocking(&s, move |s| {
         Ok(Json(Value::Array(
             SyncRecord::all(&s.store)?
                 .iter()
+                .filter(|r| q.status.is_none_or(|st| r.status == st))
                 .map(|r| sync_view(s, r))
                 .collect(),
         )))
@@ -369,9 +394,28 @@ async fn get_sync(
     let id = parse_id(&id)?;
     blocking(&s, move |s| {
         let rec = actions::load(&s.store, id)?;
-        Ok(Json(sync_view(s, &rec)))
+        let mut v = sync_view(s, &rec);
+        // The detail page: the recent history, newest first.
+        let history: Vec<Value> = ExecutionRecord::all(&s.store, id)?
+            .iter()
+            .rev()
+            .take(RECENT_HISTORY)
+            .map(execution_view)
+            .collect();
+        v["history"] = json!(history);
+        Ok(Json(v))
     })
     .await
+}
+
+/// Executions shown with a sync's detail.
+const RECENT_HISTORY: usize = 10;
+
+fn execution_view(e: &ExecutionRecord) -> Value {
+    let mut v = json!(e);
+    v["execution_id"] = json!(e.execution_id());
+    v["seconds"] = json!(e.seconds());
+    v
 }
 
 #[derive(Deserialize)]
@@ -465,16 +509,7 @@ async fn executions(
     blocking(&s, move |s| {
         actions::load(&s.store, id)?;
         let all = ExecutionRecord::all(&s.store, id)?;
-        Ok(Json(Value::Array(
-            all.iter()
-                .map(|e| {
-                    let mut v = json!(e);
-                    v["execution_id"] = json!(e.execution_id());
-                    v["seconds"] = json!(e.seconds());
-                    v
-                })
-                .collect(),
-        )))
+        Ok(Json(Value::Array(all.iter().map(execution_view).collect())))
     })
     .await
 }

@@ -8,6 +8,7 @@
 //! running executions finish the pages in flight and checkpoint, and stay
 //! processing; the next start resumes them.
 
+mod admin;
 mod api;
 mod inbound;
 mod reply;

@@ -1,0 +1,249 @@
+//! The rest of the CLI's operations under `/api/v1`: segment diffs, the
+//! destination preview and connection test (for a saved destination, or a
+//! configuration being typed), workspaces and the cohorts received from
+//! them, Personas write keys, and the limits in force. Each handler calls
+//! the same library function as the CLI command of the same name.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::reply::{blocking, err, ApiResult};
+use super::AppState;
+use crate::destination::{self, DestinationConfig};
+use crate::inbound::{self, cohort};
+use crate::plan;
+
+/// Parses a JSON body, answering 400 with serde's message (line, column, field).
+pub(crate) fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| err(400, format!("invalid request body: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiffQuery {
+    #[serde(default)]
+    from: Option<u32>,
+    #[serde(default)]
+    to: Option<u32>,
+    #[serde(default)]
+    attribute: Option<String>,
+    #[serde(default)]
+    ids: bool,
+}
+
+/// `GET /api/v1/segments/{name}/diff?from=&to=&attribute=&ids=`.
+pub(crate) async fn segment_diff(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<DiffQuery>,
+) -> ApiResult<Json<Value>> {
+    blocking(&s, move |s| {
+        let d = plan::segment_diff(&s.store, &name, q.from, q.to, q.attribute.as_deref())?;
+        let mut v = json!(d);
+        if q.ids {
+            let (added, removed) = d.ids(&s.store)?;
+            v["added_ids"] = json!(added);
+            v["removed_ids"] = json!(removed);
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AttributeQuery {
+    #[serde(default = "default_attribute")]
+    attribute: String,
+}
+
+fn default_attribute() -> String {
+    "uid".into()
+}
+
+/// `GET /api/v1/destinations/{name}/preview?attribute=`: the exact request
+/// a sync would send for a sample page, secrets masked.
+pub(crate) async fn preview(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<AttributeQuery>,
+) -> ApiResult<Json<Value>> {
+    blocking(&s, move |s| {
+        let d = destination::get(&s.store, &name)?.validated()?;
+        Ok(Json(json!(destination::preview(&d, &q.attribute))))
+    })
+    .await
+}
+
+/// `POST /api/v1/destination-preview?attribute=` with a configuration that
+/// is not saved: the preview as it would be (the console's live preview),
+/// or 400 naming the field that does not validate.
+pub(crate) async fn preview_unsaved(
+    Query(q): Query<AttributeQuery>,
+    b: Bytes,
+) -> ApiResult<Json<Value>> {
+    let cfg: DestinationConfig = body(&b)?;
+    let d = cfg.validate(0)?;
+    Ok(Json(json!(destination::preview(&d, &q.attribute))))
+}
+
+/// `POST /api/v1/destinations/{name}/test?attribute=`: one sample user
+/// through the real sender; 200 with the report either way (`ok` says
+/// whether the seed's rule held).
+pub(crate) async fn test(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<AttributeQuery>,
+) -> ApiResult<Json<Value>> {
+    blocking(&s, move |s| {
+        let d = destination::get(&s.store, &name)?.validated()?;
+        let report = crate::pipeline::probe::test_connection(&d, &q.attribute)?;
+        Ok(Json(json!(report)))
+    })
+    .await
+}
+
+/// A workspace as listed (no key).
+fn workspace_view(w: &inbound::Workspace) -> Value {
+    json!({
+        "id": w.id,
+        "uid_attribute": w.uid_attribute,
+        "anonymous_id_attribute": w.anonymous_id_attribute,
+        "created_ms": w.created_ms,
+    })
+}
+
+/// `GET /api/v1/workspaces`.
+pub(crate) async fn workspaces(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    blocking(&s, |s| {
+        let all: Vec<Value> = inbound::workspaces(&s.store)?
+            .iter()
+            .map(workspace_view)
+            .collect();
+        Ok(Json(json!(all)))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceBody {
+    id: String,
+    data_api_key: String,
+    #[serde(default = "default_attribute")]
+    uid_attribute: String,
+    #[serde(default = "default_anonymous")]
+    anonymous_id_attribute: String,
+}
+
+fn default_anonymous() -> String {
+    "anonymous_id".into()
+}
+
+/// `POST /api/v1/workspaces`.
+pub(crate) async fn add_workspace(
+    State(s): State<Arc<AppState>>,
+    b: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let w: WorkspaceBody = body(&b)?;
+    blocking(&s, move |s| {
+        let w = inbound::add_workspace(
+            &s.store,
+            &w.id,
+            &w.data_api_key,
+            &w.uid_attribute,
+            &w.anonymous_id_attribute,
+        )?;
+        Ok((StatusCode::CREATED, Json(workspace_view(&w))))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/workspaces/{id}`.
+pub(crate) async fn remove_workspace(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(&s, move |s| {
+        inbound::remove_workspace(&s.store, &id)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `GET /api/v1/cohorts`: cohorts received from other workspaces.
+pub(crate) async fn cohorts(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    blocking(&s, |s| Ok(Json(json!(cohort::cohorts(&s.store)?)))).await
+}
+
+/// `GET /api/v1/writekeys` (names only).
+pub(crate) async fn write_keys(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    blocking(&s, |s| {
+        let all: Vec<Value> = inbound::write_keys(&s.store)?
+            .iter()
+            .map(|k| json!({"name": k.name, "created_ms": k.created_ms}))
+            .collect();
+        Ok(Json(json!(all)))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteKeyBody {
+    name: String,
+    key: String,
+}
+
+/// `POST /api/v1/writekeys`.
+pub(crate) async fn add_write_key(
+    State(s): State<Arc<AppState>>,
+    b: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let k: WriteKeyBody = body(&b)?;
+    blocking(&s, move |s| {
+        let k = inbound::add_write_key(&s.store, &k.name, &k.key)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"name": k.name, "created_ms": k.created_ms})),
+        ))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/writekeys/{name}`.
+pub(crate) async fn remove_write_key(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(&s, move |s| {
+        inbound::remove_write_key(&s.store, &name)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `GET /api/v1/limits`: the limits in force (`segsync.toml` as read now;
+/// the receiver's as `serve` started with), and whether mail is sent.
+pub(crate) async fn limits(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    blocking(&s, |s| {
+        let settings = crate::config::load(s.store.dir())?;
+        let r = s.cohort_limits;
+        Ok(Json(json!({
+            "limits": settings.limits,
+            "inbound": {
+                "cohort_rpm": r.rpm,
+                "cohort_max_body_bytes": r.max_body,
+                "idempotency_retention_hours": r.idempotency_retention.as_secs() / 3600,
+            },
+            "smtp": settings.smtp.map(|m| json!({"host": m.host, "port": m.port, "from": m.from})),
+        })))
+    })
+    .await
+}
