@@ -20,6 +20,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(err) = segsync::cli::run(args) {
+        // A command a server ran has printed its own messages.
+        if let Some(segsync::cli::Exit(code)) = err.downcast_ref() {
+            std::process::exit(*code);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(segsync::cli::exit_code(&err));
     }

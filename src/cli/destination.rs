@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
 
+use super::output::say;
 use super::UsageError;
 use crate::destination::{self, cohort_sync, BasicAuth, DestinationConfig};
 
@@ -265,17 +266,17 @@ fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result
         return super::print_json(&shown);
     }
     let d = rec.validated()?;
-    println!("destination {} (id {})", rec.config.name, rec.id);
-    println!("  url            {}", destination::masked_url(&d));
+    say!("destination {} (id {})", rec.config.name, rec.id);
+    say!("  url            {}", destination::masked_url(&d));
     for (k, v) in &shown.config.headers {
-        println!("  header         {k}: {v}");
+        say!("  header         {k}: {v}");
     }
     if let Some(b) = &shown.config.basic {
-        println!("  basic auth     {}:{}", b.user, b.password);
+        say!("  basic auth     {}:{}", b.user, b.password);
     }
     if let Some(c) = d.cohort() {
-        println!("  format         cohortsync (one action per request, members by uid)");
-        println!(
+        say!("  format         cohortsync (one action per request, members by uid)");
+        say!(
             "  cohort         {} (id {}), partner {}",
             c.name
                 .as_ref()
@@ -283,27 +284,27 @@ fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result
             c.id.as_deref().unwrap_or("segsync-<sync id>"),
             c.partner
         );
-        println!("  body limit     {} bytes", c.max_body);
+        say!("  body limit     {} bytes", c.max_body);
     } else {
-        println!("  format         segment_sync");
-        println!(
+        say!("  format         segment_sync");
+        say!(
             "  identifier key {}",
             d.identifier_key
                 .as_deref()
                 .unwrap_or("(the synced attribute's name)")
         );
-        println!("  lists          {} / {}", d.add_key, d.remove_key);
+        say!("  lists          {} / {}", d.add_key, d.remove_key);
         for (k, v) in &d.static_kv {
-            println!("  static         {k}={v}");
+            say!("  static         {k}={v}");
         }
     }
-    println!(
+    say!(
         "  page size      {} users, {} requests/minute, {} in flight",
         d.page_size.get(),
         d.rpm.get(),
         d.in_flight
     );
-    println!(
+    say!(
         "  retries        {} every {} ms, timeout {} ms, resync {}",
         d.retry.max_retries,
         d.retry.delay.as_millis(),
@@ -344,7 +345,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
             if a.json {
                 return print_one(&rec, true);
             }
-            println!("added destination {} (id {})", rec.config.name, rec.id);
+            say!("added destination {} (id {})", rec.config.name, rec.id);
             Ok(())
         }
         DestinationCmd::List { json } => {
@@ -360,13 +361,11 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
                 return super::print_json(&shown);
             }
             if all.is_empty() {
-                println!(
-                    "no destinations yet (add one with `segsync destination add NAME --url URL`)"
-                );
+                say!("no destinations yet (add one with `segsync destination add NAME --url URL`)");
             }
             for r in all {
                 let d = r.validated()?;
-                println!(
+                say!(
                     "{:<20} {:>4}  {}  page {} rpm {}",
                     r.config.name,
                     r.id,
@@ -401,7 +400,7 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
             if json {
                 return super::print_json(&serde_json::json!({ "removed": name }));
             }
-            println!("removed destination {name}");
+            say!("removed destination {name}");
             Ok(())
         }
         DestinationCmd::Preview {
@@ -415,12 +414,12 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
             if json {
                 return super::print_json(&p);
             }
-            println!("{} {}", p.method, p.url);
+            say!("{} {}", p.method, p.url);
             for (k, v) in &p.headers {
-                println!("{k}: {v}");
+                say!("{k}: {v}");
             }
-            println!();
-            println!("{}", serde_json::to_string_pretty(&p.body)?);
+            say!();
+            say!("{}", serde_json::to_string_pretty(&p.body)?);
             Ok(())
         }
         DestinationCmd::Test {
@@ -435,15 +434,15 @@ pub(crate) fn run(data_dir: &Path, cmd: DestinationCmd) -> anyhow::Result<()> {
             if json {
                 super::print_json(&r)?;
             } else {
-                println!("{}", r.message);
+                say!("{}", r.message);
                 if let Some(s) = r.status {
-                    println!(
+                    say!(
                         "status: {s}, content-type: {}",
                         r.content_type.as_deref().unwrap_or("-")
                     );
                 }
                 if !r.body.is_empty() {
-                    println!("body: {}", r.body);
+                    say!("body: {}", r.body);
                 }
             }
             if r.ok {

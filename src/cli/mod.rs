@@ -7,7 +7,9 @@ mod demo;
 mod destination;
 mod fixtures;
 mod notifications;
+pub(crate) mod output;
 mod receive;
+mod remote;
 mod segment;
 mod serve;
 mod sync;
@@ -34,6 +36,11 @@ pub struct Args {
         default_value = "./segsync-data"
     )]
     pub data_dir: PathBuf,
+    /// A running `segsync serve` to send the command to (with the token in
+    /// SEGSYNC_TOKEN). Without it, a `serve` holding the data dir is found
+    /// through its `serve.json`.
+    #[arg(long, global = true, env = "SEGSYNC_SERVER")]
+    pub server: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -79,13 +86,66 @@ pub enum Command {
     Token(token::TokenCmd),
 }
 
+pub use remote::Exit;
+
+/// The runner `serve` uses to run commands for CLI clients.
+pub fn command_runner() -> crate::server::CommandRunner {
+    std::sync::Arc::new(remote::run_for_client)
+}
+
 /// An error in how segsync was called (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Runs a parsed command line.
+/// Runs a parsed command line: through a running `serve` when one holds the
+/// data dir (or `--server` names one), else on the data dir itself.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if uses_store(&args.command) {
+        if let Some(r) = remote::target(&args) {
+            return remote::run(&r, &args);
+        }
+    }
+    run_local(args)
+}
+
+/// Whether the command works on the data dir's store (and so may go
+/// through a server).
+fn uses_store(c: &Command) -> bool {
+    !matches!(
+        c,
+        Command::Fixtures(_)
+            | Command::Demo(_)
+            | Command::Bench(_)
+            | Command::Serve(_)
+            | Command::Receive(_)
+    )
+}
+
+/// Whether the command only reads (what a viewer token may run).
+fn reads_only(c: &Command) -> bool {
+    use destination::DestinationCmd as D;
+    use segment::SegmentCmd as S;
+    use sync::SyncCmd as Y;
+    match c {
+        Command::Segment(s) => !matches!(s, S::Import { .. }),
+        Command::Destination(d) => {
+            matches!(**d, D::List { .. } | D::Show { .. } | D::Preview { .. })
+        }
+        Command::Sync(s) => matches!(s, Y::List { .. } | Y::Show { .. } | Y::History { .. }),
+        Command::Notifications(_) => true,
+        Command::Workspace(w) => matches!(
+            w,
+            workspace::WorkspaceCmd::List { .. } | workspace::WorkspaceCmd::Cohorts { .. }
+        ),
+        Command::Writekey(w) => matches!(w, workspace::WriteKeyCmd::List { .. }),
+        Command::Token(t) => matches!(t, token::TokenCmd::List { .. }),
+        _ => false,
+    }
+}
+
+/// Runs a command on the data dir (or, inside `serve`, on its store).
+pub(crate) fn run_local(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Users(cmd) => users::run(&args.data_dir, cmd),
         Command::Segment(cmd) => segment::run(&args.data_dir, cmd),
@@ -128,6 +188,8 @@ registry!(
     sync::ExecutionFailed,
     destination::TestFailed,
     demo::Mismatch,
+    remote::RemoteError,
+    remote::Exit,
     crate::lifecycle::actions::ActionError,
     crate::lifecycle::limits::LimitReached,
     crate::lifecycle::rules::Refused,
@@ -146,19 +208,44 @@ registry!(
 /// correct, 1 otherwise. The first error in the chain whose type is known
 /// decides; an error of no known type is a failure.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if let Some(remote::Exit(code)) = err.downcast_ref() {
+        return *code;
+    }
     err.chain()
         .find_map(fault_of)
         .unwrap_or(Fault::Internal)
         .exit_code()
 }
 
-pub(crate) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
-    Ok(Store::open(dir)?)
+/// The store a command works on: its own, or the one `serve` lent it when
+/// `serve` runs the command for a CLI client.
+pub(crate) enum StoreHandle {
+    /// Opened by this command.
+    Own(Box<Store>),
+    /// `serve`'s.
+    Shared(std::sync::Arc<Store>),
+}
+
+impl std::ops::Deref for StoreHandle {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        match self {
+            StoreHandle::Own(s) => s,
+            StoreHandle::Shared(s) => s,
+        }
+    }
+}
+
+pub(crate) fn open_store(dir: &std::path::Path) -> anyhow::Result<StoreHandle> {
+    if let Some(s) = output::shared_store() {
+        return Ok(StoreHandle::Shared(s));
+    }
+    Ok(StoreHandle::Own(Box::new(Store::open(dir)?)))
 }
 
 /// Prints `value` as pretty JSON on stdout.
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    output::say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use clap::Subcommand;
 
+use super::output::say;
 use crate::lifecycle::notify::{self, Delivery};
 
 /// `notifications` subcommands.
@@ -26,7 +27,7 @@ pub(crate) fn run(data_dir: &Path, cmd: NotificationsCmd) -> anyhow::Result<()> 
         return super::print_json(&all);
     }
     if all.is_empty() {
-        println!("no notifications (a sync notifies the emails given with --notify)");
+        say!("no notifications (a sync notifies the emails given with --notify)");
     }
     for n in all {
         let delivery = match &n.delivery {
@@ -35,7 +36,7 @@ pub(crate) fn run(data_dir: &Path, cmd: NotificationsCmd) -> anyhow::Result<()> 
             Delivery::Failed(e) => format!("not delivered: {e}"),
             Delivery::Pending => "pending (the next delivery of the outbox sends it)".to_string(),
         };
-        println!(
+        say!(
             "{:>4}  {}  {}  to {}  {}",
             n.id,
             super::fmt_ms(n.at_ms),

@@ -5,6 +5,7 @@ use std::path::Path;
 use clap::Subcommand;
 use serde::Serialize;
 
+use super::output::say;
 use super::users::{print_summary, ImportArgs};
 use crate::{ingest, plan};
 
@@ -96,10 +97,10 @@ pub(crate) fn run(data_dir: &Path, cmd: SegmentCmd) -> anyhow::Result<()> {
                 return super::print_json(&rows);
             }
             if rows.is_empty() {
-                println!("no segments yet (import one with `segsync segment import NAME FILE`)");
+                say!("no segments yet (import one with `segsync segment import NAME FILE`)");
             }
             for r in rows {
-                println!(
+                say!(
                     "{:<24} {:>12} members  {:>3} snapshots  updated {}",
                     r.name,
                     r.members,
@@ -116,18 +117,22 @@ pub(crate) fn run(data_dir: &Path, cmd: SegmentCmd) -> anyhow::Result<()> {
             if json {
                 return super::print_json(&seg);
             }
-            println!(
+            say!(
                 "segment {} (id {}), created {}",
                 seg.name,
                 seg.id,
                 super::fmt_ms(seg.created_ms)
             );
-            println!(
+            say!(
                 "{:>5}  {:<20}  {:>12}  {:>12}  {:>10}  source",
-                "seq", "imported", "members", "lines", "new users"
+                "seq",
+                "imported",
+                "members",
+                "lines",
+                "new users"
             );
             for s in &seg.snapshots {
-                println!(
+                say!(
                     "{:>5}  {:<20}  {:>12}  {:>12}  {:>10}  {}",
                     s.seq,
                     super::fmt_ms(s.at_ms),
@@ -178,16 +183,16 @@ pub(crate) fn run(data_dir: &Path, cmd: SegmentCmd) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|a| format!(" (members with {a})"))
                 .unwrap_or_default();
-            println!(
+            say!(
                 "segment {} {from} → snapshot {}{attr}: +{} added, -{} removed, {} total (was {}), {:.2} ms",
                 d.segment, d.to, d.added, d.removed, d.total, d.previous_total, d.millis
             );
             if let Some(l) = id_lists {
                 for id in l.added_ids {
-                    println!("+ {id}");
+                    say!("+ {id}");
                 }
                 for id in l.removed_ids {
-                    println!("- {id}");
+                    say!("- {id}");
                 }
             }
             Ok(())

@@ -49,7 +49,7 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
     // The whole file is validated before anything listens: a bad setting
     // stops `serve` here, naming the key.
     let settings = crate::config::load(data_dir)?;
-    let store = Arc::new(super::open_store(data_dir)?);
+    let store = Arc::new(crate::store::Store::open(data_dir)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -63,17 +63,39 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
         );
         use std::io::Write;
         std::io::stdout().flush()?;
-        serve(
+        // Where this machine's CLI finds us, and a token for it that lives
+        // as long as this process.
+        let mut local = listener.local_addr()?;
+        if local.ip().is_unspecified() {
+            local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let token = format!(
+            "local_{}",
+            hex::encode(crate::secret::random_bytes::<16>()?)
+        );
+        super::remote::write_serve_file(
+            data_dir,
+            &super::remote::ServeFile {
+                url: format!("http://{local}"),
+                token: token.clone(),
+                pid: std::process::id(),
+            },
+        )?;
+        let served = serve(
             listener,
             store,
             ServeOptions {
                 tick: Duration::from_millis(a.tick_ms.max(10)),
                 cohort: settings.receiver,
                 insecure: a.insecure,
+                commands: Some(super::command_runner()),
+                local_token: Some(token),
             },
             shutdown_signal(),
         )
-        .await?;
+        .await;
+        let _ = std::fs::remove_file(data_dir.join(super::remote::SERVE_FILE));
+        served?;
         eprintln!("segsync serve stopped");
         Ok(())
     })

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 
+use super::output::say;
 use super::UsageError;
 use crate::lifecycle::actions::{self, NewSync, SyncEdit};
 use crate::lifecycle::rules::Action;
@@ -216,7 +217,7 @@ fn row(e: &ExecutionRecord) -> Row<'_> {
 
 fn print_exec(e: &ExecutionRecord) {
     let duration = e.seconds().map_or("-".to_string(), |s| format!("{s:.2}s"));
-    println!(
+    say!(
         "{:<8} {:<20} {:<5} {:<11} {:<10} {:>6}/{:<6} +{:<9} -{:<9} total {:<9} {:>9} {}",
         e.execution_id(),
         super::fmt_ms(e.started_ms),
@@ -258,7 +259,7 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
             t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
         })
     };
-    println!(
+    say!(
         "sync {}: {} → {} ({}), {} ({}), status {}",
         s.id,
         s.segment,
@@ -268,7 +269,7 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
         s.timezone,
         super::word(s.status)
     );
-    println!(
+    say!(
         "  start {}, end {}, last synced {}, next run {}, notify {}",
         super::fmt_ms(s.start_ms),
         s.end_ms.map_or("-".into(), super::fmt_ms),
@@ -280,20 +281,20 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
             s.notify.join(", ")
         }
     );
-    println!(
+    say!(
         "  updated {} by {}",
         super::fmt_ms(s.updated_ms),
         view.updated_by.as_deref().unwrap_or("-")
     );
-    println!("  actions now: {}", view.allowed().join(", "));
+    say!("  actions now: {}", view.allowed().join(", "));
     for (a, why) in &view.actions {
         if let Some(why) = why {
-            println!("    not {a}: {why}");
+            say!("    not {a}: {why}");
         }
     }
     match &last {
         Some(e) => print_exec(e),
-        None => println!("  never run"),
+        None => say!("  never run"),
     }
     Ok(())
 }
@@ -309,10 +310,17 @@ fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Resu
         },
         "cli",
     )?;
+    report_run(&e, json)
+}
+
+/// Prints how a run ended (`sync run`, `resync-all`, `resync-last`), here
+/// or for a run that a server executed; an execution that did not complete
+/// is an error (exit code 1).
+pub(crate) fn report_run(e: &ExecutionRecord, json: bool) -> anyhow::Result<()> {
     if json {
-        super::print_json(&row(&e))?;
+        super::print_json(&row(e))?;
     } else {
-        println!(
+        say!(
             "execution {} {}: {} pages, +{} added, -{} removed, {} total, {} skipped, {} requests ({} retries), {:.2} s",
             e.execution_id(),
             super::word(e.status),
@@ -340,8 +348,11 @@ pub(crate) fn run(data_dir: &Path, cmd: SyncCmd) -> anyhow::Result<()> {
     let store = super::open_store(data_dir)?;
     let result = dispatch(&store, cmd);
     // Runs and edits leave notifications in the outbox; the command's work
-    // is done (or failed) before any mail is attempted.
-    crate::lifecycle::notify::deliver_outbox(&store);
+    // is done (or failed) before any mail is attempted. (Run by `serve` for
+    // a client, its mailer delivers them.)
+    if matches!(store, super::StoreHandle::Own(_)) {
+        crate::lifecycle::notify::deliver_outbox(&store);
+    }
     result
 }
 
@@ -372,7 +383,7 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
             if a.json {
                 return print_sync(store, &rec, true);
             }
-            println!(
+            say!(
                 "created sync {} ({} → {}, {}, {})",
                 rec.id,
                 rec.segment,
@@ -393,13 +404,13 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
                 return super::print_json(&views);
             }
             if views.is_empty() {
-                println!("no syncs (create one with `segsync sync create`)");
+                say!("no syncs (create one with `segsync sync create`)");
                 return Ok(());
             }
             let time = |t: Option<DateTime<Utc>>| {
                 t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
             };
-            println!(
+            say!(
                 "{:>4}  {:<20} {:<9} {:<10} {:<18} {:<16} {:<16} {:<16} actions",
                 "id",
                 "segment",
@@ -412,7 +423,7 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
             );
             for v in &views {
                 let s = &v.sync;
-                println!(
+                say!(
                     "{:>4}  {:<20} {:<9} {:<10} {:<18} {:<16} {:<16} {:<16} {}",
                     s.id,
                     s.segment,
@@ -466,7 +477,7 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
                 return super::print_json(&rows);
             }
             if all.is_empty() {
-                println!("no executions yet");
+                say!("no executions yet");
             }
             for e in &all {
                 print_exec(e);

@@ -7,6 +7,7 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::output::{say, warn_user};
 use crate::auth::{self, Role};
 
 /// `token` subcommands.
@@ -49,8 +50,8 @@ pub(crate) fn run(data_dir: &Path, cmd: TokenCmd) -> anyhow::Result<()> {
                     "token": text,
                 }));
             }
-            println!("{text}");
-            eprintln!(
+            say!("{text}");
+            warn_user!(
                 "created {} token '{}': keep it now, it is not shown again",
                 super::word(t.role),
                 t.name
@@ -66,10 +67,10 @@ pub(crate) fn run(data_dir: &Path, cmd: TokenCmd) -> anyhow::Result<()> {
                 return super::print_json(&v);
             }
             if all.is_empty() {
-                println!("no tokens: the admin API is open on loopback (create one with `segsync token create NAME`)");
+                say!("no tokens: the admin API is open on loopback (create one with `segsync token create NAME`)");
             }
             for t in all {
-                println!(
+                say!(
                     "{:<24} {:<7} created {}",
                     t.name,
                     super::word(t.role),
@@ -79,7 +80,7 @@ pub(crate) fn run(data_dir: &Path, cmd: TokenCmd) -> anyhow::Result<()> {
         }
         TokenCmd::Revoke { name } => {
             auth::revoke(&store, &name)?;
-            println!("revoked token '{name}'");
+            say!("revoked token '{name}'");
         }
     }
     Ok(())

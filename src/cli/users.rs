@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+use super::output::say;
 use crate::ingest;
 
 /// `users` subcommands.
@@ -62,14 +63,14 @@ pub(crate) fn print_summary(s: &ingest::Summary, json: bool) -> anyhow::Result<(
         .members
         .map(|m| format!(", {m} members"))
         .unwrap_or_default();
-    println!(
+    say!(
         "{what}{} lines ({}), users {} new / {} known{members}, attributes {} set / {} deleted, {:.2} s, {:.0} ids/s",
         s.lines, s.format, s.users_new, s.users_known, s.attributes_set, s.attributes_deleted, s.seconds, s.ids_per_sec
     );
     if s.skipped > 0 {
-        println!("skipped {} invalid lines:", s.skipped);
+        say!("skipped {} invalid lines:", s.skipped);
         for e in &s.skipped_examples {
-            println!("  {e}");
+            say!("  {e}");
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use serde_json::json;
 
+use super::output::say;
 use crate::inbound::{self, cohort, personas};
 
 /// `workspace` subcommands.
@@ -118,9 +119,11 @@ pub(crate) fn run(data_dir: &Path, cmd: WorkspaceCmd) -> anyhow::Result<()> {
             if json {
                 return super::print_json(&WorkspaceView::of(&w));
             }
-            println!(
+            say!(
                 "added workspace {} (members resolve by {}, then {})",
-                w.id, w.uid_attribute, w.anonymous_id_attribute
+                w.id,
+                w.uid_attribute,
+                w.anonymous_id_attribute
             );
         }
         WorkspaceCmd::List { json } => {
@@ -132,20 +135,21 @@ pub(crate) fn run(data_dir: &Path, cmd: WorkspaceCmd) -> anyhow::Result<()> {
                 return super::print_json(&all);
             }
             if all.is_empty() {
-                println!(
-                    "no workspaces (add one with `segsync workspace add ID --data-api-key KEY`)"
-                );
+                say!("no workspaces (add one with `segsync workspace add ID --data-api-key KEY`)");
             }
             for w in all {
-                println!(
+                say!(
                     "{:<24} uid={} anonymous_id={} added {}",
-                    w.id, w.uid_attribute, w.anonymous_id_attribute, w.created
+                    w.id,
+                    w.uid_attribute,
+                    w.anonymous_id_attribute,
+                    w.created
                 );
             }
         }
         WorkspaceCmd::Remove { id } => {
             inbound::remove_workspace(&store, &id)?;
-            println!("removed workspace {id}");
+            say!("removed workspace {id}");
         }
         WorkspaceCmd::Cohorts { json } => {
             let all = cohort::cohorts(&store)?;
@@ -168,10 +172,10 @@ pub(crate) fn run(data_dir: &Path, cmd: WorkspaceCmd) -> anyhow::Result<()> {
                 return super::print_json(&v);
             }
             if all.is_empty() {
-                println!("no cohorts received yet");
+                say!("no cohorts received yet");
             }
             for c in all {
-                println!(
+                say!(
                     "{:<24} from {} ({} requests, last timestamp {})",
                     c.name,
                     c.workspace,
@@ -189,7 +193,7 @@ pub(crate) fn run_write_key(data_dir: &Path, cmd: WriteKeyCmd) -> anyhow::Result
     match cmd {
         WriteKeyCmd::Add { name, key } => {
             inbound::add_write_key(&store, &name, &key)?;
-            println!("added write key {name}");
+            say!("added write key {name}");
         }
         WriteKeyCmd::List { json } => {
             let all: Vec<_> = inbound::write_keys(&store)?
@@ -200,10 +204,10 @@ pub(crate) fn run_write_key(data_dir: &Path, cmd: WriteKeyCmd) -> anyhow::Result
                 return super::print_json(&all);
             }
             if all.is_empty() {
-                println!("no write keys (add one with `segsync writekey add NAME --key KEY`)");
+                say!("no write keys (add one with `segsync writekey add NAME --key KEY`)");
             }
             for k in all {
-                println!(
+                say!(
                     "{} (added {})",
                     k["name"].as_str().unwrap_or_default(),
                     k["created"].as_str().unwrap_or_default()
@@ -212,7 +216,7 @@ pub(crate) fn run_write_key(data_dir: &Path, cmd: WriteKeyCmd) -> anyhow::Result
         }
         WriteKeyCmd::Remove { name } => {
             inbound::remove_write_key(&store, &name)?;
-            println!("removed write key {name}");
+            say!("removed write key {name}");
         }
     }
     Ok(())

@@ -86,17 +86,17 @@ impl Default for Options {
 }
 
 /// What an import did; printed as a summary line or JSON.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Summary {
     /// The file.
     pub file: PathBuf,
     /// Detected format.
-    pub format: &'static str,
+    pub format: String,
     /// Segment name (segment imports).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<String>,
     /// Snapshot sequence number (segment imports).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<u32>,
     /// Data lines read.
     pub lines: u64,
@@ -105,7 +105,7 @@ pub struct Summary {
     /// Distinct users the file named that already existed.
     pub users_known: u64,
     /// Distinct members of the snapshot (segment imports).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<u64>,
     /// Attribute values set.
     pub attributes_set: u64,
@@ -114,7 +114,7 @@ pub struct Summary {
     /// Lines skipped with `--skip-invalid`.
     pub skipped: u64,
     /// The first skipped lines, as `FILE:LINE: reason`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_examples: Vec<String>,
     /// Wall time.
     pub seconds: f64,
@@ -369,7 +369,8 @@ fn run(
                 InputFormat::IdList => "id-list",
                 InputFormat::Csv => "csv",
                 InputFormat::Ndjson => "ndjson",
-            },
+            }
+            .to_string(),
             segment,
             snapshot,
             lines,

@@ -229,6 +229,37 @@ pub(crate) async fn remove_write_key(
     .await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommandBody {
+    /// The command's arguments after `segsync` (global options included).
+    args: Vec<String>,
+}
+
+/// `POST /api/v1/commands`: runs a CLI command against this server's store
+/// for a CLI client and answers what it printed and its exit code, so the
+/// client behaves exactly as if it had opened the data dir itself. (A
+/// viewer's token may only run commands that read. Runs and imports do
+/// not come here: the client uses the run and upload endpoints.)
+pub(crate) async fn command(
+    State(s): State<Arc<AppState>>,
+    axum::Extension(role): axum::Extension<crate::auth::Role>,
+    b: Bytes,
+) -> ApiResult<Json<Value>> {
+    let c: CommandBody = body(&b)?;
+    let Some(runner) = s.commands.clone() else {
+        return Err(err(404, "this server does not run CLI commands"));
+    };
+    let read_only = role == crate::auth::Role::Viewer;
+    blocking(&s, move |s| {
+        let out = runner(c.args, s.store.clone(), read_only);
+        // A command may have created or revoked tokens.
+        s.reload_tokens()?;
+        Ok(Json(json!(out)))
+    })
+    .await
+}
+
 /// `GET /api/v1/limits`: the limits in force (`segsync.toml` as read now;
 /// the receiver's as `serve` started with), and whether mail is sent.
 pub(crate) async fn limits(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {

@@ -68,6 +68,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(admin::remove_write_key),
         )
         .route("/api/v1/limits", get(admin::limits))
+        .route("/api/v1/commands", post(admin::command))
         .route(
             "/api/v1/destinations",
             get(destinations).post(add_destination),
@@ -139,14 +140,19 @@ async fn authorize(
     next: Next,
 ) -> Result<Response, ApiError> {
     let tokens = s.tokens();
-    let actor = if tokens.is_empty() {
+    let presented: Option<String> = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let presented = presented.as_deref();
+    let actor = if presented.is_some() && presented == s.local_token.as_deref() {
+        // This machine's CLI, through serve.json.
+        Actor("cli".into())
+    } else if tokens.is_empty() {
         Actor("local".into())
     } else {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
         let Some(token) = presented.and_then(|p| auth::verify(&tokens, p)) else {
             let mut resp = err(
                 401,
@@ -163,7 +169,9 @@ async fn authorize(
             *req.method(),
             axum::http::Method::GET | axum::http::Method::HEAD
         );
-        if token.role == Role::Viewer && !read_only {
+        // The command runner checks a viewer's commands itself.
+        let runs_commands = req.uri().path() == "/api/v1/commands";
+        if token.role == Role::Viewer && !read_only && !runs_commands {
             return Err(err(
                 403,
                 format!("token '{}' is a viewer: it may only read", token.name),
@@ -171,6 +179,10 @@ async fn authorize(
         }
         Actor(token.name.clone())
     };
+    let role = presented
+        .and_then(|p| auth::verify(&tokens, p))
+        .map_or(Role::Admin, |t| t.role);
+    req.extensions_mut().insert(role);
     req.extensions_mut().insert(actor);
     Ok(next.run(req).await)
 }

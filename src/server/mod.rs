@@ -27,8 +27,25 @@ use crate::lifecycle::{ExecStatus, ExecutionRecord, SyncRecord, Trigger};
 use crate::pipeline::RunOptions;
 use crate::store::Store;
 
+/// What a CLI command run for a client printed, and its exit code.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CommandOutput {
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+    /// Its exit code.
+    pub exit_code: i32,
+}
+
+/// Runs a CLI command (its arguments after `segsync`) against the store
+/// `serve` holds, for a CLI client; `read_only` when the caller may only
+/// read. The CLI injects it ([`ServeOptions::commands`]): the server does
+/// not depend on the CLI.
+pub type CommandRunner = Arc<dyn Fn(Vec<String>, Arc<Store>, bool) -> CommandOutput + Send + Sync>;
+
 /// Server settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// How often the scheduler looks for due syncs.
     pub tick: Duration,
@@ -37,6 +54,22 @@ pub struct ServeOptions {
     /// Listen beyond loopback although no API token exists (the admin API
     /// is then open to the network).
     pub insecure: bool,
+    /// Runs CLI commands for CLI clients (`POST /api/v1/commands`).
+    pub commands: Option<CommandRunner>,
+    /// A token for this machine's CLI, valid while this process runs (it
+    /// is written to the data dir's `serve.json`, readable by its owner).
+    pub local_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("tick", &self.tick)
+            .field("cohort", &self.cohort)
+            .field("insecure", &self.insecure)
+            .field("commands", &self.commands.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServeOptions {
@@ -45,6 +78,8 @@ impl Default for ServeOptions {
             tick: Duration::from_secs(10),
             cohort: ReceiverLimits::default(),
             insecure: false,
+            commands: None,
+            local_token: None,
         }
     }
 }
@@ -68,6 +103,8 @@ pub(crate) struct AppState {
     /// The admin API's tokens, as stored (reloaded when the API changes
     /// them; nothing else writes them while `serve` holds the store).
     tokens: std::sync::RwLock<Arc<Vec<crate::auth::Token>>>,
+    pub(crate) commands: Option<CommandRunner>,
+    pub(crate) local_token: Option<String>,
 }
 
 impl AppState {
@@ -82,6 +119,8 @@ impl AppState {
             personas: Mutex::new(Default::default()),
             mail: tokio::sync::Notify::new(),
             tokens: Default::default(),
+            commands: opts.commands.clone(),
+            local_token: opts.local_token.clone(),
         }
     }
 

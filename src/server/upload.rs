@@ -34,6 +34,10 @@ pub(crate) struct ImportQuery {
     /// Skip malformed lines (and count them) instead of refusing the import.
     #[serde(default)]
     skip_invalid: bool,
+    /// How messages and the snapshot's record name the upload (the CLI
+    /// sends its file's path); `upload` by default.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 impl ImportQuery {
@@ -69,11 +73,25 @@ impl Read for ChannelReader {
     }
 }
 
+/// Longest `source` name kept.
+const MAX_SOURCE: usize = 1024;
+
 /// Runs `import` on a blocking thread over the streamed `body`.
 async fn streamed(
     body: Body,
+    source: Option<String>,
     import: impl FnOnce(Source<'_>) -> Result<ingest::Summary, ingest::Error> + Send + 'static,
 ) -> ApiResult<Json<Value>> {
+    let name = match source {
+        Some(s) if s.len() > MAX_SOURCE || s.chars().any(char::is_control) => {
+            return Err(err(
+                400,
+                format!("source must be at most {MAX_SOURCE} bytes, without control characters"),
+            ))
+        }
+        Some(s) if !s.is_empty() => s,
+        _ => "upload".to_string(),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
     let reader = ChannelReader {
         rx,
@@ -81,7 +99,7 @@ async fn streamed(
     };
     let job = tokio::task::spawn_blocking(move || {
         import(Source::Stream {
-            name: "upload",
+            name: &name,
             reader: Box::new(reader),
         })
     });
@@ -110,7 +128,7 @@ pub(crate) async fn snapshot(
 ) -> ApiResult<Json<Value>> {
     let opts = q.options();
     let store = s.store.clone();
-    streamed(body, move |src| {
+    streamed(body, q.source, move |src| {
         ingest::import_segment_from(&store, &name, src, &opts)
     })
     .await
@@ -124,7 +142,7 @@ pub(crate) async fn users(
 ) -> ApiResult<Json<Value>> {
     let opts = q.options();
     let store = s.store.clone();
-    streamed(body, move |src| {
+    streamed(body, q.source, move |src| {
         ingest::import_users_from(&store, src, &opts)
     })
     .await
