@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what building segsync needs on a fresh Debian machine that has only
-# the Rust toolchain: libclang (bindgen, for the rocksdb crate) and a C++
-# compiler (RocksDB itself). Idempotent and quiet when everything is there.
+# Installs what building and testing segsync needs on a fresh Debian machine
+# that has only the Rust toolchain: libclang (bindgen, for the rocksdb
+# crate), a C++ compiler (RocksDB itself), and Segment's Python client (the
+# Personas test). Idempotent and quiet when everything is there.
 set -euo pipefail
 
 missing=()
@@ -23,6 +24,17 @@ for component in rustfmt clippy; do
         fi
     fi
 done
+
+# The Personas test drives segsync with Segment's own Python client library.
+if ! python3 -c 'import segment.analytics' >/dev/null 2>&1; then
+    if ! command -v python3 >/dev/null 2>&1; then
+        missing+=(python3 python3-pip)
+    else
+        echo "installing segment-analytics-python (PyPI) for the Personas client test" >&2
+        python3 -m pip install --quiet --disable-pip-version-check segment-analytics-python >&2 \
+            || python3 -m pip install --quiet --break-system-packages segment-analytics-python >&2
+    fi
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
