@@ -25,15 +25,18 @@ for component in rustfmt clippy; do
     fi
 done
 
-# The Personas test drives segsync with Segment's own Python client library.
-if ! python3 -c 'import segment.analytics' >/dev/null 2>&1; then
-    if ! command -v python3 >/dev/null 2>&1; then
-        missing+=(python3 python3-pip)
-    else
-        echo "installing segment-analytics-python (PyPI) for the Personas client test" >&2
-        python3 -m pip install --quiet --disable-pip-version-check segment-analytics-python >&2 \
-            || python3 -m pip install --quiet --break-system-packages segment-analytics-python >&2
-    fi
+# Tests drive segsync with Segment's own Python client library and fuzz its
+# API with schemathesis; both come from PyPI.
+pip_install() {
+    echo "installing $1 (PyPI) for the tests" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "$1" >&2 \
+        || python3 -m pip install --quiet --break-system-packages "$1" >&2
+}
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-pip)
+else
+    python3 -c 'import segment.analytics' >/dev/null 2>&1 || pip_install segment-analytics-python
+    command -v schemathesis >/dev/null 2>&1 || pip_install schemathesis
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
