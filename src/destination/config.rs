@@ -33,7 +33,7 @@ pub(crate) fn bad(field: impl Into<String>, reason: impl Into<String>) -> Config
 }
 
 /// Basic auth credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// User name.
@@ -43,7 +43,18 @@ pub struct BasicAuth {
 }
 
 /// The request body a destination receives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// The seed's custom-destination body (`"type":"segment_sync"`). Stored
@@ -58,7 +69,7 @@ pub enum Format {
 }
 
 /// A destination as stored and as given by the user (unvalidated).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// Unique name.
@@ -83,11 +94,13 @@ pub struct DestinationConfig {
     /// Cohort Sync: largest request body in bytes (default and ceiling 131072).
     #[serde(default)]
     pub max_body_bytes: Option<u32>,
-    /// Extra request headers.
+    /// Extra request headers, as `[name, value]` pairs.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
-    /// Query parameters.
+    /// Query parameters, as `[name, value]` pairs.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     pub params: Vec<(String, String)>,
     /// Basic auth, if any.
     #[serde(default)]
@@ -101,8 +114,9 @@ pub struct DestinationConfig {
     /// Key of the removed-users list (default `remove_users`).
     #[serde(default)]
     pub remove_key: Option<String>,
-    /// Static key-values added to every user object.
+    /// Static key-values added to every user object, as `[key, value]` pairs.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     pub static_kv: Vec<(String, String)>,
     /// Users per request, 100..=10000 (default 1000).
     #[serde(default)]

@@ -24,7 +24,8 @@ pub(crate) fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> ApiResult<T
     serde_json::from_slice(bytes).map_err(|e| err(400, format!("invalid request body: {e}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DiffQuery {
     #[serde(default)]
@@ -38,6 +39,12 @@ pub(crate) struct DiffQuery {
 }
 
 /// `GET /api/v1/segments/{name}/diff?from=&to=&attribute=&ids=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/segments/{name}/diff",
+    params(("name" = String, Path, description = "segment name"), DiffQuery),
+    responses((status = 200, description = "counts, and the ids with ids=true"), (status = 400, description = "bad query"), (status = 404, description = "unknown segment, snapshot or attribute"))
+)]
 pub(crate) async fn segment_diff(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -56,7 +63,8 @@ pub(crate) async fn segment_diff(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AttributeQuery {
     #[serde(default = "default_attribute")]
@@ -69,6 +77,12 @@ fn default_attribute() -> String {
 
 /// `GET /api/v1/destinations/{name}/preview?attribute=`: the exact request
 /// a sync would send for a sample page, secrets masked.
+#[utoipa::path(
+    get,
+    path = "/api/v1/destinations/{name}/preview",
+    params(("name" = String, Path, description = "destination name"), AttributeQuery),
+    responses((status = 200, description = "method, url, headers (secrets masked), body"), (status = 400, description = "bad query, or the stored destination no longer validates"), (status = 404, description = "no such destination"))
+)]
 pub(crate) async fn preview(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -84,6 +98,13 @@ pub(crate) async fn preview(
 /// `POST /api/v1/destination-preview?attribute=` with a configuration that
 /// is not saved: the preview as it would be (the console's live preview),
 /// or 400 naming the field that does not validate.
+#[utoipa::path(
+    post,
+    path = "/api/v1/destination-preview",
+    params(AttributeQuery),
+    request_body = DestinationConfig,
+    responses((status = 200, description = "method, url, headers (secrets masked), body"), (status = 400, description = "invalid, the field named"))
+)]
 pub(crate) async fn preview_unsaved(
     Query(q): Query<AttributeQuery>,
     b: Bytes,
@@ -96,6 +117,12 @@ pub(crate) async fn preview_unsaved(
 /// `POST /api/v1/destinations/{name}/test?attribute=`: one sample user
 /// through the real sender; 200 with the report either way (`ok` says
 /// whether the seed's rule held).
+#[utoipa::path(
+    post,
+    path = "/api/v1/destinations/{name}/test",
+    params(("name" = String, Path, description = "destination name"), AttributeQuery),
+    responses((status = 200, description = "the test report; ok is the seed's rule (2xx + application/json)"), (status = 400, description = "bad query, or the destination no longer validates"), (status = 404, description = "no such destination"))
+)]
 pub(crate) async fn test(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -120,6 +147,11 @@ fn workspace_view(w: &inbound::Workspace) -> Value {
 }
 
 /// `GET /api/v1/workspaces`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces",
+    responses((status = 200, description = "workspaces (no keys)"))
+)]
 pub(crate) async fn workspaces(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| {
         let all: Vec<Value> = inbound::workspaces(&s.store)?
@@ -131,9 +163,9 @@ pub(crate) async fn workspaces(State(s): State<Arc<AppState>>) -> ApiResult<Json
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WorkspaceBody {
+pub(crate) struct WorkspaceBody {
     id: String,
     data_api_key: String,
     #[serde(default = "default_attribute")]
@@ -147,6 +179,12 @@ fn default_anonymous() -> String {
 }
 
 /// `POST /api/v1/workspaces`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces",
+    request_body = WorkspaceBody,
+    responses((status = 201, description = "registered"), (status = 400, description = "invalid"), (status = 409, description = "already registered"))
+)]
 pub(crate) async fn add_workspace(
     State(s): State<Arc<AppState>>,
     b: Bytes,
@@ -166,6 +204,12 @@ pub(crate) async fn add_workspace(
 }
 
 /// `DELETE /api/v1/workspaces/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workspaces/{id}",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 204, description = "removed"), (status = 404, description = "no such workspace"))
+)]
 pub(crate) async fn remove_workspace(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -178,11 +222,21 @@ pub(crate) async fn remove_workspace(
 }
 
 /// `GET /api/v1/cohorts`: cohorts received from other workspaces.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cohorts",
+    responses((status = 200, description = "cohorts received from other workspaces"))
+)]
 pub(crate) async fn cohorts(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| Ok(Json(json!(cohort::cohorts(&s.store)?)))).await
 }
 
 /// `GET /api/v1/writekeys` (names only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/writekeys",
+    responses((status = 200, description = "write keys, names only"))
+)]
 pub(crate) async fn write_keys(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| {
         let all: Vec<Value> = inbound::write_keys(&s.store)?
@@ -194,14 +248,20 @@ pub(crate) async fn write_keys(State(s): State<Arc<AppState>>) -> ApiResult<Json
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WriteKeyBody {
+pub(crate) struct WriteKeyBody {
     name: String,
     key: String,
 }
 
 /// `POST /api/v1/writekeys`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/writekeys",
+    request_body = WriteKeyBody,
+    responses((status = 201, description = "added"), (status = 400, description = "invalid"), (status = 409, description = "the name is taken"))
+)]
 pub(crate) async fn add_write_key(
     State(s): State<Arc<AppState>>,
     b: Bytes,
@@ -218,6 +278,12 @@ pub(crate) async fn add_write_key(
 }
 
 /// `DELETE /api/v1/writekeys/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/writekeys/{name}",
+    params(("name" = String, Path, description = "write key name")),
+    responses((status = 204, description = "removed"), (status = 404, description = "no such write key"))
+)]
 pub(crate) async fn remove_write_key(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -229,7 +295,7 @@ pub(crate) async fn remove_write_key(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommandBody {
     /// The command's arguments after `segsync` (global options included).
@@ -241,6 +307,12 @@ pub(crate) struct CommandBody {
 /// client behaves exactly as if it had opened the data dir itself. (A
 /// viewer's token may only run commands that read. Runs and imports do
 /// not come here: the client uses the run and upload endpoints.)
+#[utoipa::path(
+    post,
+    path = "/api/v1/commands",
+    request_body = CommandBody,
+    responses((status = 200, description = "stdout, stderr, exit_code of the command"), (status = 400, description = "invalid body"), (status = 404, description = "this server does not run commands"))
+)]
 pub(crate) async fn command(
     State(s): State<Arc<AppState>>,
     axum::Extension(role): axum::Extension<crate::auth::Role>,
@@ -262,6 +334,11 @@ pub(crate) async fn command(
 
 /// `GET /api/v1/limits`: the limits in force (`segsync.toml` as read now;
 /// the receiver's as `serve` started with), and whether mail is sent.
+#[utoipa::path(
+    get,
+    path = "/api/v1/limits",
+    responses((status = 200, description = "limits, inbound, smtp in force"))
+)]
 pub(crate) async fn limits(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| {
         let settings = crate::config::load(s.store.dir())?;

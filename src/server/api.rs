@@ -16,12 +16,13 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::reply::{blocking, err, ApiError, ApiResult};
 use super::AppState;
@@ -38,68 +39,62 @@ use crate::lifecycle::{
 use super::admin::{self, body};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/api/v1/segments", get(segments))
-        .route("/api/v1/segments/{name}", get(segment))
-        .route(
-            "/api/v1/segments/{name}/snapshots",
-            post(super::upload::snapshot),
-        )
-        .route("/api/v1/segments/{name}/diff", get(admin::segment_diff))
-        .route("/api/v1/users/import", post(super::upload::users))
-        .route("/api/v1/destinations/{name}/preview", get(admin::preview))
-        .route("/api/v1/destinations/{name}/test", post(admin::test))
-        .route("/api/v1/destination-preview", post(admin::preview_unsaved))
-        .route(
-            "/api/v1/workspaces",
-            get(admin::workspaces).post(admin::add_workspace),
-        )
-        .route(
-            "/api/v1/workspaces/{id}",
-            axum::routing::delete(admin::remove_workspace),
-        )
-        .route("/api/v1/cohorts", get(admin::cohorts))
-        .route(
-            "/api/v1/writekeys",
-            get(admin::write_keys).post(admin::add_write_key),
-        )
-        .route(
-            "/api/v1/writekeys/{name}",
-            axum::routing::delete(admin::remove_write_key),
-        )
-        .route("/api/v1/limits", get(admin::limits))
-        .route("/api/v1/commands", post(admin::command))
-        .route(
-            "/api/v1/destinations",
-            get(destinations).post(add_destination),
-        )
-        .route(
-            "/api/v1/destinations/{name}",
-            get(get_destination)
-                .put(put_destination)
-                .delete(delete_destination),
-        )
-        .route("/api/v1/syncs", get(syncs).post(create_sync))
-        .route("/api/v1/syncs/{id}", get(get_sync).patch(edit_sync))
-        .route("/api/v1/syncs/{id}/executions", get(executions))
-        .route("/api/v1/syncs/{id}/{action}", post(act))
-        .route("/api/v1/notifications", get(notifications))
-        .route("/api/v1/tokens", get(tokens).post(create_token))
-        .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
+    use super::{inbound, upload};
+    // Every handler is registered with the `#[utoipa::path]` that describes
+    // it, so the OpenAPI document is generated from the code it describes.
+    let (api, api_doc) = OpenApiRouter::<Arc<AppState>>::new()
+        .routes(routes!(segments))
+        .routes(routes!(segment))
+        .routes(routes!(upload::snapshot))
+        .routes(routes!(admin::segment_diff))
+        .routes(routes!(upload::users))
+        .routes(routes!(destinations, add_destination))
+        .routes(routes!(
+            get_destination,
+            put_destination,
+            delete_destination
+        ))
+        .routes(routes!(admin::preview))
+        .routes(routes!(admin::test))
+        .routes(routes!(admin::preview_unsaved))
+        .routes(routes!(admin::workspaces, admin::add_workspace))
+        .routes(routes!(admin::remove_workspace))
+        .routes(routes!(admin::cohorts))
+        .routes(routes!(admin::write_keys, admin::add_write_key))
+        .routes(routes!(admin::remove_write_key))
+        .routes(routes!(admin::limits))
+        .routes(routes!(admin::command))
+        .routes(routes!(syncs, create_sync))
+        .routes(routes!(get_sync, edit_sync))
+        .routes(routes!(executions))
+        .routes(routes!(act))
+        .routes(routes!(notifications))
+        .routes(routes!(tokens, create_token))
+        .routes(routes!(revoke_token))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
-        ));
+        ))
+        .split_for_parts();
+    let (inbound_routes, inbound_doc) = OpenApiRouter::<Arc<AppState>>::new()
+        .routes(routes!(inbound::cohortsync))
+        .routes(routes!(inbound::identify))
+        .routes(routes!(inbound::track))
+        .routes(routes!(inbound::batch))
+        .route("/v1/{call}", axum::routing::post(inbound::unknown))
+        // Our own size checks answer with JSON and the exact limit; this
+        // only stops absurd bodies before they are read.
+        .layer(axum::extract::DefaultBodyLimit::max(4 << 20))
+        .split_for_parts();
+    let doc = super::openapi::document(api_doc, inbound_doc);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         // The API's description stays readable without a token.
         .route(
             "/api/v1/openapi.json",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    include_str!("openapi.json"),
-                )
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
         .route(
@@ -112,17 +107,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             }),
         )
         .merge(api)
-        .merge(
-            Router::new()
-                .route(
-                    "/v1/integrations/cohortsync",
-                    post(super::inbound::cohortsync),
-                )
-                .route("/v1/{call}", post(super::inbound::personas))
-                // Our own size checks answer with JSON and the exact limit;
-                // this only stops absurd bodies before they are read.
-                .layer(axum::extract::DefaultBodyLimit::max(4 << 20)),
-        )
+        .merge(inbound_routes)
         .with_state(state)
 }
 
@@ -187,6 +172,11 @@ async fn authorize(
     Ok(next.run(req).await)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    responses((status = 200, description = "tokens: names and roles, never the tokens"))
+)]
 async fn tokens(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| {
         let all: Vec<_> = auth::list(&s.store)?
@@ -198,13 +188,19 @@ async fn tokens(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub(crate) struct TokenBody {
     name: String,
     role: Role,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    request_body = TokenBody,
+    responses((status = 201, description = "created; the answer carries the token once"), (status = 400, description = "invalid name"), (status = 409, description = "the name is taken"))
+)]
 async fn create_token(
     State(s): State<Arc<AppState>>,
     b: Bytes,
@@ -221,6 +217,12 @@ async fn create_token(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{name}",
+    params(("name" = String, Path, description = "token name")),
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such token"))
+)]
 async fn revoke_token(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -233,10 +235,21 @@ async fn revoke_token(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/segments",
+    responses((status = 200, description = "every segment with its snapshots"))
+)]
 async fn segments(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| Ok(Json(json!(s.store.segments()?)))).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/segments/{name}",
+    params(("name" = String, Path, description = "segment name")),
+    responses((status = 200, description = "the segment"), (status = 404, description = "no such segment"))
+)]
 async fn segment(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -257,6 +270,11 @@ fn shown(rec: &destination::DestinationRecord) -> Value {
     v
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/destinations",
+    responses((status = 200, description = "destinations, secrets masked"))
+)]
 async fn destinations(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| {
         Ok(Json(Value::Array(
@@ -266,6 +284,12 @@ async fn destinations(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> 
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/destinations",
+    request_body = DestinationConfig,
+    responses((status = 201, description = "added"), (status = 400, description = "invalid, the field named"), (status = 409, description = "the name is taken"))
+)]
 async fn add_destination(
     State(s): State<Arc<AppState>>,
     b: Bytes,
@@ -280,6 +304,12 @@ async fn add_destination(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/destinations/{name}",
+    params(("name" = String, Path, description = "destination name")),
+    responses((status = 200, description = "the destination, secrets masked"), (status = 404, description = "no such destination"))
+)]
 async fn get_destination(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -290,6 +320,13 @@ async fn get_destination(
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/destinations/{name}",
+    params(("name" = String, Path, description = "destination name")),
+    request_body = DestinationConfig,
+    responses((status = 200, description = "replaced"), (status = 400, description = "invalid, the field named"), (status = 404, description = "no such destination"))
+)]
 async fn put_destination(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -304,6 +341,12 @@ async fn put_destination(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/destinations/{name}",
+    params(("name" = String, Path, description = "destination name")),
+    responses((status = 204, description = "removed"), (status = 404, description = "no such destination"), (status = 409, description = "a sync still uses it"))
+)]
 async fn delete_destination(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -326,14 +369,21 @@ fn sync_view(state: &AppState, s: &SyncRecord) -> Value {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only syncs in this status (`archived` gives the Archived Syncs page).
     #[serde(default)]
     status: Option<SyncStatus>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/syncs",
+    params(ListQuery),
+    responses((status = 200, description = "the Synced Segments list: each sync with its view"), (status = 400, description = "unknown status"))
+)]
 async fn syncs(
     State(s): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
@@ -350,9 +400,9 @@ async fn syncs(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     segment: String,
     destination: String,
     attribute: String,
@@ -367,6 +417,12 @@ struct CreateBody {
     notify: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/syncs",
+    request_body = CreateBody,
+    responses((status = 201, description = "created"), (status = 400, description = "invalid"), (status = 404, description = "unknown segment, destination or attribute"), (status = 409, description = "an inactive sync blocks it"), (status = 429, description = "a limit was reached"))
+)]
 async fn create_sync(
     State(s): State<Arc<AppState>>,
     Extension(by): Extension<Actor>,
@@ -399,6 +455,12 @@ fn parse_id(id: &str) -> ApiResult<u32> {
         .map_err(|_| err(400, format!("sync id {id:?} is not a number")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/syncs/{id}",
+    params(("id" = String, Path, description = "sync id")),
+    responses((status = 200, description = "the detail view with the recent history"), (status = 400, description = "not a number"), (status = 404, description = "no such sync"))
+)]
 async fn get_sync(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -430,9 +492,9 @@ fn execution_view(e: &ExecutionRecord) -> Value {
     v
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EditBody {
+pub(crate) struct EditBody {
     #[serde(default)]
     destination: Option<String>,
     #[serde(default)]
@@ -447,6 +509,13 @@ struct EditBody {
     notify: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/syncs/{id}",
+    params(("id" = String, Path, description = "sync id")),
+    request_body = EditBody,
+    responses((status = 200, description = "edited"), (status = 400, description = "invalid"), (status = 404, description = "no such sync or destination"), (status = 409, description = "not allowed in its status"), (status = 429, description = "hourly schedules are not enabled"))
+)]
 async fn edit_sync(
     State(s): State<Arc<AppState>>,
     Extension(by): Extension<Actor>,
@@ -472,6 +541,12 @@ async fn edit_sync(
     Ok(view)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/syncs/{id}/{action}",
+    params(("id" = String, Path, description = "sync id"), ("action" = String, Path, description = "run, pause, resync-all, resync-last or archive")),
+    responses((status = 200, description = "paused or archived"), (status = 202, description = "run checked, planned and started: sync, started, execution"), (status = 400, description = "not a number"), (status = 404, description = "no such sync or action"), (status = 409, description = "not allowed now (status, running, cool-off)"), (status = 429, description = "a limit was reached"))
+)]
 async fn act(
     State(s): State<Arc<AppState>>,
     Extension(by): Extension<Actor>,
@@ -513,6 +588,12 @@ async fn act(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/syncs/{id}/executions",
+    params(("id" = String, Path, description = "sync id")),
+    responses((status = 200, description = "the sync's executions, oldest first"), (status = 400, description = "not a number"), (status = 404, description = "no such sync"))
+)]
 async fn executions(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -526,6 +607,11 @@ async fn executions(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications",
+    responses((status = 200, description = "the notification outbox, oldest first"))
+)]
 async fn notifications(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| Ok(Json(json!(notify::list(&s.store)?)))).await
 }

@@ -73,6 +73,12 @@ async fn blocking(f: impl FnOnce() -> Reply + Send + 'static) -> Response {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/integrations/cohortsync",
+    request_body(content = String, content_type = "application/json", description = "the request as the sender defines it; Content-Encoding gzip accepted"),
+    responses((status = 200, description = "applied (or a repeated Idempotency-Key: the first answer)"), (status = 400, description = "bad headers or body, the field named"), (status = 401, description = "not a registered workspace and key"), (status = 409, description = "older than the last request applied"), (status = 413, description = "body over the limit"), (status = 429, description = "over the rate; Retry-After says when"), (status = 500, description = "internal error"))
+)]
 pub(crate) async fn cohortsync(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -97,25 +103,65 @@ pub(crate) async fn cohortsync(
 }
 
 /// `POST /v1/{identify,track,batch}`.
-pub(crate) async fn personas(
+/// `POST /v1/identify`: a user and their traits (boolean traits are audiences).
+#[utoipa::path(
+    post,
+    path = "/v1/identify",
+    request_body(content = String, content_type = "application/json", description = "Segment's spec for the call; Content-Encoding gzip accepted"),
+    responses((status = 200, description = "applied"), (status = 400, description = "malformed event, the field named"), (status = 401, description = "unknown write key"), (status = 413, description = "over Segment's size limits"), (status = 500, description = "internal error"))
+)]
+pub(crate) async fn identify(
     State(s): State<Arc<AppState>>,
-    Path(call): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let endpoint = match call.as_str() {
-        "identify" => personas::Endpoint::Identify,
-        "track" => personas::Endpoint::Track,
-        "batch" => personas::Endpoint::Batch,
-        other => {
-            return respond(Reply::error(
-                404,
-                format!(
-                    "no endpoint /v1/{other} (identify, track, batch, integrations/cohortsync)"
-                ),
-            ))
-        }
-    };
+    personas_call(s, personas::Endpoint::Identify, headers, body).await
+}
+
+/// `POST /v1/track`: an event (Audience Entered/Exited change membership).
+#[utoipa::path(
+    post,
+    path = "/v1/track",
+    request_body(content = String, content_type = "application/json", description = "Segment's spec for the call; Content-Encoding gzip accepted"),
+    responses((status = 200, description = "applied"), (status = 400, description = "malformed event, the field named"), (status = 401, description = "unknown write key"), (status = 413, description = "over Segment's size limits"), (status = 500, description = "internal error"))
+)]
+pub(crate) async fn track(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    personas_call(s, personas::Endpoint::Track, headers, body).await
+}
+
+/// `POST /v1/batch`: identify and track calls together, all or nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/batch",
+    request_body(content = String, content_type = "application/json", description = "Segment's spec for the call; Content-Encoding gzip accepted"),
+    responses((status = 200, description = "applied"), (status = 400, description = "malformed event, the field named"), (status = 401, description = "unknown write key"), (status = 413, description = "over Segment's size limits"), (status = 500, description = "internal error"))
+)]
+pub(crate) async fn batch(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    personas_call(s, personas::Endpoint::Batch, headers, body).await
+}
+
+/// `POST /v1/{call}` for any other name: 404 naming the endpoints there are.
+pub(crate) async fn unknown(Path(call): Path<String>) -> Response {
+    respond(Reply::error(
+        404,
+        format!("no endpoint /v1/{call} (identify, track, batch, integrations/cohortsync)"),
+    ))
+}
+
+async fn personas_call(
+    s: Arc<AppState>,
+    endpoint: personas::Endpoint,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     blocking(move || {
         let body = match inflate(&headers, body) {
             Ok(b) => b,

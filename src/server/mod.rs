@@ -11,6 +11,7 @@
 mod admin;
 mod api;
 mod inbound;
+mod openapi;
 mod reply;
 mod scheduler;
 mod upload;

@@ -25,7 +25,8 @@ use crate::ingest::{self, Source};
 const CHUNKS_IN_FLIGHT: usize = 16;
 
 /// Import options, as query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ImportQuery {
     /// Column (CSV) or field (NDJSON) holding the distinct id.
@@ -120,6 +121,13 @@ async fn streamed(
 }
 
 /// `POST /api/v1/segments/{name}/snapshots`: a new snapshot of a segment.
+#[utoipa::path(
+    post,
+    path = "/api/v1/segments/{name}/snapshots",
+    params(("name" = String, Path, description = "segment name"), ImportQuery),
+    request_body(content = String, content_type = "application/octet-stream", description = "an id list, CSV or NDJSON; gzip accepted (magic bytes or Content-Encoding); streamed"),
+    responses((status = 200, description = "the import summary"), (status = 400, description = "a bad line (upload:LINE: reason) or query; nothing stored"))
+)]
 pub(crate) async fn snapshot(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -135,6 +143,13 @@ pub(crate) async fn snapshot(
 }
 
 /// `POST /api/v1/users/import`: users and their attributes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/import",
+    params(ImportQuery),
+    request_body(content = String, content_type = "application/octet-stream", description = "an id list, CSV or NDJSON; gzip accepted (magic bytes or Content-Encoding); streamed"),
+    responses((status = 200, description = "the import summary"), (status = 400, description = "a bad line (upload:LINE: reason) or query; nothing stored"))
+)]
 pub(crate) async fn users(
     State(s): State<Arc<AppState>>,
     Query(q): Query<ImportQuery>,

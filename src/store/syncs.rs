@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::{cf, keys, Result, Store, Write};
 
 /// How often a periodic sync runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Frequency {
     /// Every hour.
@@ -24,7 +26,7 @@ pub enum Frequency {
 }
 
 /// One-time or periodic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// Runs once.
@@ -34,7 +36,7 @@ pub enum Schedule {
 }
 
 /// The seed's five statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncStatus {
     /// Last execution succeeded (or none yet), end date not reached.
