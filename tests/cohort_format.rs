@@ -208,9 +208,34 @@ fn cohort_configuration_is_refused_without_what_the_api_needs() {
     let mut a = vec!["--data-center", "04"];
     a.extend_from_slice(&ws);
     refused(&a, "01, 02 or 03");
-    let mut a = vec!["--url", url, "--max-body-bytes", "200000"];
+    // MoEngage's own API is held to its limits; a custom URL (another
+    // segsync) may take more.
+    let mut a = vec!["--data-center", "01", "--max-body-bytes", "200000"];
+    a.extend_from_slice(&ws);
+    refused(&a, "only a custom --url may take more");
+    let mut a = vec!["--data-center", "01", "--rpm", "301"];
+    a.extend_from_slice(&ws);
+    refused(&a, "at most 300 requests a minute");
+    let mut a = vec!["--url", url, "--max-body-bytes", "5000000"];
     a.extend_from_slice(&ws);
     refused(&a, "max_body_bytes");
+    let mut a = vec![
+        "destination",
+        "add",
+        "fast",
+        "--format",
+        "cohortsync",
+        "--url",
+        url,
+        "--rpm",
+        "25000",
+        "--max-body-bytes",
+        "1048576",
+    ];
+    a.extend_from_slice(&ws);
+    env.ok(&a);
+    let shown = env.ok(&["destination", "show", "fast"]);
+    assert!(shown.contains("custom endpoint"), "{shown}");
     // The custom format refuses cohort settings.
     let out = env.run(&[
         "destination",
@@ -249,6 +274,10 @@ fn cohort_configuration_is_refused_without_what_the_api_needs() {
         "{shown}"
     );
     assert!(shown.contains("300 requests/minute"), "{shown}");
+    assert!(
+        shown.contains("MoEngage's Cohort Sync API: at most 300"),
+        "{shown}"
+    );
     assert!(!shown.contains("key12345"), "{shown}");
     let json = env.json(&["destination", "show", "d"]);
     assert_eq!(json["format"], "cohortsync");

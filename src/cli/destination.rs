@@ -285,6 +285,19 @@ fn print_one(rec: &destination::DestinationRecord, json: bool) -> anyhow::Result
             c.partner
         );
         say!("  body limit     {} bytes", c.max_body);
+        if c.moengage {
+            say!(
+                "  api limits     MoEngage's Cohort Sync API: at most {} requests a minute and {} KB bodies (a custom --url may go higher)",
+                cohort_sync::COHORT_RPM,
+                cohort_sync::COHORT_MAX_BODY / 1024
+            );
+        } else {
+            say!(
+                "  api limits     custom endpoint: up to {} requests a minute and {} bytes a body",
+                crate::destination::Rpm::MAX,
+                cohort_sync::CUSTOM_MAX_BODY
+            );
+        }
     } else {
         say!("  format         segment_sync");
         say!(

@@ -29,6 +29,20 @@ pub const COHORT_MIN_BODY: u32 = 16 * 1024;
 /// Cohort Sync's request-rate ceiling, the default for that format.
 pub const COHORT_RPM: u32 = 300;
 
+/// Largest body a custom Cohort Sync endpoint (another segsync, say) may be
+/// sent: the size `serve`'s receiver reads at most.
+pub const CUSTOM_MAX_BODY: u32 = 4 << 20;
+
+/// Whether `url` is MoEngage's own Cohort Sync API, whose limits (300
+/// requests a minute, 128 KB bodies) are hard: only another endpoint may be
+/// sent more.
+pub fn is_moengage(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|h| h == "moengage.com" || h.ends_with(".moengage.com"))
+}
+
 /// The Cohort Sync endpoint of MoEngage data center `dc` (01, 02, 03).
 pub fn data_center_url(dc: &str) -> Result<String, ConfigError> {
     match dc.trim_start_matches('0') {
@@ -124,6 +138,8 @@ pub struct CohortSettings {
     pub partner: String,
     /// Largest body in bytes.
     pub max_body: u32,
+    /// Whether the endpoint is MoEngage's API, held to its limits.
+    pub moengage: bool,
 }
 
 impl DestinationConfig {
@@ -216,11 +232,31 @@ pub(crate) fn validate_settings(cfg: &DestinationConfig) -> Result<CohortSetting
         .map_err(|r| bad("cohort_name", r))?;
     let max_body = cfg.max_body_bytes.unwrap_or(COHORT_MAX_BODY);
     // The floor leaves room for the head and the largest member a body
-    // can carry (a 1024-byte uid, escaped).
-    if !(COHORT_MIN_BODY..=COHORT_MAX_BODY).contains(&max_body) {
+    // can carry (a 1024-byte uid, escaped). MoEngage's API takes at most
+    // 128 KB; only another endpoint may be sent more.
+    let moengage = is_moengage(&cfg.url);
+    let ceiling = if moengage {
+        COHORT_MAX_BODY
+    } else {
+        CUSTOM_MAX_BODY
+    };
+    if !(COHORT_MIN_BODY..=ceiling).contains(&max_body) {
+        let why = if moengage {
+            " (MoEngage's Cohort Sync API limit; only a custom --url may take more)"
+        } else {
+            ""
+        };
         return Err(bad(
             "max_body_bytes",
-            format!("must be between {COHORT_MIN_BODY} and {COHORT_MAX_BODY}, got {max_body}"),
+            format!("must be between {COHORT_MIN_BODY} and {ceiling}{why}, got {max_body}"),
+        ));
+    }
+    if moengage && cfg.rpm.is_some_and(|r| r > COHORT_RPM) {
+        return Err(bad(
+            "rpm",
+            format!(
+                "MoEngage's Cohort Sync API takes at most {COHORT_RPM} requests a minute; only a custom --url (another segsync, say) may go higher"
+            ),
         ));
     }
     for (field, v) in [
@@ -238,6 +274,7 @@ pub(crate) fn validate_settings(cfg: &DestinationConfig) -> Result<CohortSetting
         description: cfg.cohort_description.clone(),
         partner: cfg.partner.clone().unwrap_or_else(|| "moengage".into()),
         max_body,
+        moengage,
     })
 }
 
@@ -379,6 +416,7 @@ mod tests {
             description: None,
             partner: "moengage".into(),
             max_body: 131_072,
+            moengage: false,
         }
     }
 
@@ -436,5 +474,45 @@ mod tests {
         assert_eq!(CohortName::derive("").as_str(), ".segment");
         let long = "x".repeat(400);
         assert!(CohortName::new(CohortName::derive(&long).as_str()).is_ok());
+    }
+
+    #[test]
+    fn moengage_endpoints_are_held_to_the_api_limits() {
+        let cfg = |url: &str, rpm: Option<u32>, body: Option<u32>| {
+            let mut c = DestinationConfig::new("c", url);
+            c.switch_format(super::super::Format::Cohortsync);
+            c.set_workspace("ws", "key-0123456789");
+            c.rpm = rpm;
+            c.max_body_bytes = body;
+            c
+        };
+        let dc = data_center_url("01").unwrap();
+        assert!(is_moengage(&dc));
+        assert!(!is_moengage(
+            "http://127.0.0.1:8080/v1/integrations/cohortsync"
+        ));
+        assert!(!is_moengage("https://evilmoengage.com/x"));
+        let e = cfg(&dc, Some(301), None).validate(1).unwrap_err();
+        assert_eq!(e.field, "rpm");
+        assert!(e.reason.contains("custom --url"), "{e}");
+        let e = cfg(&dc, None, Some(COHORT_MAX_BODY + 1))
+            .validate(1)
+            .unwrap_err();
+        assert_eq!(e.field, "max_body_bytes");
+        let ok = cfg(&dc, Some(300), Some(COHORT_MAX_BODY))
+            .validate(1)
+            .unwrap();
+        assert!(ok.cohort().unwrap().moengage);
+        let custom = "http://127.0.0.1:8080/v1/integrations/cohortsync";
+        let ok = cfg(custom, Some(25_000), Some(1 << 20))
+            .validate(1)
+            .unwrap();
+        assert_eq!(
+            (ok.rpm.get(), ok.cohort().unwrap().max_body),
+            (25_000, 1 << 20)
+        );
+        assert!(cfg(custom, None, Some(CUSTOM_MAX_BODY + 1))
+            .validate(1)
+            .is_err());
     }
 }
