@@ -10,6 +10,7 @@
 //! max_resyncs_per_day = 20        # ad hoc runs and resyncs, per UTC day
 //! cool_off_minutes = 30           # before a failed run may be retried
 //! allow_hourly = false            # hourly schedules (the seed enables them case by case)
+//! plan_max_age_minutes = 60       # a `sync plan` older than this is planned again by `sync run`
 //!
 //! [smtp]                          # notifications are emailed when set
 //! host = "127.0.0.1"
@@ -81,6 +82,9 @@ pub struct SyncLimits {
     /// Whether hourly schedules may be chosen (the seed enables them case
     /// by case).
     pub allow_hourly: bool,
+    /// Minutes a plan made by `sync plan` stays good: `sync run` executes
+    /// an older one only after planning again (and says so).
+    pub plan_max_age_minutes: u32,
 }
 
 impl Default for SyncLimits {
@@ -91,6 +95,7 @@ impl Default for SyncLimits {
             max_resyncs_per_day: 20,
             cool_off_minutes: 30,
             allow_hourly: false,
+            plan_max_age_minutes: 60,
         }
     }
 }

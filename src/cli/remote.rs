@@ -249,6 +249,9 @@ async fn run_sync(
         ))
         .await?;
     let seq = started["execution"].as_u64().unwrap_or(0);
+    if let Some(note) = started["note"].as_str() {
+        eprintln!("note: {note}");
+    }
     loop {
         let all = remote
             .send(remote.request(

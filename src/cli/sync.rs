@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 
-use super::output::say;
+use super::output::{say, warn_user};
 use super::UsageError;
 use crate::lifecycle::actions::{self, NewSync, SyncEdit};
 use crate::lifecycle::rules::Action;
@@ -80,6 +80,22 @@ pub enum SyncCmd {
     Archive {
         /// Sync id.
         id: u32,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plan the next execution without sending anything: its counts and
+    /// its first requests exactly as they will go out. `sync run` then
+    /// executes exactly this plan (same bodies, same keys).
+    Plan {
+        /// Sync id.
+        id: u32,
+        /// How many requests to show.
+        #[arg(long, default_value_t = 3)]
+        requests: usize,
+        /// Drop the plan instead (nothing of it was sent).
+        #[arg(long)]
+        discard: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -300,15 +316,16 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
 }
 
 fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Result<()> {
-    let e = crate::lifecycle::actions::run(
+    let started = actions::start_run(store, id, trigger, Utc::now(), "cli")?;
+    if let Some(note) = &started.note {
+        warn_user!("note: {note}");
+    }
+    let e = started.execute(
         store,
-        id,
-        trigger,
         &RunOptions {
             progress: !json,
             ..Default::default()
         },
-        "cli",
     )?;
     report_run(&e, json)
 }
@@ -469,6 +486,45 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
             &actions::set_status(store, id, Action::Archive, now, "cli")?,
             json,
         ),
+        SyncCmd::Plan {
+            id,
+            requests,
+            discard,
+            json,
+        } => {
+            if discard {
+                let e = actions::discard_plan(store, id, "cli")?;
+                if json {
+                    return super::print_json(&row(&e));
+                }
+                say!("discarded the plan of execution {}", e.execution_id());
+                return Ok(());
+            }
+            let p = actions::plan(store, id, now, "cli", requests)?;
+            if json {
+                return super::print_json(&p);
+            }
+            let e = &p.execution;
+            say!(
+                "execution {} planned ({}): +{} added, -{} removed, {} total, {} skipped, {} pages; `segsync sync run {id}` sends exactly this",
+                e.execution_id(),
+                super::word(e.kind),
+                e.added,
+                e.removed,
+                e.total,
+                e.skipped,
+                e.total_pages
+            );
+            for r in &p.requests {
+                say!();
+                say!("{} {}", r.method, r.url);
+                for (k, v) in &r.headers {
+                    say!("{k}: {v}");
+                }
+                say!("{}", serde_json::to_string_pretty(&r.body)?);
+            }
+            Ok(())
+        }
         SyncCmd::History { id, json } => {
             actions::load(store, id)?;
             let all = ExecutionRecord::all(store, id)?;

@@ -148,12 +148,19 @@ pub struct Preview {
 
 /// The request preview of `d` for a sync of `attribute`.
 pub fn preview(d: &Destination, attribute: &str) -> Preview {
+    request(
+        d,
+        "{sync}-{execution}-{page}",
+        &sample_body(d, attribute, 2, 1),
+    )
+}
+
+/// One request exactly as it goes out to `d` (secrets masked): for the
+/// preview, and for the requests of a planned execution.
+pub fn request(d: &Destination, idempotency_key: &str, body: &[u8]) -> Preview {
     let mut headers = vec![
         ("Content-Type".to_string(), "application/json".to_string()),
-        (
-            "Idempotency-Key".to_string(),
-            "{sync}-{execution}-{page}".to_string(),
-        ),
+        ("Idempotency-Key".to_string(), idempotency_key.to_string()),
     ];
     for (k, v) in &d.headers {
         let v = v.to_str().unwrap_or("<binary>");
@@ -170,15 +177,14 @@ pub fn preview(d: &Destination, attribute: &str) -> Preview {
             format!("Basic base64({}:{})", b.user, mask(&b.password)),
         ));
     }
-    let body = sample_body(d, attribute, 2, 1);
     Preview {
         method: "POST",
         url: masked_url(d),
         headers,
         // Our own renderer's output is JSON; should it ever not be, the
         // preview shows the bytes as a string rather than failing.
-        body: serde_json::from_slice(&body)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into())),
+        body: serde_json::from_slice(body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into())),
     }
 }
 

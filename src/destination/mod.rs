@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cohort_sync::{CohortName, CohortSettings};
 pub use config::{BasicAuth, ConfigError, DestinationConfig, Format};
-pub use display::{mask, masked_url, preview, sample_body, Preview};
+pub use display::{mask, masked_url, preview, request, sample_body, Preview};
 pub use settings::{Destination, FormatSpec, PageSize, RetryPolicy, Rpm};
 
 use crate::error::{Classify, Fault};

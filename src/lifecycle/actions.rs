@@ -428,6 +428,8 @@ pub struct StartedRun {
     sync: SyncRecord,
     exec: ExecutionRecord,
     dest: Destination,
+    /// Something the person who asked should know (a stale plan replanned).
+    pub note: Option<String>,
 }
 
 /// Checks that a run of `trigger` may start now (status table, limits,
@@ -448,11 +450,34 @@ pub fn start_run(
     let mut sync = load(store, sync_id)?;
     let dest = destination::get(store, &sync.destination)?.validated()?;
     check_run(store, &sync, trigger, dest.allow_resync, now)?;
-    let resumable = match sync.last_execution {
+    let mut resumable = match sync.last_execution {
         Some(seq) => ExecutionRecord::load(store, sync.id, seq)?
             .filter(|e| e.status == ExecStatus::Processing),
         None => None,
     };
+    // A plan made ahead (`sync plan`) runs as planned while it is fresh; an
+    // older one is planned again, and the caller is told.
+    let mut note = None;
+    let planned_key = crate::store::keys::planned(sync.id);
+    let planned = store.get_u32(crate::store::cf::META, &planned_key)?;
+    if let Some(e) = resumable.as_ref().filter(|e| planned == Some(e.seq)) {
+        let max_age = config::load(store.dir())?.limits.plan_max_age_minutes;
+        let age_ms = now.timestamp_millis() - e.started_ms;
+        let mut writes = vec![crate::store::Write::Delete(
+            crate::store::cf::META,
+            planned_key,
+        )];
+        if e.pages_done == 0 && age_ms > Duration::minutes(i64::from(max_age)).num_milliseconds() {
+            note = Some(format!(
+                "the plan of execution {} was made {} minutes ago, over plan_max_age_minutes = {max_age}: planned again",
+                e.execution_id(),
+                age_ms / 60_000
+            ));
+            writes.extend(discard_writes(&mut sync, e));
+            resumable = None;
+        }
+        store.write_records(writes, true)?;
+    }
     let exec = match resumable {
         Some(e) => {
             tracing::info!(
@@ -481,7 +506,12 @@ pub fn start_run(
         )?;
         store.write_records(vec![w], true)?;
     }
-    Ok(StartedRun { sync, exec, dest })
+    Ok(StartedRun {
+        sync,
+        exec,
+        dest,
+        note,
+    })
 }
 
 impl StartedRun {
@@ -496,7 +526,9 @@ impl StartedRun {
     /// write, then the notification. An execution interrupted by shutdown
     /// stays processing and changes nothing about the sync.
     pub fn execute(self, store: &Store, opts: &RunOptions) -> Result<ExecutionRecord, ActionError> {
-        let StartedRun { sync, exec, dest } = self;
+        let StartedRun {
+            sync, exec, dest, ..
+        } = self;
         let started_updated_ms = sync.updated_ms;
         let done = pipeline::execute(store, &sync, exec, dest, opts)?;
         let mut exec = done.exec.clone();
@@ -576,6 +608,134 @@ impl StartedRun {
         );
         Ok(exec)
     }
+}
+
+/// The writes that drop planned execution `e` of `sync` (no page sent yet):
+/// the execution and its bitmaps go, the sync points at the one before,
+/// and a full send it had taken over (new destination) is owed again.
+fn discard_writes(sync: &mut SyncRecord, e: &ExecutionRecord) -> Vec<crate::store::Write> {
+    let mut w = e.delete_writes();
+    if e.kind == super::ExecKind::FullNewDestination {
+        w.push(plan::full_resend_marker(sync.id));
+    }
+    sync.last_execution = e.seq.checked_sub(1).filter(|s| *s > 0);
+    w.push(sync.write());
+    w
+}
+
+/// A planned execution and its first requests exactly as they will go out.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    /// The execution (`sync run` executes exactly this one).
+    pub execution: ExecutionRecord,
+    /// Its first pages' requests (secrets masked), with their keys.
+    pub requests: Vec<destination::Preview>,
+}
+
+/// `sync plan`: computes and persists the next execution of a sync without
+/// sending anything, and renders its first `show` requests. The checks of
+/// an ad hoc run apply. Planning again returns the same plan while it has
+/// not run; `sync run` then executes exactly it (same bodies, same keys).
+pub fn plan(
+    store: &Store,
+    sync_id: u32,
+    now: DateTime<Utc>,
+    by: &str,
+    show: usize,
+) -> Result<Plan, ActionError> {
+    let (sync, exec, dest) = {
+        let _syncs = store.lock_syncs();
+        let mut sync = load(store, sync_id)?;
+        let dest = destination::get(store, &sync.destination)?.validated()?;
+        let planned_key = crate::store::keys::planned(sync.id);
+        let planned = store.get_u32(crate::store::cf::META, &planned_key)?;
+        let processing = match sync.last_execution {
+            Some(seq) => ExecutionRecord::load(store, sync.id, seq)?
+                .filter(|e| e.status == ExecStatus::Processing),
+            None => None,
+        };
+        let exec = match processing {
+            Some(e) if planned == Some(e.seq) => e,
+            Some(e) => {
+                return Err(ActionError::Conflict(format!(
+                    "execution {} is in progress; `segsync sync run {}` resumes it",
+                    e.execution_id(),
+                    sync.id
+                )))
+            }
+            None => {
+                check_run(store, &sync, Trigger::AdHoc, dest.allow_resync, now)?;
+                let e =
+                    plan::plan_execution(store, &mut sync, dest.page_size.get(), Trigger::AdHoc)?;
+                let w = audit::entry(
+                    store,
+                    sync.id,
+                    by,
+                    "plan",
+                    format!("execution {}", e.execution_id()),
+                )?;
+                store.write_records(
+                    vec![
+                        crate::store::Write::Put(
+                            crate::store::cf::META,
+                            planned_key,
+                            e.seq.to_be_bytes().to_vec(),
+                        ),
+                        w,
+                    ],
+                    true,
+                )?;
+                e
+            }
+        };
+        (sync, exec, dest)
+    };
+    let (execution, pages) = pipeline::first_pages(store, &sync, exec, &dest, show)?;
+    let requests = pages
+        .iter()
+        .map(|p| destination::request(&dest, &p.key, &p.body))
+        .collect();
+    Ok(Plan {
+        execution,
+        requests,
+    })
+}
+
+/// `sync plan --discard`: drops the plan made by `sync plan` (nothing of it
+/// was sent); the next run plans afresh.
+pub fn discard_plan(store: &Store, sync_id: u32, by: &str) -> Result<ExecutionRecord, ActionError> {
+    SyncRecord::update(store, sync_id, |s, writes| {
+        let planned_key = crate::store::keys::planned(s.id);
+        let planned = store.get_u32(crate::store::cf::META, &planned_key)?;
+        let e = s
+            .last_execution
+            .map(|seq| ExecutionRecord::load(store, s.id, seq))
+            .transpose()?
+            .flatten()
+            .filter(|e| {
+                planned == Some(e.seq) && e.status == ExecStatus::Processing && e.pages_done == 0
+            })
+            .ok_or_else(|| {
+                ActionError::Conflict(format!(
+                    "sync {} has no plan to discard (see `segsync sync plan {}`)",
+                    s.id, s.id
+                ))
+            })?;
+        writes.extend(discard_writes(s, &e));
+        writes.push(crate::store::Write::Delete(
+            crate::store::cf::META,
+            planned_key,
+        ));
+        writes.push(audit::entry(
+            store,
+            s.id,
+            by,
+            "discard-plan",
+            format!("execution {}", e.execution_id()),
+        )?);
+        Ok::<_, ActionError>(e)
+    })?
+    .ok_or(ActionError::NotFound(sync_id))
 }
 
 /// Runs sync `sync_id` once, now: [`start_run`] then

@@ -312,6 +312,61 @@ pub fn execute(
     })
 }
 
+/// A page of a plan as it will be sent.
+#[derive(Debug, Clone)]
+pub struct PlannedPage {
+    /// 1-based page number (`page_count` on the wire).
+    pub number: u32,
+    /// Its `Idempotency-Key`.
+    pub key: String,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// The first `n` pages of a planned execution, rendered exactly as they
+/// will be sent (page number, idempotency key, body), without sending.
+/// Size-capped pages are cut (and their starts persisted) as a run would.
+pub fn first_pages(
+    store: &Store,
+    sync: &SyncRecord,
+    exec: ExecutionRecord,
+    dest: &Destination,
+    n: usize,
+) -> Result<(ExecutionRecord, Vec<PlannedPage>), Error> {
+    let prepared = Prepared::new(store, sync, exec, dest)?;
+    let none = RoaringBitmap::new();
+    let mut pages = Vec::new();
+    pager::cut(
+        &prepared.added,
+        &prepared.removed,
+        prepared.cuts(),
+        &none,
+        None,
+        |p| {
+            pages.push(p);
+            pages.len() < n
+        },
+    );
+    let mut scratch = render::Scratch::default();
+    let mut out = Vec::with_capacity(pages.len());
+    for page in pages.iter().take(n) {
+        let r = prepared
+            .renderer
+            .render(page, &mut scratch, Vec::new())
+            .map_err(|e| match e {
+                render::RenderError::Store(e) => Error::Store(e),
+                other => Error::Internal(other.to_string()),
+            })?;
+        let key = format!("{}-{}-{}", sync.id, prepared.exec.seq, page.index + 1);
+        out.push(PlannedPage {
+            number: page.index + 1,
+            key,
+            body: r.body,
+        });
+    }
+    Ok((prepared.exec, out))
+}
+
 /// Renders every page of a plan without sending (for benchmarks): returns
 /// (pages, users, bytes).
 pub fn render_only(

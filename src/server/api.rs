@@ -67,6 +67,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(syncs, create_sync))
         .routes(routes!(get_sync, edit_sync))
         .routes(routes!(executions))
+        .routes(routes!(plan, discard_plan))
         .routes(routes!(act))
         .routes(routes!(notifications))
         .routes(routes!(tokens, create_token))
@@ -581,11 +582,75 @@ async fn act(
             ))
         }
     };
-    let exec = blocking(&s, move |s| Ok(s.start_run(id, trigger, &by.0)?)).await?;
+    let (exec, note) = blocking(&s, move |s| Ok(s.start_run(id, trigger, &by.0)?)).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "sync": id, "started": action, "execution": exec.seq })),
+        Json(json!({ "sync": id, "started": action, "execution": exec.seq, "note": note })),
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanQuery {
+    /// How many of the plan's requests to show (default 3).
+    #[serde(default)]
+    requests: Option<usize>,
+}
+
+/// The most requests a plan shows.
+const MAX_SHOWN: usize = 100;
+
+/// `POST /api/v1/syncs/{id}/plan`: plans the next execution without
+/// sending (or returns the plan made already).
+#[utoipa::path(
+    post,
+    path = "/api/v1/syncs/{id}/plan",
+    params(("id" = String, Path, description = "sync id"), PlanQuery),
+    responses((status = 200, description = "the planned execution and its first requests exactly as they will go out"), (status = 400, description = "not a number"), (status = 404, description = "no such sync, segment or attribute"), (status = 409, description = "not allowed now, or an execution is in progress"), (status = 429, description = "a limit was reached"))
+)]
+async fn plan(
+    State(s): State<Arc<AppState>>,
+    Extension(by): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query<PlanQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    if s.is_running(id) {
+        return Err(err(409, format!("sync {id} is running")));
+    }
+    let show = q.requests.unwrap_or(3).min(MAX_SHOWN);
+    blocking(&s, move |s| {
+        Ok(Json(json!(actions::plan(
+            &s.store,
+            id,
+            Utc::now(),
+            &by.0,
+            show
+        )?)))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/syncs/{id}/plan`: drops the plan (nothing was sent).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/syncs/{id}/plan",
+    params(("id" = String, Path, description = "sync id")),
+    responses((status = 200, description = "the discarded execution"), (status = 400, description = "not a number"), (status = 404, description = "no such sync"), (status = 409, description = "there is no plan to discard"))
+)]
+async fn discard_plan(
+    State(s): State<Arc<AppState>>,
+    Extension(by): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    blocking(&s, move |s| {
+        Ok(Json(execution_view(&actions::discard_plan(
+            &s.store, id, &by.0,
+        )?)))
+    })
+    .await
 }
 
 #[utoipa::path(

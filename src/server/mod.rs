@@ -149,7 +149,7 @@ impl AppState {
         sync_id: u32,
         trigger: Trigger,
         by: &str,
-    ) -> Result<ExecutionRecord, ActionError> {
+    ) -> Result<(ExecutionRecord, Option<String>), ActionError> {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(ActionError::Conflict("the server is shutting down".into()));
         }
@@ -177,6 +177,7 @@ impl AppState {
                 }
             };
         let planned = started.execution().clone();
+        let note = started.note.clone();
         let state = self.clone();
         let handle = std::thread::spawn(move || {
             let opts = RunOptions {
@@ -196,7 +197,7 @@ impl AppState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(handle);
-        Ok(planned)
+        Ok((planned, note))
     }
 
     pub(crate) fn is_running(&self, sync_id: u32) -> bool {

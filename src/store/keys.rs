@@ -80,6 +80,7 @@ pub(crate) const PREFIXES: &[(&str, &[u8])] = &[
     (super::cf::META, NEXT_ID_PREFIX),
     (super::cf::META, INDEXED_PREFIX),
     (super::cf::META, FULL_RESEND_PREFIX),
+    (super::cf::META, PLANNED_PREFIX),
     (super::cf::EVENTS, NOTIFICATION_PREFIX),
     (super::cf::EVENTS, PENDING_NOTIFICATION_PREFIX),
     (super::cf::EVENTS, AUDIT_PREFIX),
@@ -105,6 +106,15 @@ pub(crate) fn next_id(kind: &str) -> Vec<u8> {
 /// `indexed/<attr>` in `meta`.
 pub(crate) fn indexed(attr: u32) -> Vec<u8> {
     prefixed(INDEXED_PREFIX, &attr.to_be_bytes())
+}
+
+/// Prefix of the markers of executions planned ahead of their run
+/// (`sync plan`) in `meta` (`planned/<sync>` → the plan's execution seq).
+pub(crate) const PLANNED_PREFIX: &[u8] = b"planned/";
+
+/// `planned/<sync>` in `meta`.
+pub(crate) fn planned(sync: u32) -> Vec<u8> {
+    prefixed(PLANNED_PREFIX, &sync.to_be_bytes())
 }
 
 /// `full_resend/<sync>` in `meta`.

@@ -70,6 +70,15 @@ impl Store {
         Ok(out)
     }
 
+    /// A big-endian u32 stored under `key`, if any.
+    pub(crate) fn get_u32(&self, cf: &'static str, key: &[u8]) -> Result<Option<u32>> {
+        Ok(self
+            .db()
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(db_err("get", cf))?
+            .and_then(|v| super::keys::read_u32(&v)))
+    }
+
     /// Whether `key` is present.
     pub(crate) fn has_key(&self, cf: &'static str, key: &[u8]) -> Result<bool> {
         Ok(self

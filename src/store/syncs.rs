@@ -305,6 +305,30 @@ impl ExecutionRecord {
         Ok(self.bitmap_if_any(store, kind)?.unwrap_or_default())
     }
 
+    /// The writes that delete this execution and its bitmaps (a plan that
+    /// was discarded before any page was sent).
+    pub(crate) fn delete_writes(&self) -> Vec<Write> {
+        let mut w = vec![Write::Delete(
+            cf::EXECUTIONS,
+            keys::execution(self.sync_id, self.seq).to_vec(),
+        )];
+        let mut kinds = vec![
+            BitmapKind::Synced,
+            BitmapKind::Added,
+            BitmapKind::Removed,
+            BitmapKind::DonePages,
+            BitmapKind::PageStarts,
+        ];
+        kinds.extend((0..self.removed_as_of.len()).map(|i| BitmapKind::RemovedAsOf(i as u8)));
+        for k in kinds {
+            w.push(Write::Delete(
+                cf::EXEC_BITMAPS,
+                keys::exec_bitmap(self.sync_id, self.seq, k.code()).to_vec(),
+            ));
+        }
+        w
+    }
+
     /// One of this execution's bitmaps, `None` if never written.
     pub fn bitmap_if_any(&self, store: &Store, kind: BitmapKind) -> Result<Option<RoaringBitmap>> {
         store.get_bitmap(
