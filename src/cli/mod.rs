@@ -132,7 +132,10 @@ fn reads_only(c: &Command) -> bool {
         Command::Destination(d) => {
             matches!(**d, D::List { .. } | D::Show { .. } | D::Preview { .. })
         }
-        Command::Sync(s) => matches!(s, Y::List { .. } | Y::Show { .. } | Y::History { .. }),
+        Command::Sync(s) => matches!(
+            s,
+            Y::List { .. } | Y::Show { .. } | Y::History { .. } | Y::Execution { .. }
+        ),
         Command::Notifications(_) => true,
         Command::Workspace(w) => matches!(
             w,

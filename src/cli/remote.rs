@@ -199,6 +199,16 @@ pub(crate) fn run(remote: &Remote, args: &Args) -> anyhow::Result<()> {
         Command::Sync(SyncCmd::ResyncLast { id, json }) => {
             rt.block_on(run_sync(remote, &client, *id, "resync-last", *json))
         }
+        Command::Sync(SyncCmd::Replay {
+            execution: (id, seq),
+            json,
+        }) => rt.block_on(run_sync(
+            remote,
+            &client,
+            *id,
+            &format!("executions/{seq}/replay"),
+            *json,
+        )),
         Command::Segment(SegmentCmd::Import { name, args }) => rt.block_on(import(
             remote,
             &client,

@@ -100,6 +100,29 @@ pub enum SyncCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Per-page outcomes of an execution: attempts, delivered, the refusing
+    /// status and the error's excerpt.
+    Execution {
+        /// Execution id (`SYNC-SEQ`, as history shows it).
+        #[arg(value_parser = parse_execution)]
+        execution: (u32, u32),
+        /// Which pages: `failed` (not delivered) or `all`.
+        #[arg(long, default_value = "failed", value_parser = ["failed", "all"])]
+        pages: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the pages of a failed execution that were not delivered again,
+    /// exactly as planned (same bodies, same keys).
+    Replay {
+        /// Execution id (`SYNC-SEQ`).
+        #[arg(value_parser = parse_execution)]
+        execution: (u32, u32),
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every execution of a sync.
     History {
         /// Sync id.
@@ -174,6 +197,12 @@ pub struct EditArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_execution(s: &str) -> Result<(u32, u32), String> {
+    s.split_once('-')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| format!("{s:?} is not an execution id (SYNC-SEQ, e.g. 3-12)"))
 }
 
 fn parse_status(s: &str) -> Result<SyncStatus, String> {
@@ -524,6 +553,56 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
                 say!("{}", serde_json::to_string_pretty(&r.body)?);
             }
             Ok(())
+        }
+        SyncCmd::Execution {
+            execution: (id, seq),
+            pages,
+            json,
+        } => {
+            actions::load(store, id)?;
+            let e = ExecutionRecord::load(store, id, seq)?
+                .ok_or_else(|| UsageError(format!("sync {id} has no execution {seq}")))?;
+            let all = if pages == "all" {
+                e.page_outcomes(store)?
+            } else {
+                e.failed_pages(store)?
+            };
+            if json {
+                return super::print_json(&all);
+            }
+            if all.is_empty() {
+                say!("execution {}: no {pages} pages", e.execution_id());
+            }
+            for o in &all {
+                say!(
+                    "page {:>6}  {:<10} {:>3} attempts  {}  {}",
+                    o.page,
+                    if o.delivered {
+                        "delivered".to_string()
+                    } else {
+                        o.status
+                            .map_or("failed".to_string(), |s| format!("refused {s}"))
+                    },
+                    o.attempts,
+                    super::fmt_ms(o.at_ms),
+                    o.error.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        SyncCmd::Replay {
+            execution: (id, seq),
+            json,
+        } => {
+            let started = actions::start_replay(store, id, seq, now, "cli")?;
+            let e = started.execute(
+                store,
+                &RunOptions {
+                    progress: !json,
+                    ..Default::default()
+                },
+            )?;
+            report_run(&e, json)
         }
         SyncCmd::History { id, json } => {
             actions::load(store, id)?;

@@ -610,6 +610,64 @@ impl StartedRun {
     }
 }
 
+/// `sync replay`: sends the pages of failed execution `seq` that were not
+/// delivered (refused, or never sent) again, exactly as planned — same
+/// bodies, same keys — even if the data has not changed. Only the sync's
+/// latest execution can be replayed, under the rules of an ad hoc run
+/// (status, cool-off, daily limit).
+pub fn start_replay(
+    store: &Store,
+    sync_id: u32,
+    seq: u32,
+    now: DateTime<Utc>,
+    by: &str,
+) -> Result<StartedRun, ActionError> {
+    let _syncs = store.lock_syncs();
+    let sync = load(store, sync_id)?;
+    let mut exec = ExecutionRecord::load(store, sync_id, seq)?
+        .ok_or_else(|| ActionError::Invalid(format!("sync {sync_id} has no execution {seq}")))?;
+    if sync.last_execution != Some(seq) {
+        return Err(ActionError::Conflict(format!(
+            "execution {} is not the sync's latest: only the latest execution can be replayed",
+            exec.execution_id()
+        )));
+    }
+    if exec.status != ExecStatus::Failed {
+        return Err(ActionError::Conflict(format!(
+            "execution {} is {}: only a failed execution is replayed",
+            exec.execution_id(),
+            serde_json::to_value(exec.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        )));
+    }
+    let dest = destination::get(store, &sync.destination)?.validated()?;
+    check_run(store, &sync, Trigger::AdHoc, dest.allow_resync, now)?;
+    exec.status = ExecStatus::Processing;
+    exec.error = None;
+    exec.finished_ms = None;
+    let w = audit::entry(
+        store,
+        sync.id,
+        by,
+        "replay",
+        format!(
+            "execution {}: {} of {} pages not delivered",
+            exec.execution_id(),
+            exec.total_pages.saturating_sub(exec.pages_done),
+            exec.total_pages
+        ),
+    )?;
+    store.write_records(vec![exec.write(), w], true)?;
+    Ok(StartedRun {
+        sync,
+        exec,
+        dest,
+        note: None,
+    })
+}
+
 /// The writes that drop planned execution `e` of `sync` (no page sent yet):
 /// the execution and its bitmaps go, the sync points at the one before,
 /// and a full send it had taken over (new destination) is owed again.

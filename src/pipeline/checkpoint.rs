@@ -13,10 +13,22 @@ use crossbeam::channel::Receiver;
 use roaring::RoaringBitmap;
 
 use crate::progress::Progress;
-use crate::store::{self, BitmapKind, ExecStatus, ExecutionRecord, Store, Write};
+use crate::store::{self, BitmapKind, ExecStatus, ExecutionRecord, PageOutcome, Store, Write};
+
+/// Pages the destination refused during a run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refusals {
+    /// How many.
+    pub(crate) count: u32,
+    /// The first one, as `page N: HTTP status: body`.
+    pub(crate) first: Option<String>,
+}
+
+/// Longest excerpt of an error body kept with a page's outcome.
+pub(crate) const ERROR_EXCERPT: usize = 512;
 
 /// What the sender reports for a page.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Event {
     /// Page acknowledged.
     Ack {
@@ -24,8 +36,13 @@ pub(crate) enum Event {
         requests: u32,
         skipped: u32,
     },
-    /// Page failed for good.
-    Failed { requests: u32 },
+    /// Page failed for good: refused (`status`), or out of retries.
+    Failed {
+        index: u32,
+        requests: u32,
+        status: Option<u16>,
+        error: String,
+    },
 }
 
 /// Applies events until the channel closes, updating `exec`'s counts and
@@ -36,9 +53,11 @@ pub(crate) fn run(
     done: &mut RoaringBitmap,
     events: &Receiver<Event>,
     progress: &Progress,
-) -> store::Result<()> {
+) -> store::Result<Refusals> {
+    let mut refused = Refusals::default();
     while let Ok(first) = events.recv() {
         let mut acked = 0u64;
+        let mut outcomes = Vec::new();
         for ev in std::iter::once(first).chain(events.try_iter()) {
             match ev {
                 Event::Ack {
@@ -46,6 +65,14 @@ pub(crate) fn run(
                     requests,
                     skipped,
                 } => {
+                    outcomes.push(exec.page_outcome_write(&PageOutcome {
+                        page: index + 1,
+                        attempts: requests,
+                        delivered: true,
+                        status: None,
+                        error: None,
+                        at_ms: chrono::Utc::now().timestamp_millis(),
+                    }));
                     if done.insert(index) {
                         exec.pages_done += 1;
                         acked += 1;
@@ -54,19 +81,37 @@ pub(crate) fn run(
                     exec.retries += u64::from(requests.saturating_sub(1));
                     exec.skipped += u64::from(skipped);
                 }
-                Event::Failed { requests } => {
+                Event::Failed {
+                    index,
+                    requests,
+                    status,
+                    error,
+                } => {
                     exec.requests += u64::from(requests);
                     exec.retries += u64::from(requests.saturating_sub(1));
+                    if status.is_some() {
+                        refused.count += 1;
+                        refused
+                            .first
+                            .get_or_insert_with(|| format!("page {}: {error}", index + 1));
+                    }
+                    outcomes.push(exec.page_outcome_write(&PageOutcome {
+                        page: index + 1,
+                        attempts: requests,
+                        delivered: false,
+                        status,
+                        error: Some(error),
+                        at_ms: chrono::Utc::now().timestamp_millis(),
+                    }));
                 }
             }
         }
-        store.write_records(
-            vec![exec.write(), exec.bitmap_write(BitmapKind::DonePages, done)],
-            false,
-        )?;
+        outcomes.push(exec.write());
+        outcomes.push(exec.bitmap_write(BitmapKind::DonePages, done));
+        store.write_records(outcomes, false)?;
         progress.inc(acked);
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// How an execution ended.
@@ -90,6 +135,7 @@ pub(crate) fn finish(
     exec: &mut ExecutionRecord,
     done: &RoaringBitmap,
     failure: Option<String>,
+    refused: Refusals,
     cancelled: bool,
 ) -> store::Result<Outcome> {
     if cancelled && failure.is_none() && exec.pages_done < exec.total_pages {
@@ -104,6 +150,20 @@ pub(crate) fn finish(
     }
     exec.finished_ms = Some(chrono::Utc::now().timestamp_millis());
     Ok(match failure {
+        None if refused.count > 0 => {
+            // The other pages went on; the refused ones wait for `sync replay`.
+            let msg = format!(
+                "{} page{} refused by the destination ({}; see `segsync sync execution {} --pages failed`; `segsync sync replay {}` sends them again)",
+                refused.count,
+                if refused.count == 1 { "" } else { "s" },
+                refused.first.as_deref().unwrap_or("no detail"),
+                exec.execution_id(),
+                exec.execution_id()
+            );
+            exec.status = ExecStatus::Failed;
+            exec.error = Some(msg.clone());
+            Outcome::Failed(msg)
+        }
         None if exec.pages_done >= exec.total_pages => {
             exec.status = ExecStatus::Complete;
             Outcome::Complete

@@ -266,7 +266,8 @@ pub fn execute(
     // thread owns the live set.
     let mut exec = prepared.exec.clone();
     let mut done = prepared.done.clone();
-    let mut checkpoint_result: Result<(), Error> = Ok(());
+    let mut checkpoint_result: Result<checkpoint::Refusals, Error> =
+        Ok(checkpoint::Refusals::default());
     std::thread::scope(|s| {
         let (page_tx, page_rx) = channel::bounded::<pager::Page>(window);
         let (free_tx, free_rx) = channel::bounded::<pager::Page>(window * 2);
@@ -299,12 +300,12 @@ pub fn execute(
         };
     });
     progress.finish();
-    checkpoint_result?;
+    let refused = checkpoint_result?;
 
     let failure = failure
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let outcome = checkpoint::finish(store, &mut exec, &done, failure, opts.cancelled())?;
+    let outcome = checkpoint::finish(store, &mut exec, &done, failure, refused, opts.cancelled())?;
     Ok(Executed {
         exec,
         outcome,

@@ -32,8 +32,13 @@ pub enum Verdict {
         /// What went wrong, for the error message if retries run out.
         reason: String,
     },
-    /// Do not retry.
-    Fail(String),
+    /// Do not retry: the destination refused the page.
+    Fail {
+        /// The status it answered.
+        status: u16,
+        /// What it said.
+        reason: String,
+    },
 }
 
 /// The seed's rules: 2xx is delivered; 408, 429 and 5xx are retried; any
@@ -61,7 +66,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> Verdict 
             reason: reason(),
         }
     } else {
-        Verdict::Fail(reason())
+        Verdict::Fail {
+            status: status.as_u16(),
+            reason: reason(),
+        }
     }
 }
 
@@ -92,6 +100,12 @@ pub struct PageError {
     pub message: String,
     /// Attempts made.
     pub requests: u32,
+    /// The status of a refusal (a non-retryable answer): the run goes on
+    /// with the other pages. `None`: retries ran out (the seed's rule: the
+    /// run stops).
+    pub refused: Option<u16>,
+    /// The last attempt's error, bounded.
+    pub last_error: String,
 }
 
 /// Sends the pages of one execution.
@@ -198,13 +212,15 @@ impl PageSender {
             requests += 1;
             match self.attempt(&key, body.clone()).await {
                 Verdict::Delivered => return Ok(PageStats { requests }),
-                Verdict::Fail(reason) => {
+                Verdict::Fail { status, reason } => {
                     return Err(PageError {
                         message: format!(
                             "page {} of the execution was refused: {reason}",
                             index + 1
                         ),
                         requests,
+                        refused: Some(status),
+                        last_error: reason,
                     })
                 }
                 Verdict::Retry { after, reason } => {
@@ -219,6 +235,8 @@ impl PageSender {
         Err(PageError {
             message: format!("{EXHAUSTED} (page {}: {last})", index + 1),
             requests,
+            refused: None,
+            last_error: last,
         })
     }
 }
@@ -277,12 +295,27 @@ pub(crate) async fn drive(
                 skipped,
             });
         }
-        Ok(PageOutcome { result: Err(e), .. }) => {
+        Ok(PageOutcome {
+            index,
+            result: Err(e),
+            ..
+        }) => {
             crate::metrics::requests_to(&dest_name, e.requests);
             let _ = events.send(Event::Failed {
+                index,
                 requests: e.requests,
+                status: e.refused,
+                error: e
+                    .last_error
+                    .chars()
+                    .take(super::checkpoint::ERROR_EXCERPT)
+                    .collect(),
             });
-            fail(e.message);
+            // A refused page does not stop the others; retries that ran out
+            // do (the seed's rule).
+            if e.refused.is_none() {
+                fail(e.message);
+            }
         }
         Err(e) => fail(format!("sender task failed: {e}")),
     };

@@ -68,6 +68,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(get_sync, edit_sync))
         .routes(routes!(executions))
         .routes(routes!(plan, discard_plan))
+        .routes(routes!(replay))
+        .routes(routes!(pages))
         .routes(routes!(act))
         .routes(routes!(notifications))
         .routes(routes!(tokens, create_token))
@@ -587,6 +589,68 @@ async fn act(
         StatusCode::ACCEPTED,
         Json(json!({ "sync": id, "started": action, "execution": exec.seq, "note": note })),
     ))
+}
+
+fn parse_seq(seq: &str) -> ApiResult<u32> {
+    seq.parse()
+        .map_err(|_| err(400, format!("execution number {seq:?} is not a number")))
+}
+
+/// `POST /api/v1/syncs/{id}/executions/{seq}/replay`: sends the pages of a
+/// failed execution that were not delivered again, same bodies and keys.
+#[utoipa::path(
+    post,
+    path = "/api/v1/syncs/{id}/executions/{seq}/replay",
+    params(("id" = String, Path, description = "sync id"), ("seq" = String, Path, description = "execution number")),
+    responses((status = 202, description = "replay started: sync, started, execution"), (status = 400, description = "not a number, or no such execution"), (status = 404, description = "no such sync"), (status = 409, description = "not the latest execution, not failed, or not allowed now"), (status = 429, description = "a limit was reached"))
+)]
+async fn replay(
+    State(s): State<Arc<AppState>>,
+    Extension(by): Extension<Actor>,
+    Path((id, seq)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (id, seq) = (parse_id(&id)?, parse_seq(&seq)?);
+    let (exec, _) = blocking(&s, move |s| Ok(s.start_replay(id, seq, &by.0)?)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "sync": id, "started": "replay", "execution": exec.seq })),
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PagesQuery {
+    /// Only the pages not delivered.
+    #[serde(default)]
+    failed: bool,
+}
+
+/// `GET /api/v1/syncs/{id}/executions/{seq}/pages`: per-page outcomes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/syncs/{id}/executions/{seq}/pages",
+    params(("id" = String, Path, description = "sync id"), ("seq" = String, Path, description = "execution number"), PagesQuery),
+    responses((status = 200, description = "attempts, delivered, refusing status, error excerpt and time of each page"), (status = 400, description = "not a number, or no such execution"), (status = 404, description = "no such sync"))
+)]
+async fn pages(
+    State(s): State<Arc<AppState>>,
+    Path((id, seq)): Path<(String, String)>,
+    Query(q): Query<PagesQuery>,
+) -> ApiResult<Json<Value>> {
+    let (id, seq) = (parse_id(&id)?, parse_seq(&seq)?);
+    blocking(&s, move |s| {
+        actions::load(&s.store, id)?;
+        let e = ExecutionRecord::load(&s.store, id, seq)?
+            .ok_or_else(|| err(400, format!("sync {id} has no execution {seq}")))?;
+        let all = if q.failed {
+            e.failed_pages(&s.store)?
+        } else {
+            e.page_outcomes(&s.store)?
+        };
+        Ok(Json(json!(all)))
+    })
+    .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -150,6 +150,29 @@ impl AppState {
         trigger: Trigger,
         by: &str,
     ) -> Result<(ExecutionRecord, Option<String>), ActionError> {
+        self.start_with(sync_id, |store| {
+            actions::start_run(store, sync_id, trigger, chrono::Utc::now(), by)
+        })
+    }
+
+    /// Replays failed execution `seq` of `sync_id` like a run
+    /// ([`actions::start_replay`]).
+    pub(crate) fn start_replay(
+        self: &Arc<Self>,
+        sync_id: u32,
+        seq: u32,
+        by: &str,
+    ) -> Result<(ExecutionRecord, Option<String>), ActionError> {
+        self.start_with(sync_id, |store| {
+            actions::start_replay(store, sync_id, seq, chrono::Utc::now(), by)
+        })
+    }
+
+    fn start_with(
+        self: &Arc<Self>,
+        sync_id: u32,
+        start: impl FnOnce(&Store) -> Result<actions::StartedRun, ActionError>,
+    ) -> Result<(ExecutionRecord, Option<String>), ActionError> {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(ActionError::Conflict("the server is shutting down".into()));
         }
@@ -168,14 +191,13 @@ impl AppState {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&sync_id);
         };
-        let started =
-            match actions::start_run(&self.store, sync_id, trigger, chrono::Utc::now(), by) {
-                Ok(s) => s,
-                Err(e) => {
-                    not_running(self);
-                    return Err(e);
-                }
-            };
+        let started = match start(&self.store) {
+            Ok(s) => s,
+            Err(e) => {
+                not_running(self);
+                return Err(e);
+            }
+        };
         let planned = started.execution().clone();
         let note = started.note.clone();
         let state = self.clone();

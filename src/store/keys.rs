@@ -30,6 +30,22 @@ pub(crate) const FULL_RESEND_PREFIX: &[u8] = b"full_resend/";
 /// Prefix of the notification outbox in `events` (`notification/<id>`).
 pub(crate) const NOTIFICATION_PREFIX: &[u8] = b"notification/";
 
+/// Prefix of the per-page outcomes of executions in `events`
+/// (`page/<sync><seq><page>`).
+pub(crate) const PAGE_OUTCOME_PREFIX: &[u8] = b"page/";
+
+/// `page/<sync><seq>`: the prefix of one execution's page outcomes.
+pub(crate) fn page_outcomes_of(sync: u32, seq: u32) -> Vec<u8> {
+    prefixed(PAGE_OUTCOME_PREFIX, &execution(sync, seq))
+}
+
+/// `page/<sync><seq><page>` in `events`.
+pub(crate) fn page_outcome(sync: u32, seq: u32, page: u32) -> Vec<u8> {
+    let mut k = page_outcomes_of(sync, seq);
+    k.extend_from_slice(&page.to_be_bytes());
+    k
+}
+
 /// Prefix of the outbox's pending deliveries in `events`
 /// (`mail_pending/<id>` → nothing).
 pub(crate) const PENDING_NOTIFICATION_PREFIX: &[u8] = b"mail_pending/";
@@ -84,6 +100,7 @@ pub(crate) const PREFIXES: &[(&str, &[u8])] = &[
     (super::cf::EVENTS, NOTIFICATION_PREFIX),
     (super::cf::EVENTS, PENDING_NOTIFICATION_PREFIX),
     (super::cf::EVENTS, AUDIT_PREFIX),
+    (super::cf::EVENTS, PAGE_OUTCOME_PREFIX),
     (super::cf::INBOUND, WORKSPACE_PREFIX),
     (super::cf::INBOUND, WRITE_KEY_PREFIX),
     (super::cf::INBOUND, COHORT_PREFIX),

@@ -31,8 +31,8 @@ pub use fingerprints::{Fingerprint, FingerprintTable};
 pub(crate) use records::Write;
 pub use segments::{SegmentRecord, SnapshotMeta};
 pub use syncs::{
-    BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, Schedule, SyncRecord, SyncStatus,
-    Trigger,
+    BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, PageOutcome, Schedule,
+    SyncRecord, SyncStatus, Trigger,
 };
 pub use txn::{AttrChange, AttrStats, ImportTxn};
 

@@ -188,6 +188,23 @@ impl ExecutionRecord {
     }
 }
 
+/// What became of one page of an execution (kept for every page sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageOutcome {
+    /// 1-based page number (`page_count` on the wire; the key's last part).
+    pub page: u32,
+    /// Requests made for it, retries included.
+    pub attempts: u32,
+    /// Acknowledged with a 2xx.
+    pub delivered: bool,
+    /// The status of a refusal (a non-retryable answer), if refused.
+    pub status: Option<u16>,
+    /// The last error (body excerpt or connection error), bounded.
+    pub error: Option<String>,
+    /// When, Unix ms.
+    pub at_ms: i64,
+}
+
 /// The bitmaps stored under an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BitmapKind {
@@ -327,6 +344,33 @@ impl ExecutionRecord {
             ));
         }
         w
+    }
+
+    /// The write that records one page's outcome.
+    pub(crate) fn page_outcome_write(&self, o: &PageOutcome) -> Write {
+        Write::record(
+            cf::EVENTS,
+            keys::page_outcome(self.sync_id, self.seq, o.page),
+            o,
+        )
+    }
+
+    /// Every page outcome recorded for this execution, by page.
+    pub fn page_outcomes(&self, store: &Store) -> Result<Vec<PageOutcome>> {
+        store.scan_records(
+            cf::EVENTS,
+            &keys::page_outcomes_of(self.sync_id, self.seq),
+            "page outcome",
+        )
+    }
+
+    /// The pages that failed for good and were not delivered since.
+    pub fn failed_pages(&self, store: &Store) -> Result<Vec<PageOutcome>> {
+        Ok(self
+            .page_outcomes(store)?
+            .into_iter()
+            .filter(|o| !o.delivered)
+            .collect())
     }
 
     /// One of this execution's bitmaps, `None` if never written.
