@@ -9,33 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, Seed, Served};
-use serde_json::{json, Value};
-
-async fn req(
-    c: &reqwest::Client,
-    method: &str,
-    url: String,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = c.request(method.parse().unwrap(), url);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&b).unwrap());
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use common::{call_as, Env, Seed, Served};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_gate_the_admin_api_by_role() {
@@ -49,8 +24,8 @@ async fn tokens_gate_the_admin_api_by_role() {
     let api = |p: &str| format!("{}/api/v1{p}", srv.base);
 
     // No token yet: open (on loopback), changes are by "local".
-    assert_eq!(req(&c, "GET", api("/syncs"), None, None).await.0, 200);
-    let (s, admin) = req(
+    assert_eq!(call_as(&c, "GET", api("/syncs"), None, None).await.0, 200);
+    let (s, admin) = call_as(
         &c,
         "POST",
         api("/tokens"),
@@ -63,16 +38,16 @@ async fn tokens_gate_the_admin_api_by_role() {
     assert!(admin.starts_with("ssk_"));
 
     // From now on a token is needed.
-    let (s, body) = req(&c, "GET", api("/syncs"), None, None).await;
+    let (s, body) = call_as(&c, "GET", api("/syncs"), None, None).await;
     assert_eq!(s, 401, "{body}");
     assert!(body["error"].as_str().unwrap().contains("Bearer"));
     assert_eq!(
-        req(&c, "GET", api("/syncs"), Some("ssk_00000000_nope"), None)
+        call_as(&c, "GET", api("/syncs"), Some("ssk_00000000_nope"), None)
             .await
             .0,
         401
     );
-    let (s, v) = req(
+    let (s, v) = call_as(
         &c,
         "POST",
         api("/tokens"),
@@ -86,18 +61,18 @@ async fn tokens_gate_the_admin_api_by_role() {
     // Health and metrics stay open; the inbound endpoints keep their own
     // credentials (Basic with a write key), not tokens.
     assert_eq!(
-        req(&c, "GET", format!("{}/healthz", srv.base), None, None)
+        call_as(&c, "GET", format!("{}/healthz", srv.base), None, None)
             .await
             .0,
         200
     );
     assert_eq!(
-        req(&c, "GET", format!("{}/metrics", srv.base), None, None)
+        call_as(&c, "GET", format!("{}/metrics", srv.base), None, None)
             .await
             .0,
         200
     );
-    let (s, _) = req(
+    let (s, _) = call_as(
         &c,
         "POST",
         format!("{}/v1/identify", srv.base),
@@ -109,7 +84,7 @@ async fn tokens_gate_the_admin_api_by_role() {
 
     // A viewer reads everything and changes nothing.
     assert_eq!(
-        req(
+        call_as(
             &c,
             "GET",
             api(&format!("/syncs/{sync}")),
@@ -121,12 +96,12 @@ async fn tokens_gate_the_admin_api_by_role() {
         200
     );
     assert_eq!(
-        req(&c, "GET", api("/destinations"), Some(&viewer), None)
+        call_as(&c, "GET", api("/destinations"), Some(&viewer), None)
             .await
             .0,
         200
     );
-    let (s, body) = req(
+    let (s, body) = call_as(
         &c,
         "POST",
         api(&format!("/syncs/{sync}/pause")),
@@ -136,7 +111,7 @@ async fn tokens_gate_the_admin_api_by_role() {
     .await;
     assert_eq!(s, 403, "{body}");
     assert!(body["error"].as_str().unwrap().contains("viewer"));
-    let (s, _) = req(
+    let (s, _) = call_as(
         &c,
         "PATCH",
         api(&format!("/syncs/{sync}")),
@@ -147,7 +122,7 @@ async fn tokens_gate_the_admin_api_by_role() {
     assert_eq!(s, 403);
 
     // An admin changes things, and is named as the one who did.
-    let (s, v) = req(
+    let (s, v) = call_as(
         &c,
         "PATCH",
         api(&format!("/syncs/{sync}")),
@@ -156,7 +131,7 @@ async fn tokens_gate_the_admin_api_by_role() {
     )
     .await;
     assert_eq!((s, v["updated_by"].as_str()), (200, Some("ops")), "{v}");
-    let (s, v) = req(
+    let (s, v) = call_as(
         &c,
         "POST",
         api(&format!("/syncs/{sync}/pause")),
@@ -168,7 +143,7 @@ async fn tokens_gate_the_admin_api_by_role() {
         (s, v["status"].as_str(), v["updated_by"].as_str()),
         (200, Some("paused"), Some("ops"))
     );
-    let (_, outbox) = req(&c, "GET", api("/notifications"), Some(&viewer), None).await;
+    let (_, outbox) = call_as(&c, "GET", api("/notifications"), Some(&viewer), None).await;
     assert!(
         outbox[0]["body"]
             .as_str()
@@ -178,7 +153,7 @@ async fn tokens_gate_the_admin_api_by_role() {
     );
 
     // Listing shows names and roles, never a token.
-    let (_, list) = req(&c, "GET", api("/tokens"), Some(&viewer), None).await;
+    let (_, list) = call_as(&c, "GET", api("/tokens"), Some(&viewer), None).await;
     let names: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -190,17 +165,21 @@ async fn tokens_gate_the_admin_api_by_role() {
 
     // Revoked: 401 from then on.
     assert_eq!(
-        req(&c, "DELETE", api("/tokens/dash"), Some(&admin), None)
+        call_as(&c, "DELETE", api("/tokens/dash"), Some(&admin), None)
             .await
             .0,
         204
     );
     assert_eq!(
-        req(&c, "GET", api("/syncs"), Some(&viewer), None).await.0,
+        call_as(&c, "GET", api("/syncs"), Some(&viewer), None)
+            .await
+            .0,
         401
     );
     assert_eq!(
-        req(&c, "GET", api("/syncs"), Some(&admin), None).await.0,
+        call_as(&c, "GET", api("/syncs"), Some(&admin), None)
+            .await
+            .0,
         200
     );
     srv.stop().await;

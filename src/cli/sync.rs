@@ -345,7 +345,20 @@ fn print_sync(store: &Store, s: &SyncRecord, json: bool) -> anyhow::Result<()> {
 }
 
 fn run_now(store: &Store, id: u32, trigger: Trigger, json: bool) -> anyhow::Result<()> {
-    let started = actions::start_run(store, id, trigger, Utc::now(), "cli")?;
+    execute_and_report(
+        store,
+        actions::start_run(store, id, trigger, Utc::now(), "cli")?,
+        json,
+    )
+}
+
+/// Runs a started execution in the foreground (a progress bar unless
+/// `json`) and reports how it ended.
+fn execute_and_report(
+    store: &Store,
+    started: actions::StartedRun,
+    json: bool,
+) -> anyhow::Result<()> {
     if let Some(note) = &started.note {
         warn_user!("note: {note}");
     }
@@ -593,17 +606,11 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
         SyncCmd::Replay {
             execution: (id, seq),
             json,
-        } => {
-            let started = actions::start_replay(store, id, seq, now, "cli")?;
-            let e = started.execute(
-                store,
-                &RunOptions {
-                    progress: !json,
-                    ..Default::default()
-                },
-            )?;
-            report_run(&e, json)
-        }
+        } => execute_and_report(
+            store,
+            actions::start_replay(store, id, seq, now, "cli")?,
+            json,
+        ),
         SyncCmd::History { id, json } => {
             actions::load(store, id)?;
             let all = ExecutionRecord::all(store, id)?;

@@ -358,7 +358,7 @@ pub fn first_pages(
                 render::RenderError::Store(e) => Error::Store(e),
                 other => Error::Internal(other.to_string()),
             })?;
-        let key = format!("{}-{}-{}", sync.id, prepared.exec.seq, page.index + 1);
+        let key = send::PageSender::key_of(sync.id, prepared.exec.seq, page.index);
         out.push(PlannedPage {
             number: page.index + 1,
             key,

@@ -108,6 +108,11 @@ pub struct PageError {
     pub last_error: String,
 }
 
+/// `Idempotency-Key: {sync}-{execution seq}-{page_count}`: the prefix.
+fn key_prefix(sync_id: u32, seq: u32) -> String {
+    format!("{sync_id}-{seq}-")
+}
+
 /// Sends the pages of one execution.
 pub struct PageSender {
     client: reqwest::Client,
@@ -128,7 +133,7 @@ impl PageSender {
             rate: RateLimiter::new(dest.rpm),
             client,
             dest,
-            key_prefix: format!("{sync_id}-{seq}-"),
+            key_prefix: key_prefix(sync_id, seq),
         })
     }
 
@@ -140,6 +145,12 @@ impl PageSender {
     /// The idempotency key of page `index` (0-based; the key uses `page_count`).
     pub fn idempotency_key(&self, index: u32) -> String {
         format!("{}{}", self.key_prefix, index + 1)
+    }
+
+    /// The idempotency key of page `index` of execution `seq` of sync
+    /// `sync_id`, without a sender (a plan's shown requests).
+    pub(crate) fn key_of(sync_id: u32, seq: u32, index: u32) -> String {
+        format!("{}{}", key_prefix(sync_id, seq), index + 1)
     }
 
     /// The request for one attempt: the destination's URL, headers and

@@ -135,11 +135,11 @@ async fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let presented = presented.as_deref();
-    let actor = if presented.is_some() && presented == s.local_token.as_deref() {
+    let (actor, role) = if presented.is_some() && presented == s.local_token.as_deref() {
         // This machine's CLI, through serve.json.
-        Actor("cli".into())
+        (Actor("cli".into()), Role::Admin)
     } else if tokens.is_empty() {
-        Actor("local".into())
+        (Actor("local".into()), Role::Admin)
     } else {
         let Some(token) = presented.and_then(|p| auth::verify(&tokens, p)) else {
             let mut resp = err(
@@ -165,11 +165,8 @@ async fn authorize(
                 format!("token '{}' is a viewer: it may only read", token.name),
             ));
         }
-        Actor(token.name.clone())
+        (Actor(token.name.clone()), token.role)
     };
-    let role = presented
-        .and_then(|p| auth::verify(&tokens, p))
-        .map_or(Role::Admin, |t| t.role);
     req.extensions_mut().insert(role);
     req.extensions_mut().insert(actor);
     Ok(next.run(req).await)

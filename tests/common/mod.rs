@@ -406,7 +406,21 @@ pub async fn call(
     url: String,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
+    call_as(c, method, url, None, body).await
+}
+
+/// [`call`] with `Authorization: Bearer <token>` when a token is given.
+pub async fn call_as(
+    c: &reqwest::Client,
+    method: &str,
+    url: String,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
     let mut r = c.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
     if let Some(b) = body {
         r = r
             .header("content-type", "application/json")
