@@ -67,7 +67,14 @@ impl Default for ReceiverOptions {
 #[derive(Debug, Default, Clone)]
 pub struct Received {
     /// Reconstructed membership: distinct id → identifier value (JSON text).
+    /// A removal applies only when it names the value the receiver holds:
+    /// a changed identifier arrives as the removal of the old value and the
+    /// addition of the new one, possibly on different pages in any order.
     pub members: HashMap<String, String>,
+    /// The membership as a destination that knows users only by their
+    /// identifier (an ad network): identifier value (JSON text) → the
+    /// distinct id that sent it. Removals remove the value they name.
+    pub by_value: HashMap<String, String>,
     /// Requests received (including injected failures and rejects).
     pub requests: u64,
     /// Pages applied (distinct idempotency keys).
@@ -173,6 +180,7 @@ impl Receiver {
             .unwrap_or_else(PoisonError::into_inner);
         Received {
             members: HashMap::new(),
+            by_value: HashMap::new(),
             keys: HashMap::new(),
             errors: st.errors.clone(),
             requests: st.requests,
@@ -313,7 +321,7 @@ async fn handle(
 struct Parsed {
     page: u64,
     adds: Vec<(String, String)>,
-    removes: Vec<String>,
+    removes: Vec<(String, String)>,
 }
 
 /// Validates the seed's shape.
@@ -375,7 +383,7 @@ fn parse(opts: &ReceiverOptions, bytes: &[u8], key: &str) -> Result<Parsed, Stri
     Ok(Parsed {
         page,
         adds,
-        removes: removes.into_iter().map(|(id, _)| id).collect(),
+        removes,
     })
 }
 
@@ -399,13 +407,16 @@ fn apply(shared: &Shared, page: Parsed, key: String) {
     if shared.opts.keep_members {
         for (id, value) in page.adds {
             let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+            st.by_value.insert(value.clone(), id.clone());
             if st.members.insert(id, value).is_none() {
                 st.member_count += 1;
                 st.checksum = st.checksum.wrapping_add(h);
             }
         }
-        for id in page.removes {
-            if st.members.remove(&id).is_some() {
+        for (id, value) in page.removes {
+            st.by_value.remove(&value);
+            if st.members.get(&id) == Some(&value) {
+                st.members.remove(&id);
                 st.member_count -= 1;
                 st.checksum = st
                     .checksum
@@ -422,7 +433,7 @@ fn apply(shared: &Shared, page: Parsed, key: String) {
                 .checksum
                 .wrapping_add(xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
         }
-        for id in &page.removes {
+        for (id, _) in &page.removes {
             st.member_count = st.member_count.saturating_sub(1);
             st.checksum = st
                 .checksum

@@ -17,6 +17,27 @@ static COHORT_ADDS: AtomicU64 = AtomicU64::new(0);
 static COHORT_REMOVES: AtomicU64 = AtomicU64::new(0);
 static COHORT_UNRESOLVED: AtomicU64 = AtomicU64::new(0);
 static EVENTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+static THROTTLED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static RATES: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
+
+/// A destination answered 429 `n` times (to one page).
+pub(crate) fn throttled_by(destination: &str, n: u32) {
+    if n == 0 {
+        return;
+    }
+    let mut t = THROTTLED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *t.entry(destination.to_string()).or_default() += u64::from(n);
+}
+
+/// A destination's current adaptive rate.
+pub(crate) fn destination_rate(destination: &str, rpm: f64) {
+    RATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(destination.to_string(), rpm);
+}
 
 /// A Cohort Sync request was applied.
 pub(crate) fn cohort_request(add: bool, unresolved: u64) {
@@ -64,6 +85,15 @@ fn escape(label: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// One metric (`"name type"`) labelled by destination.
+fn per_destination(out: &mut String, name_type: &str, help: &str, rows: Vec<(String, String)>) {
+    let name = name_type.split(' ').next().unwrap_or(name_type);
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name_type}");
+    for (d, v) in rows {
+        let _ = writeln!(out, "{name}{{destination=\"{}\"}} {v}", escape(&d));
+    }
 }
 
 /// The Prometheus exposition of every counter. The request rate per
@@ -124,17 +154,55 @@ pub fn render() -> String {
         EXECUTION_MS_SUM.load(Ordering::Relaxed) as f64 / 1000.0,
         complete + failed
     );
-    let _ = writeln!(out, "# HELP segsync_requests_total Requests sent, retries included.\n# TYPE segsync_requests_total counter");
-    for (d, n) in REQUESTS
+    let lock = |m: &'static Mutex<BTreeMap<String, u64>>| {
+        m.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(d, n)| (d.clone(), n.to_string()))
+            .collect::<Vec<_>>()
+    };
+    per_destination(
+        &mut out,
+        "segsync_requests_total counter",
+        "Requests sent, retries included.",
+        lock(&REQUESTS),
+    );
+    per_destination(
+        &mut out,
+        "segsync_throttled_total counter",
+        "Answers of 429 (slow down) per destination.",
+        lock(&THROTTLED),
+    );
+    let rates = RATES
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
-    {
-        let _ = writeln!(
-            out,
-            "segsync_requests_total{{destination=\"{}\"}} {n}",
-            escape(d)
+        .map(|(d, r)| (d.clone(), format!("{r:.1}")))
+        .collect();
+    per_destination(
+        &mut out,
+        "segsync_destination_rate_rpm gauge",
+        "The adaptive rate per destination (requests per minute, at most its rpm).",
+        rates,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn throttling_and_the_adaptive_rate_are_exposed_per_destination() {
+        super::throttled_by("metrics-test-dest", 3);
+        super::throttled_by("metrics-test-dest", 0);
+        super::destination_rate("metrics-test-dest", 540.0);
+        let text = super::render();
+        assert!(
+            text.contains("segsync_throttled_total{destination=\"metrics-test-dest\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("segsync_destination_rate_rpm{destination=\"metrics-test-dest\"} 540.0"),
+            "{text}"
         );
     }
-    out
 }

@@ -258,60 +258,57 @@ pub fn plan_execution(
     let history = ExecutionRecord::all(store, sync.id)?;
     let resend_key = store::keys::full_resend(sync.id);
     let new_destination = store.has_key(store::cf::META, &resend_key)?;
-    let (kind, d) = match (&last, sync.schedule) {
-        _ if new_destination => (
-            ExecKind::FullNewDestination,
-            Diff {
-                added: cur.clone(),
-                removed: RoaringBitmap::new(),
-            },
-        ),
-        (Some(prev), Schedule::Every(_)) if trigger != Trigger::ResyncAll => {
-            let previous = prev.bitmap(store, BitmapKind::Synced)?;
-            let mut d = diff(&previous, &cur);
-            // Executions that failed since then may have delivered any part
-            // of their plan: send those users' current state explicitly
-            // (adds and removes are idempotent at the destination).
-            let mut uncertain = RoaringBitmap::new();
-            for e in &history {
-                if e.seq > prev.seq
-                    && matches!(e.status, ExecStatus::Failed | ExecStatus::Cancelled)
-                {
-                    uncertain |= e.bitmap(store, BitmapKind::Added)?;
-                    uncertain |= e.bitmap(store, BitmapKind::Removed)?;
-                }
+    // A periodic sync's destination holds what earlier runs sent: later
+    // runs send the difference, and the changed identifiers of members who
+    // stay (a resync of all users too, or the old values would linger).
+    let delivered = match (&last, sync.schedule) {
+        (Some(prev), Schedule::Every(_)) if !new_destination => Some(prev),
+        _ => None,
+    };
+    let prev_synced = delivered
+        .map(|prev| prev.bitmap(store, BitmapKind::Synced))
+        .transpose()?;
+    let mut d = match &prev_synced {
+        Some(previous) if trigger != Trigger::ResyncAll => diff(previous, &cur),
+        _ => Diff {
+            added: cur.clone(),
+            removed: RoaringBitmap::new(),
+        },
+    };
+    let kind = match (delivered, trigger) {
+        _ if new_destination => ExecKind::FullNewDestination,
+        (Some(_), t) if t != Trigger::ResyncAll => ExecKind::Diff,
+        _ => ExecKind::Full,
+    };
+    let mut updated = RoaringBitmap::new();
+    let mut groups: Vec<(u32, RoaringBitmap)> = Vec::new();
+    if let (Some(prev), Some(previous)) = (delivered, &prev_synced) {
+        // Executions that failed since then may have delivered any part of
+        // their plan: send those users' current state explicitly (adds and
+        // removes are idempotent at the destination).
+        let mut uncertain = RoaringBitmap::new();
+        for e in history.iter().filter(|e| {
+            e.seq > prev.seq && matches!(e.status, ExecStatus::Failed | ExecStatus::Cancelled)
+        }) {
+            for k in [BitmapKind::Added, BitmapKind::Removed, BitmapKind::Updated] {
+                uncertain |= e.bitmap(store, k)?;
             }
+        }
+        if kind == ExecKind::Diff {
             d.added |= &uncertain & &cur;
             d.removed |= &uncertain - &cur;
-            (ExecKind::Diff, d)
         }
-        _ => (
-            ExecKind::Full,
-            Diff {
-                added: cur.clone(),
-                removed: RoaringBitmap::new(),
-            },
-        ),
-    };
-
-    // Walk back through finished executions: each removed user goes out
-    // with the values of the execution that last (possibly) added it.
-    let mut groups: Vec<(u32, RoaringBitmap)> = Vec::new();
-    if !d.removed.is_empty() && !new_destination {
-        let mut left = d.removed.clone();
-        for e in history.iter().rev() {
-            if e.status == ExecStatus::Processing {
-                continue;
-            }
-            let part = &left & &e.bitmap(store, BitmapKind::Added)?;
-            if !part.is_empty() {
-                left -= &part;
-                groups.push((e.write_seq, part));
-            }
-            if left.is_empty() || groups.len() == 200 {
-                break;
-            }
+        let held = previous | &uncertain;
+        let candidates = &(&store.attr_changed_since(attr, prev.write_seq)? & &cur) & &held;
+        let targets = &d.removed | &candidates;
+        groups = last_sent(store, &history, &targets)?;
+        updated = changed_values(store, attr, &candidates, &groups, prev.write_seq)?;
+        d.added |= &updated;
+        d.removed |= &updated;
+        for (_, part) in &mut groups {
+            *part &= &d.removed;
         }
+        groups.retain(|(_, part)| !part.is_empty());
     }
 
     let seq = sync.last_execution.map_or(1, |s| s + 1);
@@ -328,12 +325,15 @@ pub fn plan_execution(
         page_size,
         total_pages: total_pages(d.added.len(), d.removed.len(), page_size),
         pages_done: 0,
-        added: d.added.len(),
-        removed: d.removed.len(),
+        added: d.added.len() - updated.len(),
+        removed: d.removed.len() - updated.len(),
         total: cur.len(),
         skipped: snapshot.len() - cur.len(),
         requests: 0,
         retries: 0,
+        updated: updated.len(),
+        throttled: 0,
+        effective_rpm: 0,
         removed_as_of: groups.iter().map(|(s, _)| *s).collect(),
         error: None,
     };
@@ -343,6 +343,7 @@ pub fn plan_execution(
         exec.bitmap_write(BitmapKind::Synced, &cur),
         exec.bitmap_write(BitmapKind::Added, &d.added),
         exec.bitmap_write(BitmapKind::Removed, &d.removed),
+        exec.bitmap_write(BitmapKind::Updated, &updated),
         sync.write(),
     ];
     if new_destination {
@@ -355,6 +356,60 @@ pub fn plan_execution(
     }
     store.write_records(writes, true)?;
     Ok(exec)
+}
+
+/// For each of `targets`, the write sequence of the value the destination
+/// was last sent: walking back through finished executions, the one that
+/// last added it or (completely) sent it a changed identifier. Groups of users by that
+/// sequence (at most 200; users left over are sent as of the plan).
+fn last_sent(
+    store: &Store,
+    history: &[ExecutionRecord],
+    targets: &RoaringBitmap,
+) -> Result<Vec<(u32, RoaringBitmap)>, Error> {
+    let mut groups: Vec<(u32, RoaringBitmap)> = Vec::new();
+    let mut left = targets.clone();
+    for e in history.iter().rev() {
+        if left.is_empty() || groups.len() == 200 {
+            break;
+        }
+        if e.status == ExecStatus::Processing {
+            continue;
+        }
+        // A failed execution's changed identifiers may not have arrived, so
+        // the value before them stays the one to remove; its additions
+        // count (removing a value never sent is harmless).
+        let mut sent = e.bitmap(store, BitmapKind::Added)?;
+        if e.status == ExecStatus::Complete {
+            sent |= e.bitmap(store, BitmapKind::Updated)?;
+        }
+        let part = &left & &sent;
+        if !part.is_empty() {
+            left -= &part;
+            groups.push((e.write_seq, part));
+        }
+    }
+    Ok(groups)
+}
+
+/// The `candidates` (members the destination has, whose value may have
+/// changed) whose value now differs from the one the destination was last
+/// sent (as of their group's sequence in `groups`, else `fallback`). Reads
+/// a value or two per candidate, in user order, never one per member.
+fn changed_values(
+    store: &Store,
+    attr: u32,
+    candidates: &RoaringBitmap,
+    groups: &[(u32, RoaringBitmap)],
+    fallback: u32,
+) -> Result<RoaringBitmap, Error> {
+    let sent_as_of = |u: u32| {
+        groups
+            .iter()
+            .find(|(_, b)| b.contains(u))
+            .map_or(fallback, |(s, _)| *s)
+    };
+    Ok(store.values_changed_since(attr, candidates.iter().map(|u| (u, sent_as_of(u))))?)
 }
 
 /// A new execution with the last execution's plan (its bitmaps, removal
@@ -378,15 +433,26 @@ fn plan_resync_last(
         started_ms: chrono::Utc::now().timestamp_millis(),
         finished_ms: None,
         page_size,
-        total_pages: total_pages(last.added, last.removed, page_size),
+        total_pages: total_pages(
+            last.added + last.updated,
+            last.removed + last.updated,
+            page_size,
+        ),
         pages_done: 0,
         requests: 0,
         retries: 0,
+        throttled: 0,
+        effective_rpm: 0,
         error: None,
         ..last.clone()
     };
     let mut writes = Vec::new();
-    for kind in [BitmapKind::Synced, BitmapKind::Added, BitmapKind::Removed] {
+    for kind in [
+        BitmapKind::Synced,
+        BitmapKind::Added,
+        BitmapKind::Removed,
+        BitmapKind::Updated,
+    ] {
         writes.push(exec.bitmap_write(kind, &last.bitmap(store, kind)?));
     }
     for i in 0..last.removed_as_of.len() {

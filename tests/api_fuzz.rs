@@ -30,6 +30,8 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_status() {
         // Running CLI commands and testing connections are not for a fuzzer.
         .args(["--exclude-path", "/api/v1/commands"])
         .args(["--exclude-path-regex", "/test$"])
+        // Its cache (`.schemathesis/`) goes into the test's directory.
+        .current_dir(env.data().parent().unwrap())
         .output()
         .expect("schemathesis runs (the Makefile installs it)");
     child.kill().unwrap();

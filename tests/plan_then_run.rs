@@ -51,17 +51,26 @@ fn the_run_sends_exactly_the_plan() {
     assert_eq!(run["status"], "complete", "{run}");
     let seen = rx.seen();
     assert_eq!(seen.len(), 3);
-    for (r, s) in seen.iter().zip(&shown) {
+    // Pages go out concurrently: match them by key, not by arrival order.
+    for s in &shown {
         let key = s["headers"]
             .as_array()
             .unwrap()
             .iter()
             .find(|h| h[0] == "Idempotency-Key")
-            .map(|h| h[1].as_str().unwrap().to_string());
-        assert_eq!(r.header("idempotency-key").map(str::to_string), key);
+            .map(|h| h[1].as_str().unwrap().to_string())
+            .unwrap();
+        let r = seen
+            .iter()
+            .find(|r| r.header("idempotency-key") == Some(key.as_str()))
+            .unwrap_or_else(|| panic!("no request with key {key}"));
         assert_eq!(r.body, s["body"], "the run sent the planned body");
     }
-    let first: Vec<&Value> = seen[0].body["data"]["add_users"]
+    let page_1 = seen
+        .iter()
+        .find(|r| r.body["pagination"]["page_count"] == 1)
+        .unwrap();
+    let first: Vec<&Value> = page_1.body["data"]["add_users"]
         .as_array()
         .unwrap()
         .iter()

@@ -62,7 +62,17 @@ fn too_many_requests_honours_retry_after() {
     });
     let env = Env::new();
     let sync = setup(&env, &rx.url("/"), 100, &[]);
-    assert_eq!(env.json(&["sync", "run", &sync])["status"], "complete");
+    let run = env.json(&["sync", "run", &sync]);
+    assert_eq!(run["status"], "complete");
+    // A 429 is counted as throttled, not as one of the 3 retries.
+    assert_eq!(
+        (&run["throttled"], &run["retries"]),
+        (&1.into(), &0.into()),
+        "{run}"
+    );
+    let history = env.json(&["sync", "history", &sync]);
+    assert_eq!(history[0]["throttled"], 1, "{history}");
+    assert!(history[0]["effective_rpm"].as_u64().is_some(), "{history}");
     let seen = rx.seen();
     assert_eq!(seen.len(), 2);
     let gap = seen[1].at - seen[0].at;

@@ -52,6 +52,10 @@ pub struct Report {
     throttled_ratio: f64,
     peak_rss_mb: f64,
     full_sync_peak_rss_mb: Option<f64>,
+    diff_plan_unchanged_ms: f64,
+    diff_plan_changed_ids_ms: f64,
+    changed_ids: u64,
+    changed_ids_updated: u64,
 }
 
 /// Resets the kernel's peak-RSS mark (`VmHWM`) so the next reading covers
@@ -129,6 +133,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
             got.errors.len()
         );
     }
+    let changed = changed_identifiers(&store, sync, &synced, tmp.path())?;
     let threads = 2;
     let t = Instant::now();
     let (_, rendered, _) = pipeline::render_only(&store, sync, full.seq, threads)?;
@@ -181,6 +186,10 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         throttled_ratio: achieved / f64::from(a.throttled_rpm),
         peak_rss_mb: peak_rss_mb(),
         full_sync_peak_rss_mb,
+        diff_plan_unchanged_ms: changed.unchanged_ms,
+        diff_plan_changed_ids_ms: changed.changed_ms,
+        changed_ids: changed.changed,
+        changed_ids_updated: changed.updated,
     };
     if a.json {
         return super::print_json(&r);
@@ -224,5 +233,69 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(m) = r.full_sync_peak_rss_mb {
         println!("peak RSS during the full sync  {m:.0} MB (receiver in-process)");
     }
+    println!(
+        "diff plan, nothing changed    {:.1} ms",
+        r.diff_plan_unchanged_ms
+    );
+    println!(
+        "diff plan, 1% uids changed    {:.1} ms ({} changed, {} updated: the step costs {:.1} ms)",
+        r.diff_plan_changed_ids_ms,
+        r.changed_ids,
+        r.changed_ids_updated,
+        r.diff_plan_changed_ids_ms - r.diff_plan_unchanged_ms
+    );
     Ok(())
+}
+
+/// Plan times of a diff run with nothing changed, then with the synced
+/// identifier of 1 % of the members changed (each run is executed, so the
+/// receiver's checksum stays checked).
+struct ChangedIds {
+    unchanged_ms: f64,
+    changed_ms: f64,
+    changed: u64,
+    updated: u64,
+}
+
+fn changed_identifiers(
+    store: &Store,
+    sync: u32,
+    synced: &roaring::RoaringBitmap,
+    tmp: &std::path::Path,
+) -> anyhow::Result<ChangedIds> {
+    let timed_run = || -> anyhow::Result<(f64, crate::lifecycle::ExecutionRecord)> {
+        let t = Instant::now();
+        let started = crate::lifecycle::actions::start_run(
+            store,
+            sync,
+            Trigger::Scheduled,
+            chrono::Utc::now(),
+            "bench",
+        )?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let exec = started.execute(store, &RunOptions::default())?;
+        if exec.status != ExecStatus::Complete {
+            anyhow::bail!("diff run failed: {:?}", exec.error);
+        }
+        Ok((ms, exec))
+    };
+    let (unchanged_ms, _) = timed_run()?;
+    let mut csv = String::from("distinct_id,uid\n");
+    let mut changed = 0u64;
+    for u in synced.iter().step_by(100) {
+        if let Some(id) = store.distinct_id(u)? {
+            csv.push_str(&format!("{id},changed-{u}\n"));
+            changed += 1;
+        }
+    }
+    let path = tmp.join("changed-uids.csv");
+    std::fs::write(&path, csv)?;
+    ingest::import_users(store, &path, &ingest::Options::default())?;
+    let (changed_ms, exec) = timed_run()?;
+    Ok(ChangedIds {
+        unchanged_ms,
+        changed_ms,
+        changed,
+        updated: exec.updated,
+    })
 }

@@ -263,7 +263,7 @@ fn row(e: &ExecutionRecord) -> Row<'_> {
 fn print_exec(e: &ExecutionRecord) {
     let duration = e.seconds().map_or("-".to_string(), |s| format!("{s:.2}s"));
     say!(
-        "{:<8} {:<20} {:<5} {:<11} {:<10} {:>6}/{:<6} +{:<9} -{:<9} total {:<9} {:>9} {}",
+        "{:<8} {:<20} {:<5} {:<11} {:<10} {:>6}/{:<6} +{:<9} -{:<9} ~{:<8} total {:<9} {:>9} {}",
         e.execution_id(),
         super::fmt_ms(e.started_ms),
         super::word(e.kind),
@@ -273,6 +273,7 @@ fn print_exec(e: &ExecutionRecord) {
         e.total_pages,
         e.added,
         e.removed,
+        e.updated,
         e.total,
         duration,
         e.error.as_deref().unwrap_or("")
@@ -380,16 +381,19 @@ pub(crate) fn report_run(e: &ExecutionRecord, json: bool) -> anyhow::Result<()> 
         super::print_json(&row(e))?;
     } else {
         say!(
-            "execution {} {}: {} pages, +{} added, -{} removed, {} total, {} skipped, {} requests ({} retries), {:.2} s",
+            "execution {} {}: {} pages, +{} added, -{} removed, ~{} updated, {} total, {} skipped, {} requests ({} retries, {} throttled), {} requests/min, {:.2} s",
             e.execution_id(),
             super::word(e.status),
             e.pages_done,
             e.added,
             e.removed,
+            e.updated,
             e.total,
             e.skipped,
             e.requests,
             e.retries,
+            e.throttled,
+            e.effective_rpm,
             e.seconds().unwrap_or(0.0)
         );
     }
@@ -548,11 +552,12 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
             }
             let e = &p.execution;
             say!(
-                "execution {} planned ({}): +{} added, -{} removed, {} total, {} skipped, {} pages; `segsync sync run {id}` sends exactly this",
+                "execution {} planned ({}): +{} added, -{} removed, ~{} updated, {} total, {} skipped, {} pages; `segsync sync run {id}` sends exactly this",
                 e.execution_id(),
                 super::word(e.kind),
                 e.added,
                 e.removed,
+                e.updated,
                 e.total,
                 e.skipped,
                 e.total_pages

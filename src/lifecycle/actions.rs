@@ -577,10 +577,11 @@ impl StartedRun {
         };
         let detail = match kind {
             notify::Kind::Success => format!(
-                "Execution {} complete: {} users added, {} removed, {} in the segment with the attribute, {} pages.",
+                "Execution {} complete: {} users added, {} removed, {} with a changed identifier, {} in the segment with the attribute, {} pages.",
                 exec.execution_id(),
                 exec.added,
                 exec.removed,
+                exec.updated,
                 exec.total,
                 exec.pages_done
             ),

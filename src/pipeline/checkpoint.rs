@@ -34,12 +34,15 @@ pub(crate) enum Event {
     Ack {
         index: u32,
         requests: u32,
+        /// Of which answered 429 (not retries: see `send.rs`).
+        throttled: u32,
         skipped: u32,
     },
     /// Page failed for good: refused (`status`), or out of retries.
     Failed {
         index: u32,
         requests: u32,
+        throttled: u32,
         status: Option<u16>,
         error: String,
     },
@@ -63,6 +66,7 @@ pub(crate) fn run(
                 Event::Ack {
                     index,
                     requests,
+                    throttled,
                     skipped,
                 } => {
                     outcomes.push(exec.page_outcome_write(&PageOutcome {
@@ -77,18 +81,17 @@ pub(crate) fn run(
                         exec.pages_done += 1;
                         acked += 1;
                     }
-                    exec.requests += u64::from(requests);
-                    exec.retries += u64::from(requests.saturating_sub(1));
+                    count(exec, requests, throttled);
                     exec.skipped += u64::from(skipped);
                 }
                 Event::Failed {
                     index,
                     requests,
+                    throttled,
                     status,
                     error,
                 } => {
-                    exec.requests += u64::from(requests);
-                    exec.retries += u64::from(requests.saturating_sub(1));
+                    count(exec, requests, throttled);
                     if status.is_some() {
                         refused.count += 1;
                         refused
@@ -112,6 +115,13 @@ pub(crate) fn run(
         progress.inc(acked);
     }
     Ok(refused)
+}
+
+/// Counts a page's attempts: the first, retries, and answers of 429.
+fn count(exec: &mut ExecutionRecord, requests: u32, throttled: u32) {
+    exec.requests += u64::from(requests);
+    exec.throttled += u64::from(throttled);
+    exec.retries += u64::from(requests.saturating_sub(1).saturating_sub(throttled));
 }
 
 /// How an execution ended.

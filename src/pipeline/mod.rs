@@ -268,6 +268,7 @@ pub fn execute(
     let mut done = prepared.done.clone();
     let mut checkpoint_result: Result<checkpoint::Refusals, Error> =
         Ok(checkpoint::Refusals::default());
+    let mut exec_rate = 0;
     std::thread::scope(|s| {
         let (page_tx, page_rx) = channel::bounded::<pager::Page>(window);
         let (free_tx, free_rx) = channel::bounded::<pager::Page>(window * 2);
@@ -286,7 +287,7 @@ pub fn execute(
         let (exec_ref, done_mut, progress_ref) = (&mut exec, &mut done, &progress);
         let cp = s.spawn(move || checkpoint::run(store, exec_ref, done_mut, &ev_rx, progress_ref));
 
-        runtime.block_on(send::drive(
+        exec_rate = runtime.block_on(send::drive(
             sender,
             in_flight,
             out_rx,
@@ -301,6 +302,7 @@ pub fn execute(
     });
     progress.finish();
     let refused = checkpoint_result?;
+    exec.effective_rpm = exec_rate;
 
     let failure = failure
         .into_inner()

@@ -1,67 +1,237 @@
-//! The exact rate limiter: a GCRA with a burst of one, on tokio's clock.
+//! The rate limiter of one destination: exact under the configured ceiling,
+//! and adaptive below it, on tokio's clock.
 //!
-//! Each permit gets a slot `max(previous slot + period, now)`; the caller
-//! sleeps until its slot. Slots are at least one period apart and `period`
-//! is `60 s / rpm` rounded up to the nanosecond, so any 60-second window
-//! (half-open) holds at most `rpm` permits — a token bucket with a burst of
-//! `rpm` would let nearly twice that through in its first minute. Lateness
-//! never accumulates into a burst: a slot never precedes its predecessor's
-//! slot plus a period. Under continuous demand permits are exactly one period
-//! apart, i.e. the configured rate. It runs on `tokio::time`, so tests drive
-//! it with paused virtual time instead of sleeping for minutes.
-//! (`governor` was the candidate; its clock is not tokio's, which would have
-//! made the 60-second-window tests real-time.)
+//! **The ceiling is exact.** Each permit gets a slot `max(previous slot +
+//! period, now)`; the caller sleeps until its slot. The period is never
+//! shorter than `60 s / rpm` (rounded up to the nanosecond), so any 60-second
+//! window (half-open) holds at most `rpm` permits — a token bucket with a
+//! burst of `rpm` would let nearly twice that through in its first minute.
+//! Lateness never accumulates into a burst. It runs on `tokio::time`, so
+//! tests drive it in paused virtual time instead of sleeping for minutes.
+//! (`governor` was the candidate; its clock is not tokio's.)
+//!
+//! **Below the ceiling it adapts (AIMD).** The configured rpm is a ceiling,
+//! not a target to hammer. When the destination says it is overloaded (429,
+//! 503, 504, a timeout), the whole destination slows down — once per round:
+//! answers to requests sent before the last decrease do not decrease again —
+//! to at most 90 % of the current rate and at least half of it, aiming at
+//! 90 % of the requests it accepted in the last minute (its demonstrated
+//! capacity). Every request to the destination also pauses: until the
+//! `Retry-After` it gave, or for an exponential backoff (from the retry
+//! delay, doubling per round without a success, up to 60 s). While answers
+//! are healthy the rate recovers additively (5 % every 5 s, never above the
+//! ceiling). One limiter is shared by every execution sending to the same
+//! destination ([`for_destination`]), so two syncs to one destination
+//! together stay under its rpm.
 
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::destination::Rpm;
 
-/// Shared by every request to one destination in one execution.
+/// Healthy time between two additive increases.
+const INCREASE_EVERY: Duration = Duration::from_secs(5);
+/// Additive increase, as a share of the current rate.
+const INCREASE_SHARE: f64 = 0.05;
+/// Longest pause of the backoff without `Retry-After`.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The slowest the limiter goes: one request a minute.
+const FLOOR_RPM: f64 = 1.0;
+/// Window of the accepted-requests count (the capacity estimate).
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// What an answer says about the destination's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Accepted (2xx).
+    Accepted,
+    /// Asked to slow down (429), maybe saying when to come back.
+    Throttled(Option<Duration>),
+    /// Overloaded (503, 504, a timeout), maybe saying when to come back.
+    Overloaded(Option<Duration>),
+    /// Anything else (a refusal, a 500, a connection error): no change.
+    Neutral,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The latest slot handed out: slots never go back in time, and each
+    /// is at least one (current) period after it, which is what keeps every
+    /// 60 s window under the ceiling whatever the rate does.
+    last: Option<Instant>,
+    /// Current rate (requests per minute), ≤ the ceiling.
+    rpm: f64,
+    /// No request goes out before this.
+    paused_until: Option<Instant>,
+    /// When the rate was last decreased: answers to requests sent before
+    /// it belong to the previous round.
+    round_start: Option<Instant>,
+    /// Last change of the rate (for the additive increase's pacing).
+    last_change: Option<Instant>,
+    /// Next backoff pause; reset by a success.
+    backoff: Duration,
+    /// Rounds of slow-down since the last accepted request.
+    stalled_rounds: u32,
+    /// When requests were accepted, over the last [`WINDOW`].
+    accepted: VecDeque<Instant>,
+}
+
+/// Shared by every request to one destination.
 #[derive(Debug)]
 pub struct RateLimiter {
-    period: Duration,
-    next: Mutex<Option<Instant>>,
+    ceiling: f64,
+    min_period: Duration,
+    base_backoff: Duration,
+    state: Mutex<State>,
+}
+
+fn period_of(rpm: f64, min_period: Duration) -> Duration {
+    Duration::from_secs_f64(60.0 / rpm).max(min_period)
 }
 
 impl RateLimiter {
-    /// A limiter at `rpm` requests per minute.
-    pub fn new(rpm: Rpm) -> RateLimiter {
+    /// A limiter at `rpm` requests per minute at most; `base_backoff` is the
+    /// first pause after an overload without `Retry-After` (the
+    /// destination's retry delay).
+    pub fn new(rpm: Rpm, base_backoff: Duration) -> RateLimiter {
         RateLimiter {
-            period: rpm.period(),
-            next: Mutex::new(None),
+            ceiling: f64::from(rpm.get()),
+            min_period: rpm.period(),
+            base_backoff: base_backoff.max(Duration::from_millis(1)),
+            state: Mutex::new(State {
+                last: None,
+                rpm: f64::from(rpm.get()),
+                paused_until: None,
+                round_start: None,
+                last_change: None,
+                backoff: Duration::ZERO,
+                stalled_rounds: 0,
+                accepted: VecDeque::new(),
+            }),
         }
     }
 
-    /// Waits for the next permit; returns its slot.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the next permit; returns its slot (pass it back to
+    /// [`RateLimiter::report`]). A pause that begins while a caller waits
+    /// holds that caller too.
     pub async fn acquire(&self) -> Instant {
-        let slot = {
-            let mut next = self
-                .next
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = Instant::now();
-            let slot = match *next {
-                Some(n) if n > now => n,
-                _ => now,
+        loop {
+            let slot = {
+                let mut st = self.state();
+                let now = Instant::now();
+                let period = period_of(st.rpm, self.min_period);
+                let mut slot = st.last.map_or(now, |l| (l + period).max(now));
+                if let Some(p) = st.paused_until.filter(|p| *p > slot) {
+                    slot = p;
+                }
+                st.last = Some(slot);
+                slot
             };
-            *next = Some(slot + self.period);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-        slot
+            tokio::time::sleep_until(slot).await;
+            if self.state().paused_until.is_none_or(|p| p <= slot) {
+                return slot;
+            }
+        }
+    }
+
+    /// Reports the answer to the request sent at `sent`.
+    pub fn report(&self, sent: Instant, signal: Signal) {
+        let now = Instant::now();
+        let mut st = self.state();
+        while st.accepted.front().is_some_and(|t| now - *t > WINDOW) {
+            st.accepted.pop_front();
+        }
+        match signal {
+            Signal::Accepted => {
+                st.accepted.push_back(now);
+                st.backoff = Duration::ZERO;
+                st.stalled_rounds = 0;
+                let due = st.last_change.is_none_or(|t| now - t >= INCREASE_EVERY);
+                if due && st.rpm < self.ceiling {
+                    let step = (st.rpm * INCREASE_SHARE).max(1.0);
+                    st.rpm = (st.rpm + step).min(self.ceiling);
+                    st.last_change = Some(now);
+                }
+            }
+            Signal::Throttled(after) | Signal::Overloaded(after) => {
+                if let Some(after) = after {
+                    let until = now + after;
+                    st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
+                }
+                if st.round_start.is_some_and(|r| sent < r) {
+                    return; // sent under the previous rate: already counted
+                }
+                let capacity = 0.9 * st.accepted.len() as f64;
+                st.rpm = capacity
+                    .min(st.rpm * 0.9)
+                    .max(st.rpm * 0.5)
+                    .clamp(FLOOR_RPM, self.ceiling);
+                st.round_start = Some(now);
+                st.last_change = Some(now);
+                st.stalled_rounds += 1;
+                if after.is_none() {
+                    st.backoff = if st.backoff.is_zero() {
+                        self.base_backoff
+                    } else {
+                        (st.backoff * 2).min(MAX_BACKOFF)
+                    };
+                    let until = now + st.backoff;
+                    st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
+                }
+            }
+            Signal::Neutral => {}
+        }
+    }
+
+    /// The current rate, requests per minute.
+    pub fn rpm(&self) -> f64 {
+        self.state().rpm
+    }
+
+    /// Rounds of slow-down in a row without an accepted request: how long
+    /// the destination has refused everyone.
+    pub fn stalled_rounds(&self) -> u32 {
+        self.state().stalled_rounds
     }
 }
 
+type Registry = HashMap<(String, String, u32), Weak<RateLimiter>>;
+
+static LIMITERS: Mutex<Option<Registry>> = Mutex::new(None);
+
+/// The limiter shared by everything sending to the destination `name` at
+/// `url` with ceiling `rpm` (a changed rpm or URL starts a new one).
+pub fn for_destination(
+    name: &str,
+    url: &str,
+    rpm: Rpm,
+    base_backoff: Duration,
+) -> Arc<RateLimiter> {
+    let mut reg = LIMITERS.lock().unwrap_or_else(PoisonError::into_inner);
+    let reg = reg.get_or_insert_with(HashMap::new);
+    reg.retain(|_, w| w.strong_count() > 0);
+    let key = (name.to_string(), url.to_string(), rpm.get());
+    if let Some(l) = reg.get(&key).and_then(Weak::upgrade) {
+        return l;
+    }
+    let l = Arc::new(RateLimiter::new(rpm, base_backoff));
+    reg.insert(key, Arc::downgrade(&l));
+    l
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// Max permits in any half-open window of `w` starting at a permit.
-    fn max_in_window(slots: &[Instant], w: Duration) -> usize {
+    pub(crate) fn max_in_window(slots: &[Instant], w: Duration) -> usize {
         let mut best = 0;
         let mut j = 0;
         for i in 0..slots.len() {
@@ -73,10 +243,17 @@ mod tests {
         best
     }
 
+    fn limiter(rpm: u32) -> Arc<RateLimiter> {
+        Arc::new(RateLimiter::new(
+            Rpm::new(rpm).unwrap(),
+            Duration::from_secs(3),
+        ))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn never_above_rpm_in_any_minute_and_within_one_percent_on_average() {
         for rpm in [300u32, 1000, 25_000] {
-            let lim = Arc::new(RateLimiter::new(Rpm::new(rpm).unwrap()));
+            let lim = limiter(rpm);
             let start = Instant::now();
             // Many concurrent callers, 3.5 minutes' worth of demand.
             let total = rpm as usize * 7 / 2;
@@ -105,12 +282,53 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_time_does_not_turn_into_a_burst() {
-        let lim = RateLimiter::new(Rpm::new(60).unwrap());
+        let lim = limiter(60);
         let a = lim.acquire().await;
         tokio::time::sleep(Duration::from_secs(600)).await;
         let b = lim.acquire().await;
         let c = lim.acquire().await;
         assert!(b - a >= Duration::from_secs(600));
         assert_eq!(c - b, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_every_caller_and_one_round_decreases_once() {
+        let lim = limiter(600);
+        let first = lim.acquire().await;
+        let second = lim.acquire().await;
+        // Both in flight; both come back 429 with Retry-After: 10.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lim.report(first, Signal::Throttled(Some(Duration::from_secs(10))));
+        let after_one = lim.rpm();
+        lim.report(second, Signal::Throttled(Some(Duration::from_secs(10))));
+        assert!((300.0..600.0).contains(&after_one), "{after_one}");
+        assert_eq!(lim.rpm(), after_one, "the same round decreases once");
+        let next = lim.acquire().await;
+        assert!(next - second >= Duration::from_secs(10), "paused");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthy_answers_recover_additively_up_to_the_ceiling() {
+        let lim = limiter(1000);
+        let s = lim.acquire().await;
+        lim.report(s, Signal::Overloaded(None));
+        let low = lim.rpm();
+        assert!(low <= 900.0);
+        for _ in 0..200 {
+            let s = lim.acquire().await;
+            lim.report(s, Signal::Accepted);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(lim.rpm(), 1000.0, "back to the ceiling, never above");
+    }
+
+    #[test]
+    fn one_limiter_per_destination() {
+        let rpm = Rpm::new(100).unwrap();
+        let a = for_destination("d", "http://x/", rpm, Duration::from_secs(1));
+        let b = for_destination("d", "http://x/", rpm, Duration::from_secs(1));
+        let c = for_destination("e", "http://x/", rpm, Duration::from_secs(1));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
     }
 }

@@ -40,8 +40,13 @@ pub(crate) const ATTR_INDEX: &str = "attr_index";
 /// already answered.
 pub(crate) const INBOUND: &str = "inbound";
 
+/// (attribute, kind, write seq) → bitmap of the users whose value that write
+/// (or, for real-time writes, a bucket of writes) replaced or deleted: what
+/// changed since a sync's last delivery, without scanning its members.
+pub(crate) const ATTR_CHANGES: &str = "attr_changes";
+
 /// Every column family, in the order they are created.
-pub(crate) const ALL: [&str; 15] = [
+pub(crate) const ALL: [&str; 16] = [
     META,
     USERS,
     ATTR_VALUES,
@@ -57,4 +62,5 @@ pub(crate) const ALL: [&str; 15] = [
     EVENTS,
     ATTR_INDEX,
     INBOUND,
+    ATTR_CHANGES,
 ];

@@ -233,6 +233,37 @@ pub(crate) fn attr_user(attr: u32, user: u32) -> [u8; 8] {
     pair(attr, user)
 }
 
+/// Real-time writes (one per request) record their changes per bucket of
+/// this many write sequences, so the index stays small under a stream of
+/// single-user writes; an import records its own write sequence exactly.
+pub(crate) const CHANGE_BUCKET: u32 = 1024;
+
+/// Whether an `attr_changes` key names one write (an import) or a bucket of
+/// [`CHANGE_BUCKET`] real-time writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeKey {
+    /// The write sequence of one import.
+    Exact = 0,
+    /// The first write sequence of a bucket.
+    Bucket = 1,
+}
+
+/// (attribute, kind) in `attr_changes`: the prefix of one kind's entries.
+pub(crate) fn attr_changes_of(attr: u32, kind: ChangeKey) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[..4].copy_from_slice(&attr.to_be_bytes());
+    k[4] = kind as u8;
+    k
+}
+
+/// (attribute, kind, write seq) in `attr_changes`.
+pub(crate) fn attr_change(attr: u32, kind: ChangeKey, seq: u32) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..5].copy_from_slice(&attr_changes_of(attr, kind));
+    k[5..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
 pub(crate) fn attr_user_seq(attr: u32, user: u32, seq: u32) -> [u8; 12] {
     let mut k = [0u8; 12];
     k[..8].copy_from_slice(&attr_user(attr, user));

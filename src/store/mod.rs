@@ -7,10 +7,12 @@
 //! interner's table, a cache that is rebuilt from `users` when stale).
 
 pub(crate) mod cf;
+mod changes;
 pub mod codec;
 mod fingerprints;
 mod index;
 pub(crate) mod keys;
+mod migrate;
 mod records;
 mod segments;
 mod syncs;
@@ -39,8 +41,10 @@ pub use txn::{AttrChange, AttrStats, ImportTxn};
 /// The schema this build reads and writes. Bump on any incompatible change of
 /// keys or record layout; a store with another version is refused at open.
 /// Version 2: destination formats (Cohort Sync), live snapshots, the
-/// identity index and inbound state.
-pub const SCHEMA_VERSION: u32 = 2;
+/// identity index and inbound state. Version 3: the change index of
+/// attribute values, and execution records with `updated`, `throttled` and
+/// `effective_rpm`; a version-2 store is upgraded at open (`migrate.rs`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +181,7 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     o.set_block_based_table_factory(&table);
     match name {
         // Bitmaps are compressed already; LZ4 on top only costs time.
-        cf::SNAPSHOTS | cf::ATTR_PRESENT | cf::EXEC_BITMAPS => {
+        cf::SNAPSHOTS | cf::ATTR_PRESENT | cf::EXEC_BITMAPS | cf::ATTR_CHANGES => {
             o.set_compression_type(rocksdb::DBCompressionType::None)
         }
         _ => o.set_compression_type(rocksdb::DBCompressionType::Lz4),
@@ -305,6 +309,9 @@ impl Store {
             }),
             Some(v) => match keys::read_u32(&v) {
                 Some(SCHEMA_VERSION) => Ok(()),
+                Some(found) if (migrate::OLDEST..SCHEMA_VERSION).contains(&found) => {
+                    migrate::upgrade(self, found)
+                }
                 Some(found) => Err(Error::SchemaMismatch {
                     path: self.dir.clone(),
                     found,

@@ -169,6 +169,17 @@ pub struct ExecutionRecord {
     pub requests: u64,
     /// Retries.
     pub retries: u64,
+    /// Continuing members whose identifier value changed since the last
+    /// delivery: each is sent as a removal of the value the destination has
+    /// and an addition of the new one (in `added`/`removed` bitmaps, not in
+    /// these counts).
+    pub updated: u64,
+    /// Answers that asked the sender to slow down (429), retried without
+    /// counting against the retries.
+    pub throttled: u64,
+    /// Requests per minute achieved over the time spent sending (0 until
+    /// the execution ends).
+    pub effective_rpm: u32,
     /// Write sequences of the removal groups (see [`BitmapKind::RemovedAsOf`]).
     pub removed_as_of: Vec<u32>,
     /// Error, when failed.
@@ -220,6 +231,9 @@ pub enum BitmapKind {
     RemovedAsOf(u8),
     /// Ranks where pages start, for formats cut by size (Cohort Sync).
     PageStarts,
+    /// Continuing members sent a removal of their old identifier and an
+    /// addition of the new one (they are in `Added` and `Removed` too).
+    Updated,
 }
 
 impl BitmapKind {
@@ -231,6 +245,7 @@ impl BitmapKind {
             BitmapKind::Removed => 3,
             BitmapKind::DonePages => 4,
             BitmapKind::PageStarts => 5,
+            BitmapKind::Updated => 6,
             BitmapKind::RemovedAsOf(i) => 16u8.saturating_add(i),
         }
     }
@@ -335,6 +350,7 @@ impl ExecutionRecord {
             BitmapKind::Removed,
             BitmapKind::DonePages,
             BitmapKind::PageStarts,
+            BitmapKind::Updated,
         ];
         kinds.extend((0..self.removed_as_of.len()).map(|i| BitmapKind::RemovedAsOf(i as u8)));
         for k in kinds {

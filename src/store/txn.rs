@@ -95,6 +95,9 @@ pub struct ImportTxn<'s> {
     indexed: Vec<u32>,
     /// Segment memberships changed live, published at commit.
     live: Vec<super::segments::LiveChange>,
+    /// Users whose value from before this transaction it replaced or
+    /// deleted, per attribute (the change index, see `changes.rs`).
+    changed: HashMap<u32, RoaringBitmap>,
     small: bool,
     done: bool,
 }
@@ -145,6 +148,7 @@ impl<'s> ImportTxn<'s> {
             valbuf: Vec::new(),
             indexed,
             live: Vec::new(),
+            changed: HashMap::new(),
             small,
             done: false,
         })
@@ -308,6 +312,9 @@ impl<'s> ImportTxn<'s> {
         // A value from before this import is logged for rollback and kept as
         // history (removals are sent with the value last delivered). A value
         // this import wrote itself is covered by the first write's records.
+        if matches!(&old_ref, Some(o) if o.seq != self.seq) {
+            self.changed.entry(c.attr).or_default().insert(c.user);
+        }
         match (old, &old_ref) {
             (Some(old_bytes), Some(o)) if o.seq != self.seq && self.small => {
                 // One atomic batch: history is kept, no undo is needed.
@@ -431,6 +438,7 @@ impl<'s> ImportTxn<'s> {
         for (name, id) in &self.new_attrs {
             batch.put_cf(meta, keys::attr_name(name), keys::attr(*id));
         }
+        st.record_changes(&mut batch, self.seq, &self.changed, self.small)?;
         self.counters.write_seq = self.seq;
         batch.put_cf(meta, keys::COUNTERS, codec::encode_record(&self.counters));
         if !self.small {

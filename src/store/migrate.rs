@@ -1,0 +1,195 @@
+//! Upgrades of a data dir written by an earlier schema, run at open before
+//! anything reads it, in one synced batch with the new version number (a
+//! crash mid-upgrade leaves the old version, and the next open upgrades
+//! again from the start).
+//!
+//! 2 → 3: execution records gain `updated`, `throttled` and
+//! `effective_rpm`; the change index (`attr_changes`) is built from
+//! `attr_history`, which already holds every replaced or deleted value
+//! under the write that replaced it, so syncs see the changes made before
+//! the upgrade too.
+
+use std::collections::BTreeMap;
+
+use roaring::RoaringBitmap;
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::keys::{self, ChangeKey};
+use super::syncs::{ExecKind, ExecStatus, ExecutionRecord, Trigger};
+use super::{cf, codec, db_err, Result, Store, SCHEMA_VERSION};
+
+/// The oldest schema this build upgrades.
+pub(super) const OLDEST: u32 = 2;
+
+/// An execution record as schema 2 wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ExecutionRecordV2 {
+    pub(super) sync_id: u32,
+    pub(super) seq: u32,
+    pub(super) kind: ExecKind,
+    pub(super) trigger: Trigger,
+    pub(super) status: ExecStatus,
+    pub(super) started_ms: i64,
+    pub(super) finished_ms: Option<i64>,
+    pub(super) snapshot_seq: u32,
+    pub(super) write_seq: u32,
+    pub(super) page_size: u32,
+    pub(super) total_pages: u32,
+    pub(super) pages_done: u32,
+    pub(super) added: u64,
+    pub(super) removed: u64,
+    pub(super) total: u64,
+    pub(super) skipped: u64,
+    pub(super) requests: u64,
+    pub(super) retries: u64,
+    pub(super) removed_as_of: Vec<u32>,
+    pub(super) error: Option<String>,
+}
+
+impl From<ExecutionRecordV2> for ExecutionRecord {
+    fn from(o: ExecutionRecordV2) -> ExecutionRecord {
+        ExecutionRecord {
+            sync_id: o.sync_id,
+            seq: o.seq,
+            kind: o.kind,
+            trigger: o.trigger,
+            status: o.status,
+            started_ms: o.started_ms,
+            finished_ms: o.finished_ms,
+            snapshot_seq: o.snapshot_seq,
+            write_seq: o.write_seq,
+            page_size: o.page_size,
+            total_pages: o.total_pages,
+            pages_done: o.pages_done,
+            added: o.added,
+            removed: o.removed,
+            total: o.total,
+            skipped: o.skipped,
+            requests: o.requests,
+            retries: o.retries,
+            updated: 0,
+            throttled: 0,
+            effective_rpm: 0,
+            removed_as_of: o.removed_as_of,
+            error: o.error,
+        }
+    }
+}
+
+/// Upgrades the store from schema `found` to [`SCHEMA_VERSION`].
+pub(super) fn upgrade(store: &Store, found: u32) -> Result<()> {
+    tracing::info!(
+        from = found,
+        to = SCHEMA_VERSION,
+        "upgrading the data dir's schema"
+    );
+    let db = store.db();
+    let mut batch = WriteBatch::default();
+
+    let executions = store.cf(cf::EXECUTIONS);
+    let mut it = db.raw_iterator_cf(executions);
+    it.seek_to_first();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let old: ExecutionRecordV2 = codec::decode_record("execution record (schema 2)", v)?;
+        batch.put_cf(
+            executions,
+            k,
+            codec::encode_record(&ExecutionRecord::from(old)),
+        );
+        it.next();
+    }
+    it.status().map_err(db_err("scan", cf::EXECUTIONS))?;
+
+    // History keys are (attr, user, seq): regroup them by (attr, seq).
+    let mut changes: BTreeMap<(u32, u32), RoaringBitmap> = BTreeMap::new();
+    let mut it = db.raw_iterator_cf(store.cf(cf::ATTR_HISTORY));
+    it.seek_to_first();
+    while let Some(k) = it.key() {
+        let part = |i: usize| keys::read_u32(k.get(i..i + 4).unwrap_or(&[]));
+        if let (Some(attr), Some(user), Some(seq)) = (part(0), part(4), part(8)) {
+            changes.entry((attr, seq)).or_default().insert(user);
+        }
+        it.next();
+    }
+    it.status().map_err(db_err("scan", cf::ATTR_HISTORY))?;
+    let family = store.cf(cf::ATTR_CHANGES);
+    for ((attr, seq), users) in &changes {
+        batch.put_cf(
+            family,
+            keys::attr_change(*attr, ChangeKey::Exact, *seq),
+            codec::encode_bitmap(users),
+        );
+    }
+
+    batch.put_cf(
+        store.cf(cf::META),
+        keys::SCHEMA_VERSION,
+        SCHEMA_VERSION.to_be_bytes(),
+    );
+    store.write_sync(batch, cf::META)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_2_store_is_upgraded_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ExecutionRecordV2 {
+            sync_id: 7,
+            seq: 1,
+            kind: ExecKind::Full,
+            trigger: Trigger::Scheduled,
+            status: ExecStatus::Complete,
+            started_ms: 1,
+            finished_ms: Some(2),
+            snapshot_seq: 1,
+            write_seq: 3,
+            page_size: 100,
+            total_pages: 1,
+            pages_done: 1,
+            added: 5,
+            removed: 0,
+            total: 5,
+            skipped: 0,
+            requests: 1,
+            retries: 0,
+            removed_as_of: vec![],
+            error: None,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(store.cf(cf::META), keys::SCHEMA_VERSION, 2u32.to_be_bytes());
+            batch.put_cf(
+                store.cf(cf::EXECUTIONS),
+                keys::execution(7, 1),
+                codec::encode_record(&old),
+            );
+            // User 4's value of attribute 1 was replaced by write 6.
+            batch.put_cf(
+                store.cf(cf::ATTR_HISTORY),
+                keys::attr_user_seq(1, 4, 6),
+                b"x",
+            );
+            store.write_sync(batch, cf::META).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let exec = ExecutionRecord::load(&store, 7, 1).unwrap().unwrap();
+        assert_eq!((exec.added, exec.write_seq, exec.updated), (5, 3, 0));
+        let changed = store.attr_changed_since(1, 5).unwrap();
+        assert_eq!(changed.iter().collect::<Vec<_>>(), [4]);
+        assert!(store.attr_changed_since(1, 6).unwrap().is_empty());
+        drop(store);
+        // Upgraded once: the version is the current one now.
+        let store = Store::open(dir.path()).unwrap();
+        let v = store
+            .db()
+            .get_cf(store.cf(cf::META), keys::SCHEMA_VERSION)
+            .unwrap()
+            .unwrap();
+        assert_eq!(keys::read_u32(&v), Some(SCHEMA_VERSION));
+    }
+}
