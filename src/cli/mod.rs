@@ -3,6 +3,7 @@
 //! then exit codes: 0 ok, 1 failure, 2 usage or bad input.
 
 mod bench;
+mod check;
 mod demo;
 mod destination;
 mod fixtures;
@@ -84,6 +85,9 @@ pub enum Command {
     /// Tokens for the admin API (`serve`'s /api/v1).
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Verify the store's invariants (bitmaps, execution counts,
+    /// fingerprints); exit code 1 on any violation.
+    Check(check::CheckArgs),
 }
 
 pub use remote::Exit;
@@ -136,7 +140,7 @@ fn reads_only(c: &Command) -> bool {
             s,
             Y::List { .. } | Y::Show { .. } | Y::History { .. } | Y::Execution { .. }
         ),
-        Command::Notifications(_) => true,
+        Command::Notifications(_) | Command::Check(_) => true,
         Command::Workspace(w) => matches!(
             w,
             workspace::WorkspaceCmd::List { .. } | workspace::WorkspaceCmd::Cohorts { .. }
@@ -163,6 +167,7 @@ pub(crate) fn run_local(args: Args) -> anyhow::Result<()> {
         Command::Workspace(cmd) => workspace::run(&args.data_dir, cmd),
         Command::Writekey(cmd) => workspace::run_write_key(&args.data_dir, cmd),
         Command::Token(cmd) => token::run(&args.data_dir, cmd),
+        Command::Check(a) => check::run(&args.data_dir, a),
     }
 }
 
@@ -189,6 +194,7 @@ macro_rules! registry {
 registry!(
     UsageError,
     sync::ExecutionFailed,
+    check::CheckFailed,
     destination::TestFailed,
     demo::Mismatch,
     remote::RemoteError,

@@ -8,6 +8,7 @@
 
 pub(crate) mod cf;
 mod changes;
+mod check;
 pub mod codec;
 mod fingerprints;
 mod index;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, Fault};
 
+pub use check::{CheckReport, Violation};
 pub use codec::{Value, ValueRef};
 pub use fingerprints::{Fingerprint, FingerprintTable};
 pub(crate) use records::Write;
