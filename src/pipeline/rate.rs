@@ -79,6 +79,13 @@ struct State {
     accepted: VecDeque<Instant>,
 }
 
+impl State {
+    /// Holds every request until `until` at least (pauses only lengthen).
+    fn pause_until(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+    }
+}
+
 /// Shared by every request to one destination.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -162,8 +169,7 @@ impl RateLimiter {
             }
             Signal::Throttled(after) | Signal::Overloaded(after) => {
                 if let Some(after) = after {
-                    let until = now + after;
-                    st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
+                    st.pause_until(now + after);
                 }
                 if st.round_start.is_some_and(|r| sent < r) {
                     return; // sent under the previous rate: already counted
@@ -183,7 +189,7 @@ impl RateLimiter {
                         (st.backoff * 2).min(MAX_BACKOFF)
                     };
                     let until = now + st.backoff;
-                    st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
+                    st.pause_until(until);
                 }
             }
             Signal::Neutral => {}

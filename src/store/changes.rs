@@ -76,13 +76,7 @@ impl Store {
             if now.seq <= as_of {
                 continue; // untouched since
             }
-            history.seek(keys::attr_user_seq(attr, user, as_of.saturating_add(1)));
-            let then = match (history.key(), history.value()) {
-                (Some(k), Some(v)) if k.starts_with(&keys::attr_user(attr, user)) => {
-                    Some(ValueRef::decode(v)?).filter(|r| r.seq <= as_of)
-                }
-                _ => None,
-            };
+            let then = super::replaced_after(&mut history, attr, user, as_of)?;
             if then.is_some_and(|then| !then.same_value(&now)) {
                 out.insert(user);
             }

@@ -562,22 +562,10 @@ impl Store {
                 return Ok(Some(v.to_value()));
             }
         }
-        let history = self.cf(cf::ATTR_HISTORY);
-        let from = keys::attr_user_seq(attr, user, seq.saturating_add(1));
-        let prefix = keys::attr_user(attr, user);
-        let mut it = self.db.raw_iterator_cf(history);
-        it.seek(from);
-        if let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k.starts_with(&prefix) {
-                // The first write after `seq` replaced this value; if the
-                // value itself was written after `seq` too, it was a first
-                // write and nothing existed at `seq`.
-                let r = ValueRef::decode(v)?;
-                return Ok((r.seq <= seq).then(|| r.to_value()));
-            }
-        }
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::ATTR_HISTORY));
+        let old = replaced_after(&mut it, attr, user, seq)?.map(|r| r.to_value());
         it.status().map_err(db_err("seek", cf::ATTR_HISTORY))?;
-        Ok(None)
+        Ok(old)
     }
 
     fn attr_value_raw(&self, attr: u32, user: u32) -> Result<Option<Vec<u8>>> {
@@ -600,6 +588,26 @@ impl Store {
     /// Loads the interner's fingerprint table, rebuilding what is stale.
     pub fn fingerprints(&self) -> Result<FingerprintTable> {
         fingerprints::load(self)
+    }
+}
+
+/// With `it` on `attr_history`: the value user `user` had for `attr` once
+/// write `seq` was committed, given that a later write replaced it — what
+/// the first write after `seq` logged. `None` when nothing existed at
+/// `seq` (that value was itself written after `seq`: a first write) or no
+/// later write is logged. The caller checks the iterator's status.
+pub(crate) fn replaced_after<'i>(
+    it: &'i mut rocksdb::DBRawIterator<'_>,
+    attr: u32,
+    user: u32,
+    seq: u32,
+) -> Result<Option<ValueRef<'i>>> {
+    it.seek(keys::attr_user_seq(attr, user, seq.saturating_add(1)));
+    match (it.key(), it.value()) {
+        (Some(k), Some(v)) if k.starts_with(&keys::attr_user(attr, user)) => {
+            Ok(Some(ValueRef::decode(v)?).filter(|r| r.seq <= seq))
+        }
+        _ => Ok(None),
     }
 }
 
