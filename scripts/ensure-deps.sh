@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing segsync needs on a fresh Debian machine
 # that has only the Rust toolchain: libclang (bindgen, for the rocksdb
-# crate), a C++ compiler (RocksDB itself), and Segment's Python client (the
-# Personas test). Idempotent and quiet when everything is there.
+# crate), a C++ compiler (RocksDB itself), Segment's Python client (the
+# Personas test), and Debian's Chromium with playwright-core from npm (the
+# console's browser tests; no test tool ever downloads a browser of its own).
+# Idempotent and quiet when everything is there.
 set -euo pipefail
 
 missing=()
@@ -12,6 +14,9 @@ have_libclang() {
 }
 have_libclang || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
 # `make test` runs rustfmt and clippy; a minimal rustup profile lacks them.
 for component in rustfmt clippy; do
@@ -39,7 +44,19 @@ else
     command -v schemathesis >/dev/null 2>&1 || pip_install schemathesis
 fi
 
+install_console_driver() {
+    # playwright-core only: it never downloads a browser (it is pointed at
+    # /usr/bin/chromium). Versions pinned by tests/console/package-lock.json.
+    local dir
+    dir="$(cd "$(dirname "$0")/.." && pwd)/tests/console"
+    if [ ! -d "$dir/node_modules/playwright-core" ]; then
+        echo "installing playwright-core (npm) for the console's browser tests" >&2
+        (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent >&2)
+    fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+    install_console_driver
     exit 0
 fi
 
@@ -56,3 +73,4 @@ echo "installing system packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq "${missing[@]}" >/dev/null
+install_console_driver

@@ -27,7 +27,8 @@
 //!   schedules, notifications.
 //! - [`auth`]: who may call the admin API — named tokens with a role.
 //! - [`server`]: `segsync serve` — scheduler, mailer, resumption, admin REST
-//!   API, the inbound endpoints, health and metrics, graceful shutdown.
+//!   API, the web console (an embedded client of that API), the inbound
+//!   endpoints, health and metrics, graceful shutdown.
 //! - [`cli`]: the command line (the only place that uses `anyhow`).
 //!
 //! Beside the flow: [`config`] (`segsync.toml`, validated once), [`error`]

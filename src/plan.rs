@@ -212,6 +212,43 @@ pub fn segment_diff(
     })
 }
 
+/// What one snapshot changed against the one before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotChange {
+    /// The snapshot.
+    pub seq: u32,
+    /// Members it added (all of them for the first snapshot).
+    pub added: u64,
+    /// Members it removed.
+    pub removed: u64,
+}
+
+/// The changes of a segment's last `limit` snapshots, oldest first, each
+/// against its predecessor (the console's segment page). Every snapshot
+/// is read once.
+pub fn snapshot_changes(
+    store: &Store,
+    seg: &SegmentRecord,
+    limit: usize,
+) -> Result<Vec<SnapshotChange>, Error> {
+    let first = seg.snapshots.len().saturating_sub(limit);
+    let mut prev = match first.checked_sub(1) {
+        Some(i) => snapshot_of(store, seg, seg.snapshots[i].seq)?,
+        None => RoaringBitmap::new(),
+    };
+    let mut out = Vec::with_capacity(seg.snapshots.len() - first);
+    for meta in &seg.snapshots[first..] {
+        let cur = snapshot_of(store, seg, meta.seq)?;
+        out.push(SnapshotChange {
+            seq: meta.seq,
+            added: cur.difference_len(&prev),
+            removed: prev.difference_len(&cur),
+        });
+        prev = cur;
+    }
+    Ok(out)
+}
+
 /// Plans a new execution of `sync` and persists it, with its bitmaps and
 /// the sync's pointer to it, in one synced write **before** any request is
 /// sent: a crash at any later point resumes this exact plan.

@@ -120,6 +120,40 @@ async fn tokens_gate_the_admin_api_by_role() {
     )
     .await;
     assert_eq!(s, 403);
+    // A preview is a POST that changes nothing: a viewer may ask for it;
+    // a connection test sends a request, so a viewer may not.
+    let cfg = json!({"name": "draft", "url": "http://127.0.0.1:9/x", "add_key": "in"});
+    let (s, p) = call_as(
+        &c,
+        "POST",
+        api("/destination-preview"),
+        Some(&viewer),
+        Some(cfg.clone()),
+    )
+    .await;
+    assert_eq!(s, 200, "{p}");
+    assert!(p["body"]["data"]["in"].is_array(), "{p}");
+    let (s, _) = call_as(
+        &c,
+        "POST",
+        api("/destination-test"),
+        Some(&viewer),
+        Some(cfg),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // whoami answers 200 either way (the console asks before sign-in).
+    let (s, me) = call_as(&c, "GET", api("/whoami"), Some(&viewer), None).await;
+    assert_eq!(
+        (s, &me["signed_in"], &me["name"], &me["role"]),
+        (200, &json!(true), &json!("dash"), &json!("viewer"))
+    );
+    let (s, me) = call_as(&c, "GET", api("/whoami"), Some("ssk_wrong"), None).await;
+    assert_eq!(
+        (s, &me["signed_in"], &me["tokens_exist"]),
+        (200, &json!(false), &json!(true))
+    );
+    assert!(me.get("role").is_none(), "{me}");
 
     // An admin changes things, and is named as the one who did.
     let (s, v) = call_as(

@@ -63,6 +63,10 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
         );
         use std::io::Write;
         std::io::stdout().flush()?;
+        eprintln!(
+            "the console is at http://{}/ (sign in with a token from `segsync token create NAME`)",
+            listener.local_addr()?
+        );
         // Where this machine's CLI finds us, and a token for it that lives
         // as long as this process.
         let mut local = listener.local_addr()?;

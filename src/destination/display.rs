@@ -27,6 +27,29 @@ impl DestinationConfig {
     }
 }
 
+impl DestinationConfig {
+    /// Puts back the secrets of `stored` that this configuration carries
+    /// only as shown ([`DestinationConfig::masked`]): a client that reads a
+    /// destination, changes one field and writes it back (the console's
+    /// form, a script doing GET then PUT) must not replace a key by its mask.
+    pub fn keep_masked_secrets(&mut self, stored: &DestinationConfig) {
+        fn restore(pairs: &mut [(String, String)], stored: &[(String, String)]) {
+            for (k, v) in pairs.iter_mut().filter(|(k, _)| is_secret_header(k)) {
+                if let Some((_, old)) = stored.iter().find(|(sk, sv)| sk == k && mask(sv) == *v) {
+                    v.clone_from(old);
+                }
+            }
+        }
+        restore(&mut self.headers, &stored.headers);
+        restore(&mut self.params, &stored.params);
+        if let (Some(b), Some(old)) = (&mut self.basic, &stored.basic) {
+            if b.user == old.user && b.password == mask(&old.password) {
+                b.password.clone_from(&old.password);
+            }
+        }
+    }
+}
+
 /// Masks a secret for display: never more than its last two characters.
 pub fn mask(secret: &str) -> String {
     let n = secret.chars().count();
@@ -191,6 +214,31 @@ pub fn request(d: &Destination, idempotency_key: &str, body: &[u8]) -> Preview {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destination::config::BasicAuth;
+
+    #[test]
+    fn a_masked_secret_written_back_keeps_the_stored_one() {
+        let mut stored = DestinationConfig::new("d", "https://api.example.com/x");
+        stored.headers = vec![("X-Api-Key".into(), "key-123456".into())];
+        stored.params = vec![("token".into(), "tok-abcdef".into())];
+        stored.basic = Some(BasicAuth {
+            user: "u".into(),
+            password: "hunter22".into(),
+        });
+        let mut edited = stored.clone().masked();
+        edited.page_size = Some(500);
+        edited.keep_masked_secrets(&stored);
+        assert_eq!(edited.headers, stored.headers);
+        assert_eq!(edited.params, stored.params);
+        assert_eq!(edited.basic, stored.basic);
+        // A new value, or a renamed header, is taken as given.
+        let mut changed = stored.clone().masked();
+        changed.headers = vec![("X-Api-Key".into(), "new-key-99".into())];
+        changed.params = vec![("other_token".into(), "****ef".into())];
+        changed.keep_masked_secrets(&stored);
+        assert_eq!(changed.headers[0].1, "new-key-99");
+        assert_eq!(changed.params[0].1, "****ef");
+    }
 
     #[test]
     fn secrets_are_masked_in_the_config_url_and_preview() {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::rules::Action;
 use super::{actions, audit, rules, ExecStatus, ExecutionRecord, SyncRecord};
 use crate::destination;
 use crate::store::{self, Store};
@@ -54,6 +55,12 @@ impl SyncView {
         let actions = rules::allowed(s.status, resync_allowed)
             .into_iter()
             .map(|(a, why)| {
+                // One run of a sync at a time: `serve` refuses a second
+                // (409), so the view says so before anyone tries.
+                let starts_run = matches!(a, Action::Run | Action::ResyncAll | Action::ResyncLast);
+                let why = why.or_else(|| {
+                    (running && starts_run).then(|| "a run is in progress".to_string())
+                });
                 let name = serde_json::to_value(a)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))

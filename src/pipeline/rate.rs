@@ -232,6 +232,16 @@ pub fn for_destination(
     l
 }
 
+/// The current rate (requests per minute) and ceiling of the limiter of
+/// destination `name`, while anything is sending to it.
+pub fn current(name: &str) -> Option<(f64, u32)> {
+    let reg = LIMITERS.lock().unwrap_or_else(PoisonError::into_inner);
+    reg.as_ref()?
+        .iter()
+        .filter(|((n, _, _), _)| n == name)
+        .find_map(|((_, _, rpm), w)| w.upgrade().map(|l| (l.rpm(), *rpm)))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -129,11 +129,69 @@ pub(crate) async fn test(
     Query(q): Query<AttributeQuery>,
 ) -> ApiResult<Json<Value>> {
     blocking(&s, move |s| {
-        let d = destination::get(&s.store, &name)?.validated()?;
-        let report = crate::pipeline::probe::test_connection(&d, &q.attribute)?;
-        Ok(Json(json!(report)))
+        connection_test(
+            &destination::get(&s.store, &name)?.validated()?,
+            &q.attribute,
+        )
     })
     .await
+}
+
+/// One sample user through the real sender, reported as JSON.
+fn connection_test(d: &destination::Destination, attribute: &str) -> ApiResult<Json<Value>> {
+    let report = crate::pipeline::probe::test_connection(d, attribute)?;
+    Ok(Json(json!(report)))
+}
+
+/// `POST /api/v1/destination-test?attribute=` with a configuration that
+/// is not saved (the console's form): the connection test of
+/// [`test`]. Secrets still masked as shown are taken from the stored
+/// destination of the same name, so testing an edit sends the real key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/destination-test",
+    params(AttributeQuery),
+    request_body = DestinationConfig,
+    responses((status = 200, description = "the test report; ok is the seed's rule (2xx + application/json)"), (status = 400, description = "invalid, the field named"))
+)]
+pub(crate) async fn test_unsaved(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<AttributeQuery>,
+    b: Bytes,
+) -> ApiResult<Json<Value>> {
+    let mut cfg: DestinationConfig = body(&b)?;
+    blocking(&s, move |s| {
+        if let Ok(stored) = destination::get(&s.store, &cfg.name) {
+            cfg.keep_masked_secrets(&stored.config);
+        }
+        connection_test(&cfg.validate(0)?, &q.attribute)
+    })
+    .await
+}
+
+/// `GET /api/v1/whoami`: whether the caller's token is accepted, with its
+/// name and role (the console's sign-in, and why it shows a viewer every
+/// action disabled). Answers 200 either way, so a page that asks before
+/// anyone signed in logs no error.
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    responses((status = 200, description = "signed_in, and the token's name and role when it is accepted"))
+)]
+pub(crate) async fn whoami(
+    State(s): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Json<Value> {
+    let tokens_exist = !s.tokens().is_empty();
+    Json(match super::gate::identify(&s, &headers) {
+        Some((actor, role)) => json!({
+            "signed_in": true,
+            "name": actor.0,
+            "role": role,
+            "tokens_exist": tokens_exist,
+        }),
+        None => json!({ "signed_in": false, "tokens_exist": tokens_exist }),
+    })
 }
 
 /// A workspace as listed (no key).

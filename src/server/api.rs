@@ -12,10 +12,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
@@ -24,7 +22,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::reply::{blocking, err, ApiError, ApiResult};
+use super::gate::Actor;
+use super::reply::{blocking, err, ApiResult};
 use super::AppState;
 use crate::auth::{self, Role};
 use crate::destination::{self, DestinationConfig};
@@ -57,6 +56,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(admin::preview))
         .routes(routes!(admin::test))
         .routes(routes!(admin::preview_unsaved))
+        .routes(routes!(admin::test_unsaved))
         .routes(routes!(admin::workspaces, admin::add_workspace))
         .routes(routes!(admin::remove_workspace))
         .routes(routes!(admin::cohorts))
@@ -76,10 +76,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(revoke_token))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            authorize,
+            super::gate::authorize,
         ))
         .split_for_parts();
     let (inbound_routes, inbound_doc) = OpenApiRouter::<Arc<AppState>>::new()
+        // Outside the token check: it says whether the caller is signed in.
+        .routes(routes!(admin::whoami))
         .routes(routes!(inbound::cohortsync))
         .routes(routes!(inbound::identify))
         .routes(routes!(inbound::track))
@@ -91,6 +93,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .split_for_parts();
     let doc = super::openapi::document(api_doc, inbound_doc);
     Router::new()
+        .merge(super::console::router())
         .route("/healthz", get(|| async { "ok" }))
         // The API's description stays readable without a token.
         .route(
@@ -112,64 +115,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .merge(inbound_routes)
         .with_state(state)
-}
-
-/// Who made a request to the admin API: a token's name, or `local` while no
-/// token exists (the API is then open, on loopback only).
-#[derive(Debug, Clone)]
-pub(crate) struct Actor(pub(crate) String);
-
-/// Once any token exists, every `/api/v1` call needs `Authorization: Bearer
-/// <token>` (401 without or with an unknown one); a viewer token may only
-/// read (403 for anything but GET and HEAD).
-async fn authorize(
-    State(s): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let tokens = s.tokens();
-    let presented: Option<String> = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let presented = presented.as_deref();
-    let (actor, role) = if presented.is_some() && presented == s.local_token.as_deref() {
-        // This machine's CLI, through serve.json.
-        (Actor("cli".into()), Role::Admin)
-    } else if tokens.is_empty() {
-        (Actor("local".into()), Role::Admin)
-    } else {
-        let Some(token) = presented.and_then(|p| auth::verify(&tokens, p)) else {
-            let mut resp = err(
-                401,
-                "this API needs a token: Authorization: Bearer <token> (see `segsync token create`)",
-            )
-            .into_response();
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-            return Ok(resp);
-        };
-        let read_only = matches!(
-            *req.method(),
-            axum::http::Method::GET | axum::http::Method::HEAD
-        );
-        // The command runner checks a viewer's commands itself.
-        let runs_commands = req.uri().path() == "/api/v1/commands";
-        if token.role == Role::Viewer && !read_only && !runs_commands {
-            return Err(err(
-                403,
-                format!("token '{}' is a viewer: it may only read", token.name),
-            ));
-        }
-        (Actor(token.name.clone()), token.role)
-    };
-    req.extensions_mut().insert(role);
-    req.extensions_mut().insert(actor);
-    Ok(next.run(req).await)
 }
 
 #[utoipa::path(
@@ -259,10 +204,20 @@ async fn segment(
             .store
             .segment(&name)?
             .ok_or_else(|| err(404, format!("segment '{name}' not found")))?;
-        Ok(Json(json!(seg)))
+        let mut v = json!(seg);
+        // What each recent snapshot changed (the console's segment page).
+        v["changes"] = json!(crate::plan::snapshot_changes(
+            &s.store,
+            &seg,
+            SNAPSHOT_CHANGES
+        )?);
+        Ok(Json(v))
     })
     .await
 }
+
+/// Snapshots whose changes a segment's detail shows.
+const SNAPSHOT_CHANGES: usize = 50;
 
 fn shown(rec: &destination::DestinationRecord) -> Value {
     let mut v = json!(rec.config.clone().masked());
@@ -332,9 +287,10 @@ async fn put_destination(
     Path(name): Path<String>,
     b: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let cfg: DestinationConfig = body(&b)?;
+    let mut cfg: DestinationConfig = body(&b)?;
     blocking(&s, move |s| {
         Ok(Json(shown(&destination::edit(&s.store, &name, |c| {
+            cfg.keep_masked_secrets(c);
             *c = cfg
         })?)))
     })
@@ -477,9 +433,39 @@ async fn get_sync(
             .map(execution_view)
             .collect();
         v["history"] = json!(history);
+        if s.is_running(id) {
+            if let Some(e) = ExecutionRecord::all(&s.store, id)?.last() {
+                v["progress"] = progress_view(e, &rec.destination, Utc::now());
+            }
+        }
         Ok(Json(v))
     })
     .await
+}
+
+/// A running execution's progress: pages acknowledged of all, users sent
+/// (estimated as pages × page size, capped by the plan's users), users per
+/// second since it started, and the destination's current rate against its
+/// ceiling (while the rate limiter is live).
+fn progress_view(e: &ExecutionRecord, destination: &str, now: DateTime<Utc>) -> Value {
+    let planned = e.added + e.removed + 2 * e.updated;
+    let users = (u64::from(e.pages_done) * u64::from(e.page_size)).min(planned);
+    let elapsed = ((now.timestamp_millis() - e.started_ms) as f64 / 1000.0).max(0.001);
+    let (rate, limit) = match crate::pipeline::rate::current(destination) {
+        Some((rate, limit)) => (Some(rate.round()), Some(limit)),
+        None => (None, None),
+    };
+    json!({
+        "seq": e.seq,
+        "pages_done": e.pages_done,
+        "total_pages": e.total_pages,
+        "users_done": users,
+        "users_planned": planned,
+        "elapsed_s": elapsed,
+        "users_per_s": users as f64 / elapsed,
+        "rate_rpm": rate,
+        "limit_rpm": limit,
+    })
 }
 
 /// Executions shown with a sync's detail.

@@ -1,7 +1,8 @@
 //! `segsync serve`: one process holding the store, with the scheduler,
 //! resumption of executions left processing, and the HTTP endpoints (the
-//! admin REST API under `/api/v1`, `/healthz`, `/metrics`, and the inbound
-//! Cohort Sync and Personas endpoints under `/v1`).
+//! admin REST API under `/api/v1`, the web console at `/`, `/healthz`,
+//! `/metrics`, and the inbound Cohort Sync and Personas endpoints under
+//! `/v1`).
 //!
 //! Shutdown is an argument ([`serve`] takes a future): the binary passes
 //! Ctrl-C/SIGTERM, tests pass a oneshot. On shutdown no new run starts,
@@ -10,6 +11,8 @@
 
 mod admin;
 mod api;
+mod console;
+mod gate;
 mod inbound;
 mod openapi;
 mod reply;
