@@ -116,19 +116,26 @@ async function main() {
   await page.getByRole('link', { name: 'Destinations' }).click();
   await page.getByRole('link', { name: 'Add destination' }).click();
   await page.getByLabel('Name', { exact: true }).fill('crm');
-  await page.getByLabel('URL').fill(TEXT_RX);
+  await page.getByLabel('URL').fill(JSON_RX);
   await page.getByLabel('Page size (users per request)').fill('100');
   await page.getByLabel('Rate limit (requests per minute)').fill('60');
   const preview = page.locator('#preview');
   await expectText(preview, '"add_users"');
-  await expectText(preview, TEXT_RX);
+  await expectText(preview, JSON_RX);
   await page.getByLabel('Added users key').fill('members_in');
   await expectText(preview, '"members_in"');
   expect(!(await preview.textContent()).includes('"add_users"'), 'the renamed key to replace add_users in the preview');
   report.preview_renamed = true;
+  // Pass against the JSON receiver, then fail against text/plain (the
+  // form is tested as it is, unsaved), then back.
+  await page.getByRole('button', { name: 'Test connection' }).click();
+  await expectText(page.locator('#test-verdict'), 'Connection works');
+  await page.getByLabel('URL').fill(TEXT_RX);
+  await expectText(preview, TEXT_RX);
   await page.getByRole('button', { name: 'Test connection' }).click();
   await expectText(page.locator('#test-verdict'), 'Connection failed');
   report.text_plain_test = (await page.locator('#test-result').textContent()).trim();
+  await shot(page, 'desktop-destination-test-failed');
   await page.getByLabel('URL').fill(JSON_RX);
   await expectText(preview, JSON_RX);
   await page.getByRole('button', { name: 'Test connection' }).click();
