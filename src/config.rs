@@ -21,6 +21,11 @@
 //! cohort_rpm = 300
 //! cohort_max_body_bytes = 131072
 //! idempotency_retention_hours = 168
+//!
+//! [retention]                     # what the store keeps (`segsync compact`; `serve` in the background)
+//! keep_executions = 10            # per sync, with bitmaps and page outcomes (records stay)
+//! keep_snapshots = 10             # per segment
+//! every_minutes = 60              # how often `serve` applies it (0: never)
 //! ```
 //!
 //! `serve` validates the file when it starts and refuses to start on a bad
@@ -64,6 +69,47 @@ pub struct Settings {
     pub smtp: Option<Smtp>,
     /// `[inbound]`.
     pub receiver: ReceiverLimits,
+    /// `[retention]`.
+    pub retention: Retention,
+}
+
+/// `[retention]`, validated: what the store keeps, and how often `serve`
+/// applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// What is kept.
+    pub policy: crate::store::RetentionPolicy,
+    /// How often `serve` applies it; `None`: only `segsync compact` does.
+    pub every: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            policy: crate::store::RetentionPolicy::default(),
+            every: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// `[retention]` as written in the file.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetention {
+    keep_executions: u32,
+    keep_snapshots: u32,
+    every_minutes: u32,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        let p = crate::store::RetentionPolicy::default();
+        RawRetention {
+            keep_executions: p.keep_executions,
+            keep_snapshots: p.keep_snapshots,
+            every_minutes: 60,
+        }
+    }
 }
 
 /// `[limits]`: the seed's account limits and the cool-off. Every value is
@@ -171,6 +217,8 @@ struct RawConfig {
     smtp: Option<Smtp>,
     #[serde(default)]
     inbound: RawReceiver,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 /// Path of the config file of a data dir.
@@ -209,6 +257,17 @@ pub fn validate(text: &str) -> Result<Settings, String> {
             return Err(format!("[inbound] {key} must be positive"));
         }
     }
+    let k = raw.retention;
+    for (key, v) in [
+        ("keep_executions", k.keep_executions),
+        ("keep_snapshots", k.keep_snapshots),
+    ] {
+        if v == 0 {
+            return Err(format!(
+                "[retention] {key} must be at least 1 (what planning needs is kept anyway)"
+            ));
+        }
+    }
     if let Some(smtp) = &raw.smtp {
         if smtp.host.trim().is_empty() {
             return Err("[smtp] host must not be empty".into());
@@ -232,6 +291,14 @@ pub fn validate(text: &str) -> Result<Settings, String> {
             idempotency_retention: Duration::from_secs(
                 u64::from(r.idempotency_retention_hours) * 3600,
             ),
+        },
+        retention: Retention {
+            policy: crate::store::RetentionPolicy {
+                keep_executions: k.keep_executions,
+                keep_snapshots: k.keep_snapshots,
+            },
+            every: (k.every_minutes > 0)
+                .then(|| Duration::from_secs(u64::from(k.every_minutes) * 60)),
         },
     })
 }
@@ -283,6 +350,9 @@ mod tests {
             ("[smtp]\nhost = \"h\"\n", "from"),
             ("[receiver]\n", "receiver"),
             ("[limits]\nmax_active_syncs = -1\n", "max_active_syncs"),
+            ("[retention]\nkeep_executions = 0\n", "keep_executions"),
+            ("[retention]\nkeep_snapshots = 0\n", "keep_snapshots"),
+            ("[retention]\nkeep_everything = true\n", "keep_everything"),
         ] {
             let e = validate(text).unwrap_err();
             assert!(e.contains(key), "{text:?}: {e}");
@@ -291,5 +361,16 @@ mod tests {
         assert_eq!(s.receiver.rpm, 7);
         assert_eq!(s.receiver.idempotency_retention, Duration::from_secs(7200));
         assert_eq!(s.receiver.max_body, COHORT_MAX_BODY as usize);
+        let r = validate("[retention]\nkeep_executions = 3\nevery_minutes = 0\n")
+            .unwrap()
+            .retention;
+        assert_eq!(
+            (r.policy.keep_executions, r.policy.keep_snapshots, r.every),
+            (3, 10, None)
+        );
+        assert_eq!(
+            validate("").unwrap().retention.every,
+            Some(Duration::from_secs(3600))
+        );
     }
 }

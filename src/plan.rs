@@ -396,9 +396,14 @@ pub fn plan_execution(
 }
 
 /// For each of `targets`, the write sequence of the value the destination
-/// was last sent: walking back through finished executions, the one that
-/// last added it or (completely) sent it a changed identifier. Groups of users by that
-/// sequence (at most 200; users left over are sent as of the plan).
+/// was last sent: walking back through the executions that failed since
+/// the last complete one, the one that last added it; then the last
+/// complete one's plan for every member it left the destination with — a
+/// member whose value had changed since it was sent was sent the new value
+/// (as an update) by that execution or an earlier complete one, so the
+/// value as of its plan is the one the destination holds. Older executions
+/// are never read, which is what lets retention drop them. Groups of users
+/// by that sequence (at most 200; users left over are sent as of the plan).
 fn last_sent(
     store: &Store,
     history: &[ExecutionRecord],
@@ -413,14 +418,17 @@ fn last_sent(
         if e.status == ExecStatus::Processing {
             continue;
         }
+        if e.status == ExecStatus::Complete {
+            let part = &left & &e.bitmap(store, BitmapKind::Synced)?;
+            if !part.is_empty() {
+                groups.push((e.write_seq, part));
+            }
+            break;
+        }
         // A failed execution's changed identifiers may not have arrived, so
         // the value before them stays the one to remove; its additions
         // count (removing a value never sent is harmless).
-        let mut sent = e.bitmap(store, BitmapKind::Added)?;
-        if e.status == ExecStatus::Complete {
-            sent |= e.bitmap(store, BitmapKind::Updated)?;
-        }
-        let part = &left & &sent;
+        let part = &left & &e.bitmap(store, BitmapKind::Added)?;
         if !part.is_empty() {
             left -= &part;
             groups.push((e.write_seq, part));

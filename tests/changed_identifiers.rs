@@ -4,7 +4,8 @@
 //! receiver and a real store. After every run the membership a destination
 //! that knows users only by their identifier value rebuilds from the
 //! requests equals `segment ∩ has(uid)` with the values users have *now*
-//! (and so does the one rebuilt by distinct id).
+//! (and so does the one rebuilt by distinct id). Retention at its tightest
+//! may run between any two steps.
 
 mod common;
 
@@ -31,6 +32,9 @@ enum Step {
     Snapshot(u16),
     /// A run of the sync.
     Run,
+    /// Retention at its tightest (one execution, one snapshot kept):
+    /// whatever it removes, later runs must not need.
+    Retain,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -41,6 +45,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..USERS, version).prop_map(|(u, v)| Step::Realtime(u, v)),
         2 => any::<u16>().prop_map(Step::Snapshot),
         3 => Just(Step::Run),
+        2 => Just(Step::Retain),
     ]
 }
 
@@ -163,6 +168,19 @@ fn scenario(initial: Vec<Option<u8>>, first: u16, steps: Vec<Step>) {
             Step::Snapshot(m) => {
                 snapshot(&env, &store, m, n);
                 members = m;
+            }
+            Step::Retain => {
+                let tightest = segsync::store::RetentionPolicy {
+                    keep_executions: 1,
+                    keep_snapshots: 1,
+                };
+                store.apply_retention(tightest).unwrap();
+                let report = store.check().unwrap();
+                assert!(
+                    report.violations.is_empty(),
+                    "step {n}: {:?}",
+                    report.violations
+                );
             }
             Step::Run => {
                 let exec = actions::run(&store, sync, Trigger::Scheduled, &opts, "test").unwrap();

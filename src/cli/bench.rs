@@ -26,6 +26,15 @@ pub struct BenchArgs {
     /// Seconds the throttled run lasts (about).
     #[arg(long, default_value_t = 20)]
     pub throttled_seconds: u32,
+    /// Instead of the figures above: run a daily sync this many times (1 %
+    /// of the members replaced and 1 % of their identifiers changed before
+    /// each run, `[retention]` defaults applied after each) and report the
+    /// data dir's size after the first and the last run.
+    #[arg(long)]
+    pub growth_runs: Option<u32>,
+    /// With `--growth-runs`: apply no retention (to compare).
+    #[arg(long, requires = "growth_runs")]
+    pub no_retention: bool,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -78,6 +87,9 @@ fn peak_rss_mb() -> f64 {
 }
 
 pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(runs) = a.growth_runs {
+        return growth(a.users, runs, !a.no_retention, a.json);
+    }
     let tmp = tempfile::tempdir()?;
     let spec = Spec {
         users: a.users,
@@ -117,16 +129,9 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("full sync failed: {:?}", full.error);
     }
     let synced = full.bitmap(&store, crate::lifecycle::BitmapKind::Synced)?;
-    let mut expected = 0u64;
-    store.for_each_user(|idx, id| {
-        if synced.contains(idx) {
-            expected = expected.wrapping_add(crate::checking_receiver::membership_checksum([id]));
-        }
-    })?;
-    let got = receiver.summary();
-    let verified =
-        got.checksum == expected && got.member_count == synced.len() && got.errors.is_empty();
+    let verified = holds_exactly(&store, &receiver, &synced)?;
     if !verified {
+        let got = receiver.summary();
         anyhow::bail!(
             "the receiver's membership does not match: {} members, {} rejected",
             got.member_count,
@@ -247,6 +252,22 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the checksum receiver holds exactly the users of `synced`.
+fn holds_exactly(
+    store: &Store,
+    receiver: &Receiver,
+    synced: &roaring::RoaringBitmap,
+) -> anyhow::Result<bool> {
+    let mut expected = 0u64;
+    store.for_each_user(|idx, id| {
+        if synced.contains(idx) {
+            expected = expected.wrapping_add(crate::checking_receiver::membership_checksum([id]));
+        }
+    })?;
+    let got = receiver.summary();
+    Ok(got.checksum == expected && got.member_count == synced.len() && got.errors.is_empty())
+}
+
 /// Plan times of a diff run with nothing changed, then with the synced
 /// identifier of 1 % of the members changed (each run is executed, so the
 /// receiver's checksum stays checked).
@@ -298,4 +319,168 @@ fn changed_identifiers(
         changed,
         updated: exec.updated,
     })
+}
+
+/// What `--growth-runs` measured.
+#[derive(Debug, Serialize)]
+struct Growth {
+    members: u64,
+    runs: u32,
+    bytes_after_first_run: u64,
+    bytes_after_last_run: u64,
+    ratio: f64,
+    bytes_peak: u64,
+    history_entries_pruned: u64,
+    snapshots_pruned: u64,
+    executions_pruned: u64,
+    every_run_verified: bool,
+    seconds: f64,
+}
+
+/// Daily runs of a segment of `members` users with 1 % churn and 1 %
+/// changed identifiers, retention after each run (a compaction too, as
+/// `serve`'s RocksDB would do in its own time), the receiver's membership
+/// checked after every run; the data dir measured after the first and the
+/// last run.
+fn growth(members: u64, runs: u32, retain: bool, json: bool) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let started = Instant::now();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir)?;
+    let opts = ingest::Options::default();
+    let receiver = Receiver::start(ReceiverOptions {
+        keep_members: false,
+        ..Default::default()
+    })?;
+    destination::add(
+        &store,
+        local_destination("growth-receiver", receiver.url(), 10_000, 25_000),
+    )?;
+    // The workspace has 10 % more users than the segment has members; the
+    // members are a window of them that slides by 1 % a day (1 % leave, 1 %
+    // join, wrapping around), and 1 % of the members get a new uid.
+    let churn = (members / 100).max(1);
+    let population = members + (members / 10).max(churn);
+    let mut first = 0u64;
+    let mut version = vec![0u32; population as usize];
+    let write_users = |from: u64, to: u64, version: &[u32], path: &std::path::Path| {
+        let mut csv = String::from("distinct_id,uid\n");
+        for i in from..to {
+            let v = version.get(i as usize).copied().unwrap_or(0);
+            let _ = writeln!(csv, "{},uid-{i}-{v}", crate::fixtures::distinct_id(i));
+        }
+        std::fs::write(path, csv)
+    };
+    let write_members = |from: u64, path: &std::path::Path| {
+        let mut list = String::with_capacity(members as usize * 15);
+        for k in 0..members {
+            let _ = writeln!(
+                list,
+                "{}",
+                crate::fixtures::distinct_id((from + k) % population)
+            );
+        }
+        std::fs::write(path, list)
+    };
+    let users_csv = tmp.path().join("users.csv");
+    let members_txt = tmp.path().join("members.txt");
+    write_users(0, population, &version, &users_csv)?;
+    ingest::import_users(&store, &users_csv, &opts)?;
+    write_members(0, &members_txt)?;
+    ingest::import_segment(&store, "growth", &members_txt, &opts)?;
+    let sync = create_sync(&store, "growth", "growth-receiver")?;
+    let policy = crate::config::load(&dir)?.retention.policy;
+    let (mut after_first, mut peak, mut verified) = (0, 0, true);
+    let mut totals = crate::store::Pruned::default();
+    for day in 0..runs {
+        if day > 0 {
+            // 1 % leave (the oldest), 1 % join (new users), 1 % of those
+            // who stay get a new uid.
+            first = (first + churn) % population;
+            let mut csv = String::from("distinct_id,uid\n");
+            for k in 0..churn {
+                let i = (first + (u64::from(day) * 7919 + k * 97) % members) % population;
+                version[i as usize] += 1;
+                let _ = writeln!(
+                    csv,
+                    "{},uid-{i}-{}",
+                    crate::fixtures::distinct_id(i),
+                    version[i as usize]
+                );
+            }
+            std::fs::write(&users_csv, csv)?;
+            ingest::import_users(&store, &users_csv, &opts)?;
+            write_members(first, &members_txt)?;
+            ingest::import_segment(&store, "growth", &members_txt, &opts)?;
+        }
+        let exec = crate::lifecycle::actions::run(
+            &store,
+            sync,
+            Trigger::Scheduled,
+            &RunOptions::default(),
+            "bench",
+        )?;
+        if exec.status != ExecStatus::Complete {
+            anyhow::bail!("run {} failed: {:?}", day + 1, exec.error);
+        }
+        let synced = exec.bitmap(&store, crate::lifecycle::BitmapKind::Synced)?;
+        verified &= holds_exactly(&store, &receiver, &synced)?;
+        if retain {
+            let p = store.apply_retention(policy)?;
+            totals.executions += p.executions;
+            totals.snapshots += p.snapshots;
+            totals.history_entries += p.history_entries;
+        }
+        store.compact();
+        let size = crate::store::bytes_under(&dir);
+        peak = peak.max(size);
+        if day == 0 {
+            after_first = size;
+        }
+        tracing::info!(day = day + 1, bytes = size, "growth run");
+    }
+    let last = crate::store::bytes_under(&dir);
+    let g = Growth {
+        members,
+        runs,
+        bytes_after_first_run: after_first,
+        bytes_after_last_run: last,
+        ratio: last as f64 / after_first.max(1) as f64,
+        bytes_peak: peak,
+        history_entries_pruned: totals.history_entries,
+        snapshots_pruned: totals.snapshots,
+        executions_pruned: totals.executions,
+        every_run_verified: verified,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if json {
+        return super::print_json(&g);
+    }
+    println!(
+        "{} daily runs of {} members (1% churn, 1% changed uids), {}:",
+        g.runs,
+        g.members,
+        if retain {
+            "retention after each"
+        } else {
+            "no retention"
+        }
+    );
+    println!(
+        "data dir after run 1  {:.1} MB; after run {}  {:.1} MB ({:.2}x); largest {:.1} MB",
+        g.bytes_after_first_run as f64 / 1e6,
+        g.runs,
+        g.bytes_after_last_run as f64 / 1e6,
+        g.ratio,
+        g.bytes_peak as f64 / 1e6
+    );
+    println!(
+        "pruned: {} executions' details, {} snapshots, {} history entries; membership verified after every run: {}",
+        g.executions_pruned, g.snapshots_pruned, g.history_entries_pruned, g.every_run_verified
+    );
+    if !g.every_run_verified {
+        anyhow::bail!("the receiver's membership did not match after some run");
+    }
+    Ok(())
 }

@@ -2,8 +2,10 @@
 //! group. This is the edge where errors become `anyhow` with context and
 //! then exit codes: 0 ok, 1 failure, 2 usage or bad input.
 
+mod backup;
 mod bench;
 mod check;
+mod compact;
 mod demo;
 mod destination;
 mod fixtures;
@@ -88,6 +90,12 @@ pub enum Command {
     /// Verify the store's invariants (bitmaps, execution counts,
     /// fingerprints); exit code 1 on any violation.
     Check(check::CheckArgs),
+    /// Apply `[retention]` and compact the store (what no sync needs goes).
+    Compact(compact::CompactArgs),
+    /// Take a consistent backup of the data dir while it is in use.
+    Backup(backup::BackupArgs),
+    /// Make the new data dir `--data-dir` from a backup.
+    Restore(backup::RestoreArgs),
 }
 
 pub use remote::Exit;
@@ -123,6 +131,7 @@ fn uses_store(c: &Command) -> bool {
             | Command::Bench(_)
             | Command::Serve(_)
             | Command::Receive(_)
+            | Command::Restore(_)
     )
 }
 
@@ -168,6 +177,9 @@ pub(crate) fn run_local(args: Args) -> anyhow::Result<()> {
         Command::Writekey(cmd) => workspace::run_write_key(&args.data_dir, cmd),
         Command::Token(cmd) => token::run(&args.data_dir, cmd),
         Command::Check(a) => check::run(&args.data_dir, a),
+        Command::Compact(a) => compact::run(&args.data_dir, a),
+        Command::Backup(a) => backup::backup(&args.data_dir, a),
+        Command::Restore(a) => backup::restore(&args.data_dir, a),
     }
 }
 

@@ -94,6 +94,7 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
                 insecure: a.insecure,
                 commands: Some(super::command_runner()),
                 local_token: Some(token),
+                retention: settings.retention,
             },
             shutdown_signal(),
         )

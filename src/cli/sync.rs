@@ -580,6 +580,7 @@ fn dispatch(store: &Store, cmd: SyncCmd) -> anyhow::Result<()> {
             actions::load(store, id)?;
             let e = ExecutionRecord::load(store, id, seq)?
                 .ok_or_else(|| UsageError(format!("sync {id} has no execution {seq}")))?;
+            store.ensure_details(&e)?;
             let all = if pages == "all" {
                 e.page_outcomes(store)?
             } else {

@@ -626,6 +626,7 @@ async fn pages(
         actions::load(&s.store, id)?;
         let e = ExecutionRecord::load(&s.store, id, seq)?
             .ok_or_else(|| err(400, format!("sync {id} has no execution {seq}")))?;
+        s.store.ensure_details(&e)?;
         let all = if q.failed {
             e.failed_pages(&s.store)?
         } else {

@@ -63,6 +63,8 @@ pub struct ServeOptions {
     /// A token for this machine's CLI, valid while this process runs (it
     /// is written to the data dir's `serve.json`, readable by its owner).
     pub local_token: Option<String>,
+    /// `[retention]`, applied in the background.
+    pub retention: crate::config::Retention,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -84,6 +86,7 @@ impl Default for ServeOptions {
             insecure: false,
             commands: None,
             local_token: None,
+            retention: crate::config::Retention::default(),
         }
     }
 }
@@ -291,6 +294,11 @@ pub async fn serve(
     resume_interrupted(&state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sched = tokio::spawn(scheduler::run(state.clone(), opts.tick, stop_rx.clone()));
+    let keeper = tokio::spawn(scheduler::retention(
+        state.clone(),
+        opts.retention,
+        stop_rx.clone(),
+    ));
     let mailer = tokio::spawn(scheduler::deliver_mail(
         state.clone(),
         opts.tick,
@@ -307,6 +315,7 @@ pub async fn serve(
         })
         .await?;
     let _ = sched.await;
+    let _ = keeper.await;
     let _ = mailer.await;
     let threads: Vec<_> =
         std::mem::take(&mut *state.threads.lock().unwrap_or_else(PoisonError::into_inner));

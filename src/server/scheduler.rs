@@ -55,6 +55,35 @@ pub(crate) async fn run(
 /// Delivers the notification outbox whenever a run or an edit may have
 /// added to it (and every `tick` in any case), with the `[smtp]` settings
 /// in force at that moment.
+/// Applies `[retention]` every `every` (first after one period, not at
+/// start), off the runtime, under the store's writer lock like an import.
+pub(crate) async fn retention(
+    state: Arc<AppState>,
+    retention: crate::config::Retention,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(every) = retention.every else {
+        return;
+    };
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let st = state.clone();
+        let policy = retention.policy;
+        match tokio::task::spawn_blocking(move || st.store.apply_retention(policy)).await {
+            Ok(Ok(pruned)) => tracing::info!(?pruned, "retention applied"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+    }
+}
+
 pub(crate) async fn deliver_mail(
     state: Arc<AppState>,
     tick: Duration,

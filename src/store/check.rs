@@ -128,9 +128,13 @@ impl Store {
             }
         }
         for sync in SyncRecord::all(self)? {
+            // Executions below the retention floor keep only their record.
+            let floor = self.pruned_below(sync.id)?;
             for e in ExecutionRecord::all(self, sync.id)? {
                 r.executions += 1;
-                check_execution(self, &e, &mut r);
+                if e.seq >= floor {
+                    check_execution(self, &e, &mut r);
+                }
             }
         }
         Ok(r)

@@ -25,6 +25,18 @@ pub(crate) const INDEXED_PREFIX: &[u8] = b"indexed/";
 /// destination changed) in `meta` (`full_resend/<sync>`).
 pub(crate) const FULL_RESEND_PREFIX: &[u8] = b"full_resend/";
 
+/// Prefix of retention's floors in `meta` (`pruned_below/<sync>` → the
+/// oldest execution whose bitmaps and page outcomes are kept).
+pub(crate) const PRUNED_BELOW_PREFIX: &[u8] = b"pruned_below/";
+/// Key of the oldest write sequence attribute history still answers for
+/// (retention removed what only older reads needed).
+pub(crate) const HISTORY_HORIZON: &[u8] = b"history_horizon";
+
+/// `pruned_below/<sync>` in `meta`.
+pub(crate) fn pruned_below(sync: u32) -> Vec<u8> {
+    prefixed(PRUNED_BELOW_PREFIX, &sync.to_be_bytes())
+}
+
 // --- events ---------------------------------------------------------------
 
 /// Prefix of the notification outbox in `events` (`notification/<id>`).
@@ -97,6 +109,8 @@ pub(crate) const PREFIXES: &[(&str, &[u8])] = &[
     (super::cf::META, INDEXED_PREFIX),
     (super::cf::META, FULL_RESEND_PREFIX),
     (super::cf::META, PLANNED_PREFIX),
+    (super::cf::META, PRUNED_BELOW_PREFIX),
+    (super::cf::META, HISTORY_HORIZON),
     (super::cf::EVENTS, NOTIFICATION_PREFIX),
     (super::cf::EVENTS, PENDING_NOTIFICATION_PREFIX),
     (super::cf::EVENTS, AUDIT_PREFIX),

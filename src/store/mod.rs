@@ -6,6 +6,7 @@
 //! Layout of a data dir: `db/` (RocksDB) and `fingerprints.bin` (the
 //! interner's table, a cache that is rebuilt from `users` when stale).
 
+mod backup;
 pub(crate) mod cf;
 mod changes;
 mod check;
@@ -15,6 +16,7 @@ mod index;
 pub(crate) mod keys;
 mod migrate;
 mod records;
+mod retention;
 mod segments;
 mod syncs;
 mod txn;
@@ -29,10 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, Fault};
 
+pub use backup::{bytes_under, BackupInfo};
 pub use check::{CheckReport, Violation};
 pub use codec::{Value, ValueRef};
 pub use fingerprints::{Fingerprint, FingerprintTable};
 pub(crate) use records::Write;
+pub use retention::{Policy as RetentionPolicy, Pruned};
 pub use segments::{SegmentRecord, SnapshotMeta};
 pub use syncs::{
     BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, PageOutcome, Schedule,
@@ -107,13 +111,20 @@ pub enum Error {
     /// The store ran out of user indexes (more than 2^32 - 1 users).
     #[error("the store is full: at most {} users", u32::MAX)]
     Full,
+    /// Retention removed what was asked for.
+    #[error("{0}")]
+    Pruned(String),
 }
 
 impl Classify for Error {
     /// Every store error is ours or the machine's, a locked data dir too
-    /// (exit code 1, as a failure to run rather than a wrong request).
+    /// (exit code 1, as a failure to run rather than a wrong request),
+    /// but for details that retention removed (not found).
     fn fault(&self) -> Fault {
-        Fault::Internal
+        match self {
+            Error::Pruned(_) => Fault::NotFound,
+            _ => Fault::Internal,
+        }
     }
 }
 
@@ -249,6 +260,14 @@ impl Store {
         opts.create_if_missing(fresh);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        // Bounded growth of RocksDB's own files: the info log starts a new
+        // file at every open (and every CLI command opens the store), and
+        // the manifest gains an edit at every flush and compaction; both
+        // would otherwise grow without end. At most 3 × 1 MB of log, and a
+        // manifest rewritten from the current state past 8 MB.
+        opts.set_keep_log_file_num(3);
+        opts.set_max_log_file_size(1 << 20);
+        opts.set_max_manifest_file_size(8 << 20);
         // Imports stage their writes without the WAL and flush before they
         // commit; atomic flush keeps the column families of one batch
         // together on disk, so a crash never leaves half a batch.

@@ -337,13 +337,8 @@ impl ExecutionRecord {
         Ok(self.bitmap_if_any(store, kind)?.unwrap_or_default())
     }
 
-    /// The writes that delete this execution and its bitmaps (a plan that
-    /// was discarded before any page was sent).
-    pub(crate) fn delete_writes(&self) -> Vec<Write> {
-        let mut w = vec![Write::Delete(
-            cf::EXECUTIONS,
-            keys::execution(self.sync_id, self.seq).to_vec(),
-        )];
+    /// Every bitmap this execution may have.
+    pub(crate) fn bitmap_kinds(&self) -> Vec<BitmapKind> {
         let mut kinds = vec![
             BitmapKind::Synced,
             BitmapKind::Added,
@@ -353,7 +348,17 @@ impl ExecutionRecord {
             BitmapKind::Updated,
         ];
         kinds.extend((0..self.removed_as_of.len()).map(|i| BitmapKind::RemovedAsOf(i as u8)));
-        for k in kinds {
+        kinds
+    }
+
+    /// The writes that delete this execution and its bitmaps (a plan that
+    /// was discarded before any page was sent).
+    pub(crate) fn delete_writes(&self) -> Vec<Write> {
+        let mut w = vec![Write::Delete(
+            cf::EXECUTIONS,
+            keys::execution(self.sync_id, self.seq).to_vec(),
+        )];
+        for k in self.bitmap_kinds() {
             w.push(Write::Delete(
                 cf::EXEC_BITMAPS,
                 keys::exec_bitmap(self.sync_id, self.seq, k.code()).to_vec(),
