@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/segsync-target
 CARGO ?= cargo
 SEGSYNC := $(CARGO_TARGET_DIR)/debug/segsync
 
-.PHONY: all deps build demo test fmt clippy bench bench-e2e
+.PHONY: all deps build demo test fmt clippy bench bench-e2e fuzz
 
 all: build
 
@@ -31,3 +31,8 @@ bench: deps
 
 bench-e2e: build
 	$(SEGSYNC) bench
+
+# Every fuzz target for FUZZ_SECONDS (default 600) each; needs nightly and
+# cargo-fuzz (installed by the script). `make test` replays the corpora.
+fuzz: deps
+	./scripts/fuzz.sh

@@ -37,6 +37,26 @@ pub struct ReceiverOptions {
     /// and [`membership_checksum`] are kept, in constant memory (benchmarks
     /// of 10M users, where the map would cost gigabytes).
     pub keep_members: bool,
+    /// Share of requests answered with a fault, drawn at random (the soak):
+    /// a quarter each 503, 429 with `Retry-After: 1`, a slow answer (the
+    /// page is applied, after `slow`), and no answer at all (held past the
+    /// sender's timeout). Only the slow answer applies the page.
+    pub fault_rate: f64,
+    /// How long a slow answer and a held request take.
+    pub slow: Duration,
+}
+
+/// The faults a receiver injected, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Faults {
+    /// 503 answers.
+    pub unavailable: u64,
+    /// 429 answers with `Retry-After`.
+    pub throttled: u64,
+    /// Slow (but successful) answers.
+    pub slow: u64,
+    /// Requests never answered in time.
+    pub held: u64,
 }
 
 /// Order-independent checksum of a set of distinct ids: the wrapping sum
@@ -59,6 +79,8 @@ impl Default for ReceiverOptions {
             fail_status: 503,
             delay: Duration::ZERO,
             keep_members: true,
+            fault_rate: 0.0,
+            slow: Duration::from_secs(2),
         }
     }
 }
@@ -93,6 +115,8 @@ pub struct Received {
     pub member_count: u64,
     /// [`membership_checksum`] of the current membership.
     pub checksum: u64,
+    /// Faults injected ([`ReceiverOptions::fault_rate`]).
+    pub faults: Faults,
 }
 
 struct Shared {
@@ -190,6 +214,7 @@ impl Receiver {
             users_removed: st.users_removed,
             member_count: st.member_count,
             checksum: st.checksum,
+            faults: st.faults,
         }
     }
 }
@@ -266,6 +291,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for User<'a> {
 }
 
 async fn handle(
+    state: State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (status, json) = answer(state, headers, body).await;
+    let mut resp = (status, json).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    resp
+}
+
+async fn answer(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -299,6 +341,47 @@ async fn handle(
         Err(msg) => return reject(&shared, msg),
         Ok(p) => p,
     };
+    if shared.opts.fault_rate > 0.0 {
+        let draw = crate::secret::random_bytes::<8>()
+            .map(u64::from_le_bytes)
+            .unwrap_or(0) as f64
+            / u64::MAX as f64;
+        if draw < shared.opts.fault_rate {
+            let kind = (draw / shared.opts.fault_rate * 4.0) as u8;
+            let count = |f: fn(&mut Faults) -> &mut u64| {
+                let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+                *f(&mut st.faults) += 1;
+            };
+            match kind {
+                0 => {
+                    count(|f| &mut f.unavailable);
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({ "error": "injected 503" })),
+                    );
+                }
+                1 => {
+                    count(|f| &mut f.throttled);
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        Json(json!({ "error": "injected 429", "retry_after": 1 })),
+                    );
+                }
+                2 => {
+                    count(|f| &mut f.slow);
+                    tokio::time::sleep(shared.opts.slow).await;
+                }
+                _ => {
+                    count(|f| &mut f.held);
+                    tokio::time::sleep(shared.opts.slow * 30).await;
+                    return (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        Json(json!({ "error": "held" })),
+                    );
+                }
+            }
+        }
+    }
     {
         let mut left = shared
             .failures_left

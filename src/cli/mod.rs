@@ -15,6 +15,7 @@ mod receive;
 mod remote;
 mod segment;
 mod serve;
+mod soak;
 mod sync;
 mod token;
 mod users;
@@ -96,6 +97,9 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Make the new data dir `--data-dir` from a backup.
     Restore(backup::RestoreArgs),
+    /// `serve` under a steady mixed load with faulty receivers for a while,
+    /// then check every destination (on a store of its own).
+    Soak(soak::SoakArgs),
 }
 
 pub use remote::Exit;
@@ -132,6 +136,7 @@ fn uses_store(c: &Command) -> bool {
             | Command::Serve(_)
             | Command::Receive(_)
             | Command::Restore(_)
+            | Command::Soak(_)
     )
 }
 
@@ -180,6 +185,7 @@ pub(crate) fn run_local(args: Args) -> anyhow::Result<()> {
         Command::Compact(a) => compact::run(&args.data_dir, a),
         Command::Backup(a) => backup::backup(&args.data_dir, a),
         Command::Restore(a) => backup::restore(&args.data_dir, a),
+        Command::Soak(a) => soak::run(a),
     }
 }
 

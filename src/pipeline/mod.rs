@@ -284,8 +284,18 @@ pub fn execute(
         }
         drop((page_rx, free_tx, out_tx));
 
-        let (exec_ref, done_mut, progress_ref) = (&mut exec, &mut done, &progress);
-        let cp = s.spawn(move || checkpoint::run(store, exec_ref, done_mut, &ev_rx, progress_ref));
+        let (exec_ref, done_mut, progress_ref, fail_ref) = (&mut exec, &mut done, &progress, &fail);
+        let cp = s.spawn(move || {
+            let r = checkpoint::run(store, exec_ref, done_mut, &ev_rx, progress_ref);
+            if let Err(e) = &r {
+                // No page may go out that could not be recorded (a full
+                // disk, a failing device): the sender stops at once.
+                fail_ref(format!(
+                    "cannot record acknowledged pages, so no more are sent: {e}"
+                ));
+            }
+            r
+        });
 
         exec_rate = runtime.block_on(send::drive(
             sender,

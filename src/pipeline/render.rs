@@ -136,7 +136,7 @@ fn scan(
     it.status().map_err(|e| store::Error::Db {
         op: "scan",
         cf: cf_name,
-        source: e,
+        cause: e,
     })
 }
 

@@ -83,14 +83,14 @@ pub enum Error {
         expected: u32,
     },
     /// A RocksDB operation failed.
-    #[error("store {op} in column family {cf} failed: {source}")]
+    #[error("{}", db_message(op, cf, cause))]
     Db {
         /// What was being done.
         op: &'static str,
         /// The column family.
         cf: &'static str,
-        /// RocksDB's error.
-        source: rocksdb::Error,
+        /// RocksDB's error (not a `source`: the message already says it).
+        cause: rocksdb::Error,
     },
     /// A stored record could not be decoded.
     #[error("corrupt {what} in the store: {reason}")]
@@ -131,8 +131,25 @@ impl Classify for Error {
 /// Shorthand for store results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a failed RocksDB operation means to the person reading it: a
+/// corrupt store and a full disk each say what to do.
+fn db_message(op: &str, cf: &str, cause: &rocksdb::Error) -> String {
+    let text = cause.to_string();
+    if cause.kind() == rocksdb::ErrorKind::Corruption {
+        format!(
+            "the store is corrupt (column family {cf}, during {op}): {text}; restore the data dir from a backup (`segsync restore`); `segsync check` lists what can still be read"
+        )
+    } else if text.contains("No space left") {
+        format!(
+            "no space left on the disk of the data dir (column family {cf}, during {op}): nothing of the interrupted work is stored; free space and run it again ({text})"
+        )
+    } else {
+        format!("store {op} in column family {cf} failed: {text}")
+    }
+}
+
 pub(crate) fn db_err(op: &'static str, cf: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
-    move |source| Error::Db { op, cf, source }
+    move |cause| Error::Db { op, cf, cause }
 }
 
 /// Monotonic counters, persisted in `meta` and advanced only by a commit.
@@ -285,7 +302,7 @@ impl Store {
                 Error::Db {
                     op: "open",
                     cf: "*",
-                    source: e,
+                    cause: e,
                 }
             }
         })?;

@@ -138,6 +138,8 @@ pub struct Seen {
     pub body: serde_json::Value,
     /// Raw body size in bytes.
     pub bytes: usize,
+    /// The raw body.
+    pub raw: Vec<u8>,
     pub at: std::time::Instant,
 }
 
@@ -196,6 +198,7 @@ impl Scripted {
                             .collect(),
                         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
                         bytes: body.len(),
+                        raw: body.to_vec(),
                         at: std::time::Instant::now(),
                     };
                     let attempt = {
