@@ -176,6 +176,17 @@ impl<'a> Prepared<'a> {
         mut exec: ExecutionRecord,
         dest: &Destination,
     ) -> Result<Prepared<'a>, Error> {
+        // Values are read as of the plan and its removal groups: retention
+        // keeps history back to the oldest such point of every kept
+        // execution, so an older one here would read wrong values.
+        let horizon = store.history_horizon()?;
+        if exec.write_seq < horizon || exec.removed_as_of.iter().any(|&q| q < horizon) {
+            return Err(store::Error::Pruned(format!(
+                "execution {}: the attribute values it was planned with were removed by retention",
+                exec.execution_id()
+            ))
+            .into());
+        }
         let added = exec.bitmap(store, BitmapKind::Added)?;
         let removed = exec.bitmap(store, BitmapKind::Removed)?;
         let done = exec.bitmap(store, BitmapKind::DonePages)?;

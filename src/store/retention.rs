@@ -15,8 +15,9 @@
 //!   their details (`pruned_below/<sync>` in `meta` says from where).
 //! - **Attribute history** answers "the value as of write S" for the write
 //!   sequences those kept executions were planned at (and their removal
-//!   groups). Entries that only an older S could need go, and
-//!   `history_horizon` refuses reads below what remains.
+//!   groups). Entries that only an older S could need go; `history_horizon`
+//!   records how far back history still answers, and a run refuses to
+//!   render an execution planned before it.
 //! - **The change index** answers "who changed since the last complete
 //!   execution's plan"; entries older than every periodic sync's last
 //!   complete plan go.
