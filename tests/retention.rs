@@ -140,16 +140,20 @@ async fn serve_applies_retention_in_the_background() {
     };
     let served = Served::start(&env, opts).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while served.store.pruned_below(sync).unwrap() < 3 {
-        assert!(Instant::now() < deadline, "retention did not run");
+    // Executions first, then snapshots: wait for the whole pass.
+    let snapshots = || -> Vec<u32> {
+        let seg = served.store.segment("seg").unwrap().unwrap();
+        seg.snapshots.iter().map(|s| s.seq).collect()
+    };
+    while served.store.pruned_below(sync).unwrap() < 3 || snapshots() != vec![4] {
+        assert!(
+            Instant::now() < deadline,
+            "retention did not run: executions kept from {}, snapshots {:?}",
+            served.store.pruned_below(sync).unwrap(),
+            snapshots()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let seg = served.store.segment("seg").unwrap().unwrap();
-    assert_eq!(
-        seg.snapshots.iter().map(|s| s.seq).collect::<Vec<_>>(),
-        vec![4],
-        "one snapshot kept"
-    );
     assert!(served.store.check().unwrap().violations.is_empty());
     served.stop().await;
 }

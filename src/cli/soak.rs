@@ -87,12 +87,14 @@ fn draw() -> u64 {
         .unwrap_or(0)
 }
 
-fn members_file(users: u64, share: u64, salt: u64) -> String {
-    // Members: users whose hash with this salt falls under `share` percent.
+/// Segment `salt`'s members after `step` minutes: users whose hash bucket
+/// (0..100), shifted by `step`, falls under `share`; each step moves 1 %
+/// of the users in and 1 % out, as a day of churn would.
+fn members_file(users: u64, share: u64, salt: u64, step: u64) -> String {
     let mut out = String::new();
     for i in 0..users {
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(&i.to_le_bytes(), salt);
-        if h % 100 < share {
+        if (h % 100 + step) % 100 < share {
             out.push_str(&crate::fixtures::distinct_id(i));
             out.push('\n');
         }
@@ -121,7 +123,7 @@ pub(crate) fn run(a: SoakArgs) -> anyhow::Result<()> {
     let segments = ["soak-a", "soak-b", "soak_vip"];
     for (n, seg) in segments.iter().enumerate() {
         let f = tmp.path().join(format!("{seg}.txt"));
-        std::fs::write(&f, members_file(a.users, [60, 30, 10][n], n as u64))?;
+        std::fs::write(&f, members_file(a.users, [60, 30, 10][n], n as u64, 0))?;
         crate::ingest::import_segment(&store, seg, &f, &opts)?;
     }
     let mut receivers = Vec::new();
@@ -238,7 +240,7 @@ pub(crate) fn run(a: SoakArgs) -> anyhow::Result<()> {
             }
             if n % 6 == 5 {
                 for (k, seg) in ["soak-a", "soak-b"].iter().enumerate() {
-                    let body = members_file(a.users, [60, 30][k], n * 10 + k as u64);
+                    let body = members_file(a.users, [60, 30][k], k as u64, n / 6 + 1);
                     let r = client
                         .post(format!(
                             "{base}/api/v1/segments/{seg}/snapshots?source=soak"

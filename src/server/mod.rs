@@ -221,10 +221,18 @@ impl AppState {
             not_running(&state);
             state.mail.notify_one();
         });
-        self.threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(handle);
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        // Join the runs that ended: an exited thread keeps its stack until
+        // it is joined, so a server running syncs all day grew by a stack
+        // per run (the soak showed it).
+        let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *threads)
+            .into_iter()
+            .partition(|h| h.is_finished());
+        for h in ended {
+            let _ = h.join();
+        }
+        *threads = running;
+        threads.push(handle);
         Ok((planned, note))
     }
 

@@ -16,6 +16,18 @@ pub const BITMAP_VERSION: u8 = 1;
 
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
+/// The largest record we decode, so that a length prefix in a damaged
+/// record cannot ask for gigabytes before the bytes run out (bincode
+/// allocates a string or a list before reading it; found by fuzzing: 15
+/// bytes asked for 4 GB). Our largest records, segments with their
+/// snapshot lists, stay far below it.
+const MAX_RECORD_BYTES: usize = 64 << 20;
+const BINCODE_DECODE: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_RECORD_BYTES>,
+> = bincode::config::standard().with_limit::<MAX_RECORD_BYTES>();
+
 /// Encodes a serde record as `[RECORD_VERSION] ++ bincode`.
 pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![RECORD_VERSION];
@@ -30,7 +42,7 @@ pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a record written by [`encode_record`]; `what` names it in errors.
 pub fn decode_record<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
     match bytes.split_first() {
-        Some((&RECORD_VERSION, rest)) => bincode::serde::decode_from_slice(rest, BINCODE)
+        Some((&RECORD_VERSION, rest)) => bincode::serde::decode_from_slice(rest, BINCODE_DECODE)
             .map(|(v, _)| v)
             .map_err(|e| Error::Corrupt {
                 what,
@@ -264,6 +276,20 @@ mod tests {
         a: u32,
         name: String,
         list: Vec<u64>,
+    }
+
+    #[test]
+    fn a_length_prefix_past_the_limit_is_refused_before_allocating() {
+        // Found by fuzzing (fuzz/corpus/store_decoders/oom-string-length-4gb):
+        // a segment record whose name claims 4 GB.
+        let bytes = [
+            1u8, 2, 0xfc, 0xff, 0xfd, 0xff, 0xff, 0xff, 1, 8, 0xfc, 8, 1, 8,
+        ];
+        let e = decode_record::<crate::store::SegmentRecord>("segment", &bytes).unwrap_err();
+        assert!(e.to_string().contains("corrupt segment"), "{e}");
+        let mut big = vec![RECORD_VERSION, 0xfc];
+        big.extend_from_slice(&(u32::MAX).to_le_bytes());
+        assert!(decode_record::<String>("name", &big).is_err());
     }
 
     #[test]
