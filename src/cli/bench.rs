@@ -74,14 +74,22 @@ fn reset_peak_rss() -> bool {
 }
 
 fn peak_rss_mb() -> f64 {
+    process_memory_mb("VmHWM")
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmHWM`,
+/// `VmRSS`…), in MB; 0 where the kernel has none.
+pub(crate) fn process_memory_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
+            s.lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<f64>().ok())
+                })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }

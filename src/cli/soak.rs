@@ -71,14 +71,7 @@ struct Report {
 }
 
 fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()))
-        })
-        .map_or(0.0, |kb: f64| kb / 1024.0)
+    super::bench::process_memory_mb("VmRSS")
 }
 
 fn draw() -> u64 {

@@ -426,7 +426,8 @@ async fn get_sync(
         let rec = actions::load(&s.store, id)?;
         let mut v = sync_view(s, &rec);
         // The detail page: the recent history, newest first.
-        let history: Vec<Value> = ExecutionRecord::all(&s.store, id)?
+        let all = ExecutionRecord::all(&s.store, id)?;
+        let history: Vec<Value> = all
             .iter()
             .rev()
             .take(RECENT_HISTORY)
@@ -434,7 +435,7 @@ async fn get_sync(
             .collect();
         v["history"] = json!(history);
         if s.is_running(id) {
-            if let Some(e) = ExecutionRecord::all(&s.store, id)?.last() {
+            if let Some(e) = all.last() {
                 v["progress"] = progress_view(e, &rec.destination, Utc::now());
             }
         }
