@@ -3,7 +3,8 @@
 # that has only the Rust toolchain: libclang (bindgen, for the rocksdb
 # crate), a C++ compiler (RocksDB itself), Segment's Python client (the
 # Personas test), and Debian's Chromium with playwright-core from npm (the
-# console's browser tests; no test tool ever downloads a browser of its own).
+# console's browser tests; no test tool ever downloads a browser of its own),
+# and Debian's nats-server (the workers' tests start a real JetStream server).
 # Idempotent and quiet when everything is there.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ command -v c++ >/dev/null 2>&1 || missing+=(g++)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
 # `make test` runs rustfmt and clippy; a minimal rustup profile lacks them.
 for component in rustfmt clippy; do

@@ -126,6 +126,9 @@ struct Shared {
     failures_left: Mutex<HashMap<u64, u32>>,
 }
 
+/// The name of the receiver's runtime threads.
+pub const RECEIVER_THREAD: &str = "segsync-receive";
+
 /// A running receiver on 127.0.0.1; stops when dropped.
 pub struct Receiver {
     /// Its address.
@@ -157,8 +160,11 @@ impl Receiver {
             .route("/", post(handle))
             .route("/{*path}", post(handle))
             .with_state(shared.clone());
+        // Named, so that a benchmark can tell the receiver's CPU time from
+        // the rest of its process (`/proc/self/task/*/comm`).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_name(RECEIVER_THREAD)
             .enable_all()
             .build()?;
         let thread = std::thread::spawn(move || {

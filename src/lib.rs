@@ -22,9 +22,14 @@
 //! - [`pipeline`]: one execution — pager → renderer threads → sender (tokio,
 //!   rate limit, retries, idempotency keys) → checkpoint; crash-safe resume;
 //!   the connection test. It executes; it applies no rules.
+//! - [`cluster`]: past one machine — the NATS JetStream streams, subjects
+//!   and messages shared by `serve --nats` (the coordinator: the pipeline
+//!   publishes rendered pages instead of sending them) and the workers.
 //! - [`lifecycle`]: the status × action rules, every action on a sync (runs
 //!   included: check, plan or resume, execute, settle), limits and cool-off,
 //!   schedules, notifications.
+//! - [`worker`]: `segsync worker` — a stateless sender pulling pages from
+//!   JetStream, with permits from the coordinator's limiter.
 //! - [`auth`]: who may call the admin API — named tokens with a role.
 //! - [`server`]: `segsync serve` — scheduler, mailer, resumption, admin REST
 //!   API, the web console (an embedded client of that API), the inbound
@@ -49,6 +54,7 @@
 pub mod auth;
 pub mod checking_receiver;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod destination;
 pub mod error;
@@ -63,3 +69,4 @@ pub mod progress;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod worker;

@@ -282,6 +282,15 @@ async fn the_console_operates_syncs_end_to_end_in_chromium() {
     assert_eq!(report["viewer_can_save"], 0);
     assert_eq!(report["viewer_url_disabled"], true);
 
+    // Without --nats the workers page says there are none, and why.
+    assert!(
+        report["workers_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("without --nats")),
+        "{}",
+        report["workers_text"]
+    );
+
     // Readable at 390 px: no page wider than the phone.
     for (page, overflow) in report["phone_overflow"].as_object().expect("phone pages") {
         assert!(

@@ -13,9 +13,9 @@ const LAYERS: &[&[&str]] = &[
     &["error", "metrics", "progress", "fixtures", "secret"],
     &["store"],
     &["ingest", "plan", "destination"],
-    &["config", "checking_receiver"],
+    &["config", "checking_receiver", "cluster"],
     &["pipeline"],
-    &["lifecycle", "inbound", "auth"],
+    &["lifecycle", "inbound", "auth", "worker"],
     &["server"],
     &["cli"],
 ];

@@ -35,6 +35,21 @@ pub struct BenchArgs {
     /// With `--growth-runs`: apply no retention (to compare).
     #[arg(long, requires = "growth_runs")]
     pub no_retention: bool,
+    /// Instead of the figures above: the cluster simulated on this machine
+    /// — the same syncs sent in-process, then by 1 and by N `segsync
+    /// worker` processes over NATS JetStream (a nats-server is started
+    /// unless --nats is given).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// With --workers: the NATS server to use.
+    #[arg(long, requires = "workers")]
+    pub nats: Option<String>,
+    /// With --workers: syncs (each to its own destination) run at once.
+    #[arg(long, default_value_t = 4, requires = "workers")]
+    pub syncs: usize,
+    /// With --workers: users per page.
+    #[arg(long, default_value_t = 1000, requires = "workers")]
+    pub page_size: u32,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -261,7 +276,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Whether the checksum receiver holds exactly the users of `synced`.
-fn holds_exactly(
+pub(crate) fn holds_exactly(
     store: &Store,
     receiver: &Receiver,
     synced: &roaring::RoaringBitmap,

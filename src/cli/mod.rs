@@ -4,6 +4,7 @@
 
 mod backup;
 mod bench;
+mod bench_workers;
 mod check;
 mod compact;
 mod demo;
@@ -19,6 +20,7 @@ mod soak;
 mod sync;
 mod token;
 mod users;
+mod worker;
 mod workspace;
 
 use std::path::PathBuf;
@@ -100,6 +102,10 @@ pub enum Command {
     /// `serve` under a steady mixed load with faulty receivers for a while,
     /// then check every destination (on a store of its own).
     Soak(soak::SoakArgs),
+    /// A stateless page sender for `serve --nats` (any number, any machine).
+    Worker(worker::WorkerArgs),
+    /// The workers the running `serve --nats` hears from.
+    Workers(worker::WorkersArgs),
 }
 
 pub use remote::Exit;
@@ -137,6 +143,8 @@ fn uses_store(c: &Command) -> bool {
             | Command::Receive(_)
             | Command::Restore(_)
             | Command::Soak(_)
+            | Command::Worker(_)
+            | Command::Workers(_)
     )
 }
 
@@ -174,7 +182,10 @@ pub(crate) fn run_local(args: Args) -> anyhow::Result<()> {
         Command::Sync(cmd) => sync::run(&args.data_dir, cmd),
         Command::Fixtures(cmd) => fixtures::run(cmd),
         Command::Demo(a) => demo::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => match a.workers {
+            Some(n) => bench_workers::run(n, a),
+            None => bench::run(a),
+        },
         Command::Receive(a) => receive::run(a),
         Command::Serve(a) => serve::run(&args.data_dir, a),
         Command::Notifications(cmd) => notifications::run(&args.data_dir, cmd),
@@ -186,6 +197,8 @@ pub(crate) fn run_local(args: Args) -> anyhow::Result<()> {
         Command::Backup(a) => backup::backup(&args.data_dir, a),
         Command::Restore(a) => backup::restore(&args.data_dir, a),
         Command::Soak(a) => soak::run(a),
+        Command::Worker(a) => worker::run(a),
+        Command::Workers(ref a) => worker::list(&args, a),
     }
 }
 
@@ -229,6 +242,8 @@ registry!(
     crate::ingest::Error,
     crate::config::Error,
     crate::store::Error,
+    crate::cluster::Error,
+    crate::worker::Error,
 );
 
 /// The exit code for an error, from its [`Fault`]: 2 for what the user can

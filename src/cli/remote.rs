@@ -144,6 +144,13 @@ impl Remote {
         }
     }
 
+    /// `GET /api/v1{path}`, blocking.
+    pub(crate) fn get_blocking(&self, path: &str) -> anyhow::Result<Value> {
+        let rt = Remote::runtime()?;
+        let client = reqwest::Client::new();
+        rt.block_on(self.send(self.request(&client, reqwest::Method::GET, path)))
+    }
+
     /// Sends a request; a status of 400 and up becomes a [`RemoteError`].
     async fn send(&self, r: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = r

@@ -21,9 +21,23 @@ pub struct ServeArgs {
     /// is then open to anyone who can reach it).
     #[arg(long)]
     pub insecure: bool,
+    /// Coordinate workers over this NATS server (JetStream enabled): pages
+    /// are published for `segsync worker` processes instead of being sent
+    /// from here.
+    #[arg(long, env = "SEGSYNC_NATS")]
+    pub nats: Option<String>,
+    /// With --nats: seconds a worker may hold a page without a sign of life
+    /// before it goes to another worker.
+    #[arg(long, default_value_t = 30)]
+    pub ack_wait_secs: u64,
+    /// With --nats: longest milliseconds from a rate permit's grant to its
+    /// request; the shared limiter is stricter by that much.
+    #[arg(long, default_value_t = 500)]
+    pub permit_grace_ms: u64,
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let term = async {
@@ -55,6 +69,21 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let cluster = match &a.nats {
+            Some(url) => {
+                if a.ack_wait_secs == 0 || a.permit_grace_ms == 0 || a.permit_grace_ms > 10_000 {
+                    return Err(super::UsageError(
+                        "--ack-wait-secs must be at least 1 and --permit-grace-ms 1..=10000".into(),
+                    )
+                    .into());
+                }
+                let mut o = crate::cluster::ClusterOptions::new(url.clone());
+                o.ack_wait = Duration::from_secs(a.ack_wait_secs);
+                o.grace = Duration::from_millis(a.permit_grace_ms);
+                Some(crate::cluster::Cluster::start(o).await?)
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(&a.listen).await?;
         // Printed (and flushed) so scripts and tests can find a port-0 address.
         println!(
@@ -95,6 +124,7 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
                 commands: Some(super::command_runner()),
                 local_token: Some(token),
                 retention: settings.retention,
+                cluster,
             },
             shutdown_signal(),
         )

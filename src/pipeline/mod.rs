@@ -23,6 +23,7 @@ mod checkpoint;
 mod pager;
 pub mod probe;
 pub mod rate;
+mod remote;
 mod render;
 pub mod send;
 
@@ -91,6 +92,9 @@ pub struct RunOptions {
     /// meanwhile): no new page is sent, the pages in flight finish and are
     /// checkpointed, and the execution is left for the caller to settle.
     pub cancel: Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Hand the pages to workers over NATS JetStream instead of sending
+    /// them from this process (`serve --nats`).
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 impl Default for RunOptions {
@@ -99,6 +103,7 @@ impl Default for RunOptions {
             progress: false,
             render_threads: 2,
             cancel: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -252,7 +257,7 @@ pub fn execute(
 ) -> Result<Executed, Error> {
     let prepared = Prepared::new(store, sync, exec, &dest)?;
     let in_flight = dest.in_flight;
-    let sender = send::PageSender::new(dest, prepared.exec.sync_id, prepared.exec.seq)
+    let sender = send::PageSender::new(dest.clone(), prepared.exec.sync_id, prepared.exec.seq)
         .map_err(|e| Error::Start(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -308,14 +313,22 @@ pub fn execute(
             r
         });
 
-        exec_rate = runtime.block_on(send::drive(
-            sender,
-            in_flight,
-            out_rx,
-            ev_tx,
-            || opts.cancelled() || failure.lock().map(|f| f.is_some()).unwrap_or(true),
-            &fail,
-        ));
+        let stopped = || opts.cancelled() || failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        exec_rate = match &opts.cluster {
+            None => runtime.block_on(send::drive(
+                sender, in_flight, out_rx, ev_tx, stopped, &fail,
+            )),
+            Some(cluster) => runtime.block_on(
+                remote::Run {
+                    cluster,
+                    dest: &dest,
+                    sync_id: p.exec.sync_id,
+                    seq: p.exec.seq,
+                    done: &p.done,
+                }
+                .drive((in_flight * 2).max(4), out_rx, ev_tx, stopped, &fail),
+            ),
+        };
         checkpoint_result = match cp.join() {
             Ok(r) => r.map_err(Error::from),
             Err(_) => Err(Error::Internal("the checkpoint thread panicked".into())),

@@ -104,13 +104,24 @@ impl RateLimiter {
     /// first pause after an overload without `Retry-After` (the
     /// destination's retry delay).
     pub fn new(rpm: Rpm, base_backoff: Duration) -> RateLimiter {
+        Self::with_grace(rpm, base_backoff, Duration::ZERO)
+    }
+
+    /// A limiter whose permits of any (60 s + `grace`) window are at most
+    /// `rpm`: for permits used up to `grace` after their slot (a worker's,
+    /// granted over the network), so that the requests of any 60 s window
+    /// still are.
+    pub fn with_grace(rpm: Rpm, base_backoff: Duration, grace: Duration) -> RateLimiter {
+        let window = WINDOW + grace;
+        let min_period =
+            Duration::from_nanos((window.as_nanos() as u64).div_ceil(u64::from(rpm.get())));
         RateLimiter {
-            ceiling: f64::from(rpm.get()),
-            min_period: rpm.period(),
+            ceiling: f64::from(rpm.get()) * WINDOW.as_secs_f64() / window.as_secs_f64(),
+            min_period,
             base_backoff: base_backoff.max(Duration::from_millis(1)),
             state: Mutex::new(State {
                 last: None,
-                rpm: f64::from(rpm.get()),
+                rpm: f64::from(rpm.get()) * WINDOW.as_secs_f64() / window.as_secs_f64(),
                 paused_until: None,
                 round_start: None,
                 last_change: None,
@@ -130,22 +141,27 @@ impl RateLimiter {
     /// holds that caller too.
     pub async fn acquire(&self) -> Instant {
         loop {
-            let slot = {
-                let mut st = self.state();
-                let now = Instant::now();
-                let period = period_of(st.rpm, self.min_period);
-                let mut slot = st.last.map_or(now, |l| (l + period).max(now));
-                if let Some(p) = st.paused_until.filter(|p| *p > slot) {
-                    slot = p;
-                }
-                st.last = Some(slot);
-                slot
-            };
+            let slot = self.reserve();
             tokio::time::sleep_until(slot).await;
             if self.state().paused_until.is_none_or(|p| p <= slot) {
                 return slot;
             }
         }
+    }
+
+    /// Takes the next slot without waiting for it: the caller must not
+    /// send before it (a worker's permit, waited for on the worker). A
+    /// pause that begins after this does not hold it.
+    pub fn reserve(&self) -> Instant {
+        let mut st = self.state();
+        let now = Instant::now();
+        let period = period_of(st.rpm, self.min_period);
+        let mut slot = st.last.map_or(now, |l| (l + period).max(now));
+        if let Some(p) = st.paused_until.filter(|p| *p > slot) {
+            slot = p;
+        }
+        st.last = Some(slot);
+        slot
     }
 
     /// Reports the answer to the request sent at `sent`.
@@ -208,7 +224,7 @@ impl RateLimiter {
     }
 }
 
-type Registry = HashMap<(String, String, u32), Weak<RateLimiter>>;
+type Registry = HashMap<(String, String, u32, u64), Weak<RateLimiter>>;
 
 static LIMITERS: Mutex<Option<Registry>> = Mutex::new(None);
 
@@ -220,14 +236,31 @@ pub fn for_destination(
     rpm: Rpm,
     base_backoff: Duration,
 ) -> Arc<RateLimiter> {
+    for_destination_with_grace(name, url, rpm, base_backoff, Duration::ZERO)
+}
+
+/// [`for_destination`] for permits used up to `grace` after their slot
+/// ([`RateLimiter::with_grace`]): the coordinator's limiter of workers.
+pub fn for_destination_with_grace(
+    name: &str,
+    url: &str,
+    rpm: Rpm,
+    base_backoff: Duration,
+    grace: Duration,
+) -> Arc<RateLimiter> {
     let mut reg = LIMITERS.lock().unwrap_or_else(PoisonError::into_inner);
     let reg = reg.get_or_insert_with(HashMap::new);
     reg.retain(|_, w| w.strong_count() > 0);
-    let key = (name.to_string(), url.to_string(), rpm.get());
+    let key = (
+        name.to_string(),
+        url.to_string(),
+        rpm.get(),
+        grace.as_nanos() as u64,
+    );
     if let Some(l) = reg.get(&key).and_then(Weak::upgrade) {
         return l;
     }
-    let l = Arc::new(RateLimiter::new(rpm, base_backoff));
+    let l = Arc::new(RateLimiter::with_grace(rpm, base_backoff, grace));
     reg.insert(key, Arc::downgrade(&l));
     l
 }
@@ -238,8 +271,8 @@ pub fn current(name: &str) -> Option<(f64, u32)> {
     let reg = LIMITERS.lock().unwrap_or_else(PoisonError::into_inner);
     reg.as_ref()?
         .iter()
-        .filter(|((n, _, _), _)| n == name)
-        .find_map(|((_, _, rpm), w)| w.upgrade().map(|l| (l.rpm(), *rpm)))
+        .filter(|((n, _, _, _), _)| n == name)
+        .find_map(|((_, _, rpm, _), w)| w.upgrade().map(|l| (l.rpm(), *rpm)))
 }
 
 #[cfg(test)]
@@ -292,6 +325,48 @@ pub(crate) mod tests {
             assert!(
                 mean_per_min <= rpm as f64 * (1.0 + 1e-9) && mean_per_min >= rpm as f64 * 0.99,
                 "rpm {rpm}: {mean_per_min}"
+            );
+        }
+    }
+
+    /// The coordinator's limiter of workers: permits used up to `grace`
+    /// late still make at most rpm requests in any 60 s window, because the
+    /// slots of any (60 s + grace) window are at most rpm.
+    #[tokio::test(start_paused = true)]
+    async fn with_grace_every_stretched_window_holds_at_most_rpm() {
+        let grace = Duration::from_millis(500);
+        for rpm in [600u32, 25_000] {
+            let lim =
+                RateLimiter::with_grace(Rpm::new(rpm).unwrap(), Duration::from_secs(3), grace);
+            let start = Instant::now();
+            let total = rpm as usize * 3;
+            let mut slots = Vec::with_capacity(total);
+            for i in 0..total {
+                slots.push(lim.reserve());
+                if i % 97 == 0 {
+                    // Callers arrive over time, not all at once.
+                    tokio::time::advance(Duration::from_millis(3)).await;
+                }
+            }
+            let most = max_in_window(&slots, Duration::from_secs(60) + grace);
+            assert!(most <= rpm as usize, "rpm {rpm}: {most}");
+            // Worst case for the requests: each slot's request goes out
+            // anywhere in [slot, slot + grace]; the latest of a window's
+            // first and the earliest of the rest still fit.
+            let late: Vec<Instant> = slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| if i % 2 == 0 { *s + grace } else { *s })
+                .collect();
+            let mut sorted = late.clone();
+            sorted.sort();
+            assert!(max_in_window(&sorted, Duration::from_secs(60)) <= rpm as usize);
+            let span = (*slots.last().unwrap() - start).as_secs_f64();
+            let per_min = (total - 1) as f64 / span * 60.0;
+            let ceiling = rpm as f64 * 60.0 / 60.5;
+            assert!(
+                per_min <= ceiling * (1.0 + 1e-9) && per_min >= ceiling * 0.99,
+                "rpm {rpm}: {per_min}"
             );
         }
     }

@@ -121,18 +121,90 @@ pub struct PageError {
     pub refused: Option<u16>,
     /// The last attempt's error, bounded.
     pub last_error: String,
+    /// No attempt got an answer from the destination (every one failed to
+    /// connect, or no permit could be had): a worker hands such a page
+    /// back for another worker instead of reporting it failed.
+    pub unreachable: bool,
 }
+
+/// How the reason of an attempt that reached nothing begins (a connection
+/// refused, reset, or not resolved).
+const UNREACHABLE: &str = "request failed: ";
 
 /// `Idempotency-Key: {sync}-{execution seq}-{page_count}`: the prefix.
 fn key_prefix(sync_id: u32, seq: u32) -> String {
     format!("{sync_id}-{seq}-")
 }
 
+/// Rate permits from elsewhere: a worker's permits come from the
+/// coordinator's limiter of the destination, over NATS.
+pub trait RemotePermits: Send + Sync {
+    /// Waits for a permit; returns its slot, to hand back with the answer,
+    /// or why none can be had (the coordinator gone, the run over).
+    fn acquire(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + '_>>;
+    /// What the destination answered to the request of permit `slot`.
+    fn report(&self, slot: u64, signal: Signal);
+    /// Rounds of slow-down in a row without an accepted request, as of the
+    /// last permit.
+    fn stalled_rounds(&self) -> u32;
+    /// The destination's current rate, as of the last permit.
+    fn rpm(&self) -> f64;
+}
+
+/// Where a sender's permits come from.
+#[derive(Clone)]
+enum Limiter {
+    /// This process's limiter of the destination.
+    Local(std::sync::Arc<RateLimiter>),
+    /// The coordinator's.
+    Remote(std::sync::Arc<dyn RemotePermits>),
+}
+
+/// A permit's slot, to report the answer against.
+#[derive(Clone, Copy)]
+enum Slot {
+    Local(tokio::time::Instant),
+    Remote(u64),
+}
+
+impl Limiter {
+    async fn acquire(&self) -> Result<Slot, String> {
+        match self {
+            Limiter::Local(l) => Ok(Slot::Local(l.acquire().await)),
+            Limiter::Remote(r) => r.acquire().await.map(Slot::Remote),
+        }
+    }
+
+    fn report(&self, slot: Slot, signal: Signal) {
+        match (self, slot) {
+            (Limiter::Local(l), Slot::Local(s)) => l.report(s, signal),
+            (Limiter::Remote(r), Slot::Remote(s)) => r.report(s, signal),
+            _ => {}
+        }
+    }
+
+    fn stalled_rounds(&self) -> u32 {
+        match self {
+            Limiter::Local(l) => l.stalled_rounds(),
+            Limiter::Remote(r) => r.stalled_rounds(),
+        }
+    }
+
+    fn rpm(&self) -> f64 {
+        match self {
+            Limiter::Local(l) => l.rpm(),
+            Limiter::Remote(r) => r.rpm(),
+        }
+    }
+}
+
 /// Sends the pages of one execution.
 pub struct PageSender {
     client: reqwest::Client,
     dest: Destination,
-    rate: std::sync::Arc<RateLimiter>,
+    rate: Limiter,
     key_prefix: String,
     /// First and last permit, and permits taken: this sender's own rate.
     sent: std::sync::Mutex<(
@@ -145,13 +217,34 @@ pub struct PageSender {
 impl PageSender {
     /// A sender for `dest`, for execution `seq` of sync `sync_id`.
     pub fn new(dest: Destination, sync_id: u32, seq: u32) -> Result<PageSender, reqwest::Error> {
+        let rate = rate::for_destination(&dest.name, dest.url.as_str(), dest.rpm, dest.retry.delay);
+        Self::with_limiter(dest, sync_id, seq, Limiter::Local(rate))
+    }
+
+    /// A sender whose permits come from `permits` (a worker's, from the
+    /// coordinator).
+    pub fn with_remote_permits(
+        dest: Destination,
+        sync_id: u32,
+        seq: u32,
+        permits: std::sync::Arc<dyn RemotePermits>,
+    ) -> Result<PageSender, reqwest::Error> {
+        Self::with_limiter(dest, sync_id, seq, Limiter::Remote(permits))
+    }
+
+    fn with_limiter(
+        dest: Destination,
+        sync_id: u32,
+        seq: u32,
+        rate: Limiter,
+    ) -> Result<PageSender, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(dest.in_flight)
             .tcp_nodelay(true)
             .build()?;
         Ok(PageSender {
-            rate: rate::for_destination(&dest.name, dest.url.as_str(), dest.rpm, dest.retry.delay),
+            rate,
             client,
             dest,
             key_prefix: key_prefix(sync_id, seq),
@@ -160,16 +253,17 @@ impl PageSender {
     }
 
     /// Waits for a permit of the destination's limiter and counts it.
-    async fn permit(&self) -> tokio::time::Instant {
-        let slot = self.rate.acquire().await;
+    async fn permit(&self) -> Result<Slot, String> {
+        let slot = self.rate.acquire().await?;
+        let now = tokio::time::Instant::now();
         let mut s = self
             .sent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.0.get_or_insert(slot);
-        s.1 = Some(slot);
+        s.0.get_or_insert(now);
+        s.1 = Some(now);
         s.2 += 1;
-        slot
+        Ok(slot)
     }
 
     /// Requests per minute this sender achieved between its first and last
@@ -190,6 +284,11 @@ impl PageSender {
     /// The destination's current (adaptive) rate, requests per minute.
     pub fn current_rpm(&self) -> f64 {
         self.rate.rpm()
+    }
+
+    /// The pause between two retries of a page.
+    pub fn retry_delay(&self) -> Duration {
+        self.dest.retry.delay
     }
 
     /// The destination's name (for metrics).
@@ -234,14 +333,17 @@ impl PageSender {
         key: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Option<String>, String), reqwest::Error> {
-        let slot = self.permit().await;
+        // A connection test runs in-process, where permits always come.
+        let slot = self.permit().await.ok();
         let resp = self.request(key, body).send().await;
         let signal = match &resp {
             Ok(r) => signal_of(r.status(), r.headers()),
             Err(e) if e.is_timeout() => Signal::Overloaded(None),
             Err(_) => Signal::Neutral,
         };
-        self.rate.report(slot, signal);
+        if let Some(slot) = slot {
+            self.rate.report(slot, signal);
+        }
         let resp = resp?;
         let status = resp.status();
         let ct = resp
@@ -277,7 +379,7 @@ impl PageSender {
             Err(e) => (
                 Verdict::Retry {
                     after: None,
-                    reason: format!("request failed: {}", error_chain(&e)),
+                    reason: format!("{UNREACHABLE}{}", error_chain(&e)),
                 },
                 Signal::Neutral,
             ),
@@ -299,8 +401,21 @@ impl PageSender {
         Fut: std::future::Future<Output = (Verdict, Signal)>,
     {
         let (mut requests, mut throttled, mut retries) = (0u32, 0u32, 0u32);
+        let mut answered = false;
         let last = loop {
-            let slot = self.permit().await;
+            let slot = match self.permit().await {
+                Ok(s) => s,
+                Err(why) => {
+                    return Err(PageError {
+                        message: format!("page {}: no rate permit: {why}", index + 1),
+                        requests,
+                        throttled,
+                        refused: None,
+                        last_error: why,
+                        unreachable: !answered,
+                    })
+                }
+            };
             requests += 1;
             let (verdict, signal) = attempt().await;
             self.rate.report(slot, signal);
@@ -321,9 +436,11 @@ impl PageSender {
                         throttled,
                         refused: Some(status),
                         last_error: reason,
+                        unreachable: false,
                     })
                 }
                 Verdict::Retry { after, reason } => {
+                    answered |= !reason.starts_with(UNREACHABLE);
                     tracing::warn!(page = index + 1, attempt = requests, %reason, "page attempt failed");
                     if let Signal::Throttled(_) = signal {
                         // The limiter's pause is the wait.
@@ -347,6 +464,7 @@ impl PageSender {
             throttled,
             refused: None,
             last_error: last,
+            unreachable: !answered,
         })
     }
 }

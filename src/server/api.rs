@@ -72,6 +72,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(pages))
         .routes(routes!(act))
         .routes(routes!(notifications))
+        .routes(routes!(workers))
         .routes(routes!(tokens, create_token))
         .routes(routes!(revoke_token))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -728,4 +729,20 @@ async fn executions(
 )]
 async fn notifications(State(s): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     blocking(&s, |s| Ok(Json(json!(notify::list(&s.store)?)))).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    responses((status = 200, description = "the NATS server (null without --nats) and the workers heard from: pages in flight, delivered, failed, last error"))
+)]
+async fn workers(State(s): State<Arc<AppState>>) -> Json<Value> {
+    Json(match &s.cluster {
+        Some(c) => json!({
+            "nats": c.options.url,
+            "ack_wait_secs": c.options.ack_wait.as_secs_f64(),
+            "workers": c.workers(),
+        }),
+        None => json!({ "nats": null, "workers": [] }),
+    })
 }

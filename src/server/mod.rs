@@ -65,6 +65,8 @@ pub struct ServeOptions {
     pub local_token: Option<String>,
     /// `[retention]`, applied in the background.
     pub retention: crate::config::Retention,
+    /// Hand pages to workers over NATS JetStream (`--nats`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -87,6 +89,7 @@ impl Default for ServeOptions {
             commands: None,
             local_token: None,
             retention: crate::config::Retention::default(),
+            cluster: None,
         }
     }
 }
@@ -112,6 +115,8 @@ pub(crate) struct AppState {
     tokens: std::sync::RwLock<Arc<Vec<crate::auth::Token>>>,
     pub(crate) commands: Option<CommandRunner>,
     pub(crate) local_token: Option<String>,
+    /// The NATS side, with `--nats`.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
@@ -128,6 +133,7 @@ impl AppState {
             tokens: Default::default(),
             commands: opts.commands.clone(),
             local_token: opts.local_token.clone(),
+            cluster: opts.cluster.clone(),
         }
     }
 
@@ -210,6 +216,7 @@ impl AppState {
         let handle = std::thread::spawn(move || {
             let opts = RunOptions {
                 cancel: vec![state.cancel.clone(), stop],
+                cluster: state.cluster.clone(),
                 ..Default::default()
             };
             match started.execute(&state.store, &opts) {

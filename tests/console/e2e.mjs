@@ -240,12 +240,16 @@ async function main() {
   await snap2.waitFor();
   report.snapshot2 = (await snap2.locator('td').allTextContents()).map((t) => t.trim());
   await shot(page, 'desktop-segment');
-  for (const [link, name] of [['Notifications', 'notifications'], ['Workspaces', 'workspaces'], ['Destinations', 'destinations'], ['Segments', 'segments']]) {
+  for (const [link, name] of [['Notifications', 'notifications'], ['Workspaces', 'workspaces'], ['Workers', 'workers'], ['Destinations', 'destinations'], ['Segments', 'segments']]) {
     await page.getByRole('link', { name: link, exact: true }).click();
     await page.getByRole('heading', { name: link === 'Workspaces' ? 'Workspaces' : link }).first().waitFor();
     await shot(page, `desktop-${name}`);
   }
   report.notifications = await page.goto(`${BASE}/#/notifications`).then(() => page.locator('tbody tr').count());
+  report.workers_text = await page.goto(`${BASE}/#/workers`).then(async () => {
+    await page.getByRole('heading', { name: 'Workers' }).waitFor();
+    return (await page.locator('main p').first().textContent()).trim();
+  });
 
   step('keyboard: the sign-out button and nav reachable with Tab');
   await page.goto(`${BASE}/#/syncs`);
@@ -280,7 +284,7 @@ async function main() {
   report.phone_overflow = {};
   const pages = [['syncs', '#/syncs'], ['sync-detail', `#/syncs/${syncId}`], ['sync-new', '#/syncs/new'],
     ['destination', '#/destinations/crm'], ['segments', '#/segments'], ['segment', '#/segments/seg'],
-    ['notifications', '#/notifications'], ['workspaces', '#/workspaces'], ['archived', '#/syncs?tab=archived']];
+    ['notifications', '#/notifications'], ['workspaces', '#/workspaces'], ['workers', '#/workers'], ['archived', '#/syncs?tab=archived']];
   for (const [name, hash] of pages) {
     await phone.goto(`${BASE}/${hash}`);
     await phone.locator('main h1').first().waitFor();

@@ -186,6 +186,7 @@ const NAV = [
   ['#/segments', 'Segments', 'segments'],
   ['#/notifications', 'Notifications', 'notifications'],
   ['#/workspaces', 'Workspaces', 'workspaces'],
+  ['#/workers', 'Workers', 'workers'],
 ];
 
 function shell(section) {
@@ -255,6 +256,7 @@ async function route() {
         return segmentList();
       case 'notifications': return notifications();
       case 'workspaces': return workspaces();
+      case 'workers': return workers();
       default:
         return render(null, h('h1', { text: 'Not found' }), h('p', {}, h('a', { href: '#/syncs', text: 'Synced segments' })));
     }
@@ -1001,6 +1003,26 @@ async function notifications() {
           h('td', { class: 'wrap', text: n.subject }),
           h('td', {}, badge(delivery), delivery === 'failed' && n.delivery.failed ? h('span', { class: 'why', text: n.delivery.failed }) : null));
       }), 'No notifications yet.'));
+}
+
+async function workers() {
+  const w = await api('GET', '/api/v1/workers');
+  render('workers',
+    h('h1', { text: 'Workers' }),
+    h('p', { text: w.nats
+      ? `Pages go to workers through NATS JetStream at ${w.nats} (a page held ${w.ack_wait_secs} s without a sign of life goes to another worker).`
+      : 'serve runs without --nats: pages are sent from this process, there are no workers.' }),
+    table(['Name', 'State', 'Host', 'In flight', 'Delivered', 'Failed or handed back', 'Seen', 'Last error'].map((c) => h('th', { scope: 'col', text: c })),
+      w.workers.map((x) => h('tr', {},
+        h('td', {}, x.metrics ? h('a', { href: x.metrics, text: x.name }) : x.name),
+        h('td', {}, badge(x.draining ? 'draining' : x.state)),
+        h('td', { text: `${x.host} (pid ${x.pid})` }),
+        h('td', { class: 'num', text: String(x.in_flight) }),
+        h('td', { class: 'num', text: String(x.delivered) }),
+        h('td', { class: 'num', text: String(x.failed) }),
+        h('td', { text: `${x.seen_secs_ago} s ago` }),
+        h('td', { class: 'wrap', text: x.last_error || '—' }))),
+      w.nats ? 'No worker has reported yet: start one with segsync worker --nats URL.' : 'No workers.'));
 }
 
 async function workspaces() {
