@@ -633,3 +633,103 @@ fn three_workers_never_exceed_the_rpm_together() {
     let m = BTreeMap::from([(1, pages)]);
     assert_eq!(membership(&seen, &m), expected(0..users));
 }
+
+/// A 429 answered to one worker slows every worker: the coordinator's
+/// limiter of the destination pauses for the `Retry-After`, so no worker
+/// sends meanwhile (only requests already granted may still arrive).
+#[test]
+fn a_429_to_one_worker_pauses_them_all() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let first = AtomicBool::new(true);
+    let rx = Scripted::start(move |_, _| {
+        if first.swap(false, Ordering::SeqCst) {
+            (
+                429,
+                vec![("retry-after", "3".into())],
+                "slow down".into(),
+                Duration::ZERO,
+            )
+        } else {
+            ok_json()
+        }
+    });
+    let nats = Nats::start();
+    let env = Env::new();
+    let sync = seeded(
+        &env,
+        20_000,
+        0..20_000,
+        &rx.url("/"),
+        &["--page-size", "200", "--rpm", "25000", "--in-flight", "8"],
+    );
+    env.ok(&["sync", "pause", &sync]);
+    let mut procs = Procs::default();
+    for i in 1..=3 {
+        procs.0.push(worker(&nats, &format!("w{i}"), &[]));
+    }
+    let (serve, _) = coordinator(&env, &nats);
+    procs.0.push(serve);
+    wait_workers(&env, 3);
+    let done = run_now(&env, &sync);
+    assert_eq!(done["status"], "complete", "{done}");
+    assert_eq!(done["pages_done"], 100);
+    let seen = rx.seen();
+    let throttled = seen[0].at;
+    let during: Vec<f64> = seen[1..]
+        .iter()
+        .map(|r| r.at.saturating_duration_since(throttled).as_secs_f64())
+        .filter(|t| *t > 0.5 && *t < 2.9)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "requests during the 3 s pause: {during:?}"
+    );
+    let after = seen
+        .iter()
+        .filter(|r| r.at.saturating_duration_since(throttled) >= Duration::from_millis(2900))
+        .count();
+    assert!(after >= 80, "the run went on after the pause: {after}");
+    assert_eq!(
+        membership(&seen, &BTreeMap::from([(1, 100)])),
+        expected(0..20_000)
+    );
+}
+
+/// `segsync bench --workers` on a small set: every phase delivers exactly.
+#[test]
+fn bench_workers_compares_in_process_and_workers_exactly() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("segsync"))
+        .args([
+            "bench",
+            "--workers",
+            "2",
+            "--users",
+            "20000",
+            "--syncs",
+            "2",
+        ])
+        .args(["--page-size", "500", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = r["phases"].as_array().unwrap();
+    let modes: Vec<&str> = phases.iter().map(|p| p["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["in-process", "1 worker", "2 workers"]);
+    for p in phases {
+        assert_eq!(p["verified"], true, "{p}");
+        assert_eq!(p["pages"], phases[0]["pages"], "{p}");
+        assert!(p["pages_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        r["jetstream_publish_acked_pipelined_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(r["store_mb_per_million_users"].as_f64().unwrap() > 0.0);
+}
