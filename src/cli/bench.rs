@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// With `--growth-runs`: apply no retention (to compare).
     #[arg(long, requires = "growth_runs")]
     pub no_retention: bool,
+    /// Also run the tools a user would pick instead on the same files —
+    /// `sort` + `comm`, DuckDB's CLI or Python module when installed — and
+    /// print segsync's speed-up over each.
+    #[arg(long)]
+    pub compare: bool,
     /// Instead of the figures above: the cluster simulated on this machine
     /// — the same syncs sent in-process, then by 1 and by N `segsync
     /// worker` processes over NATS JetStream (a nats-server is started
@@ -80,6 +85,8 @@ pub struct Report {
     diff_plan_changed_ids_ms: f64,
     changed_ids: u64,
     changed_ids_updated: u64,
+    /// With `--compare`: the baselines on the same files.
+    compare: Option<super::bench_compare::Compare>,
 }
 
 /// Resets the kernel's peak-RSS mark (`VmHWM`) so the next reading covers
@@ -125,9 +132,27 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     let opts = ingest::Options::default();
     let new_ids = ingest::import_segment(&store, "bench", &g.snapshot_1, &opts)?;
     let known = ingest::import_segment(&store, "bench", &g.snapshot_1, &opts)?;
+    let t = Instant::now();
     let users = ingest::import_users(&store, &g.users_csv, &opts)?;
+    let users_import_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
     ingest::import_segment(&store, "bench", &g.snapshot_2, &opts)?;
+    let snapshot_import_s = t.elapsed().as_secs_f64();
     let diff = plan::segment_diff(&store, "bench", Some(1), Some(3), Some("uid"))?;
+    let compare = if a.compare {
+        Some(super::bench_compare::run(
+            tmp.path(),
+            &g.users_csv,
+            &g.snapshot_1,
+            &g.snapshot_2,
+            &super::bench_compare::Ours {
+                users_import_s,
+                snapshot_diff_s: snapshot_import_s + diff.millis / 1000.0,
+            },
+        )?)
+    } else {
+        None
+    };
 
     // Constant-memory receiver: counts and a membership checksum.
     let receiver = Receiver::start(ReceiverOptions {
@@ -218,6 +243,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         diff_plan_changed_ids_ms: changed.changed_ms,
         changed_ids: changed.changed,
         changed_ids_updated: changed.updated,
+        compare,
     };
     if a.json {
         return super::print_json(&r);
@@ -272,6 +298,9 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         r.changed_ids_updated,
         r.diff_plan_changed_ids_ms - r.diff_plan_unchanged_ms
     );
+    if let Some(c) = &r.compare {
+        super::bench_compare::print(c);
+    }
     Ok(())
 }
 

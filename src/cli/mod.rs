@@ -4,6 +4,7 @@
 
 mod backup;
 mod bench;
+mod bench_compare;
 mod bench_workers;
 mod check;
 mod compact;

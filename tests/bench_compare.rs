@@ -1,0 +1,49 @@
+//! `segsync bench --compare`: the baselines a user would pick instead run
+//! on the same generated files, and every ratio is reported (a baseline not
+//! installed is listed as missing, never estimated).
+
+use std::process::Command;
+
+#[test]
+fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("segsync"))
+        .args(["bench", "--users", "20000", "--compare", "--json"])
+        .args(["--throttled-rpm", "600", "--throttled-seconds", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &r["compare"];
+    let ours = c["snapshot_diff_segsync_s"].as_f64().unwrap();
+    assert!(ours > 0.0, "{c}");
+    let diffs = c["snapshot_diff"].as_array().unwrap();
+    let sort = diffs
+        .iter()
+        .find(|b| b["tool"].as_str().unwrap().starts_with("sort"))
+        .unwrap_or_else(|| panic!("sort/comm is on every Debian machine: {c}"));
+    let (secs, speedup) = (
+        sort["seconds"].as_f64().unwrap(),
+        sort["segsync_speedup"].as_f64().unwrap(),
+    );
+    assert!(secs > 0.0);
+    assert!(
+        (speedup - secs / ours).abs() < 1e-6 * speedup.max(1.0),
+        "{sort}"
+    );
+    // DuckDB is compared when installed, and said to be missing when not.
+    let duck = c["users_import"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["tool"].as_str().unwrap().starts_with("duckdb"));
+    let missing = c["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m.as_str().unwrap().starts_with("duckdb"));
+    assert!(duck != missing, "{c}");
+}
