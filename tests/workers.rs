@@ -262,26 +262,53 @@ fn run_now(env: &Env, sync: &str) -> serde_json::Value {
     }
 }
 
-/// Waits until the coordinator lists `n` live workers.
-fn wait_workers(env: &Env, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// `segsync workers --json` as soon as `until` holds of it (workers
+/// report every 2 s), or the last listing after `limit`.
+fn workers_listed(
+    env: &Env,
+    limit: Duration,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    let mut last = serde_json::Value::Null;
     loop {
         let out = env.run(&["workers", "--json"]);
         if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let alive = v["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|w| w["state"] == "alive")
-                .count();
-            if alive >= n {
-                return;
+            last = serde_json::from_slice(&out.stdout).unwrap();
+            if until(&last) {
+                return last;
             }
         }
-        assert!(Instant::now() < deadline, "{n} workers never showed up");
-        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() > deadline {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Pauses `sync`, starts the coordinator beside `workers`, and waits until
+/// it lists every one of them alive, so that each gets pages of the next
+/// run. Returns every process, to be killed at the end.
+fn with_all_workers(env: &Env, nats: &Nats, sync: &str, workers: Vec<Child>) -> Procs {
+    env.ok(&["sync", "pause", sync]);
+    let n = workers.len();
+    let mut procs = Procs(workers);
+    let (serve, _) = coordinator(env, nats);
+    procs.0.push(serve);
+    let alive = |v: &serde_json::Value| {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "alive")
+            .count()
+    };
+    let listed = workers_listed(env, Duration::from_secs(30), |v| alive(v) >= n);
+    assert!(
+        !listed.is_null() && alive(&listed) >= n,
+        "{n} workers never showed up: {listed}"
+    );
+    procs
 }
 
 fn expected(r: std::ops::Range<usize>) -> HashSet<String> {
@@ -300,21 +327,14 @@ fn three_workers_deliver_a_full_sync_and_a_diff_exactly() {
         &rx.url("/"),
         &["--page-size", "2000", "--rpm", "25000", "--in-flight", "8"],
     );
-    // Paused until every worker is up, so that each gets pages.
-    env.ok(&["sync", "pause", &sync]);
-    let mut procs = Procs::default();
-    procs.0.push(worker_with(
+    let mut workers = vec![worker_with(
         &nats,
         "w1",
         &[],
         &["--metrics-listen", "127.0.0.1:0"],
-    ));
-    for i in 2..=3 {
-        procs.0.push(worker(&nats, &format!("w{i}"), &[]));
-    }
-    let (serve, _) = coordinator(&env, &nats);
-    procs.0.push(serve);
-    wait_workers(&env, 3);
+    )];
+    workers.extend((2..=3).map(|i| worker(&nats, &format!("w{i}"), &[])));
+    let _procs = with_all_workers(&env, &nats, &sync, workers);
     let first = run_now(&env, &sync);
     assert_eq!(first["status"], "complete", "{first}");
     assert_eq!(first["pages_done"], 95);
@@ -345,20 +365,15 @@ fn three_workers_deliver_a_full_sync_and_a_diff_exactly() {
 
     // Every worker took part and is listed, with its figures (as of its
     // last heartbeat: wait for the one after the last page).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listed = loop {
-        let listed = env.json(&["workers"]);
-        let sum: u64 = listed["workers"]
+    let delivered = |v: &serde_json::Value| -> u64 {
+        v["workers"]
             .as_array()
             .unwrap()
             .iter()
             .map(|w| w["delivered"].as_u64().unwrap())
-            .sum();
-        if sum >= 105 || Instant::now() > deadline {
-            break listed;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+            .sum()
     };
+    let listed = workers_listed(&env, Duration::from_secs(10), |v| delivered(v) >= 105);
     let workers = listed["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 3, "{listed}");
     let mut delivered = 0;
@@ -523,45 +538,41 @@ fn a_worker_that_cannot_reach_the_destination_hands_its_pages_back() {
             "100",
         ],
     );
-    env.ok(&["sync", "pause", &sync]);
-    let mut procs = Procs::default();
     // Its proxy refuses connections: nothing it sends arrives.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    procs.0.push(worker(
-        &nats,
-        "cut-off",
-        &[
-            ("HTTP_PROXY", &closed),
-            ("http_proxy", &closed),
-            ("NO_PROXY", ""),
-        ],
-    ));
-    procs.0.push(worker(&nats, "w1", &[]));
-    procs.0.push(worker(&nats, "w2", &[]));
-    let (serve, _) = coordinator(&env, &nats);
-    procs.0.push(serve);
-    wait_workers(&env, 3);
+    let workers = vec![
+        worker(
+            &nats,
+            "cut-off",
+            &[
+                ("HTTP_PROXY", &closed),
+                ("http_proxy", &closed),
+                ("NO_PROXY", ""),
+            ],
+        ),
+        worker(&nats, "w1", &[]),
+        worker(&nats, "w2", &[]),
+    ];
+    let _procs = with_all_workers(&env, &nats, &sync, workers);
     let done = run_now(&env, &sync);
     assert_eq!(done["pages_done"], 100);
     assert_eq!(done["status"], "complete");
     let pages = BTreeMap::from([(1, 100)]);
     assert_eq!(membership(&rx.seen(), &pages), expected(0..20_000));
     // Its next heartbeat (every 2 s) tells.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let cut = loop {
-        let listed = env.json(&["workers"]);
-        let cut = listed["workers"]
+    let cut_off = |v: &serde_json::Value| {
+        v["workers"]
             .as_array()
             .unwrap()
             .iter()
             .find(|w| w["name"] == "cut-off")
             .cloned()
-            .unwrap();
-        if cut["failed"].as_u64().unwrap() > 0 || Instant::now() > deadline {
-            break cut;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+            .unwrap()
     };
+    let listed = workers_listed(&env, Duration::from_secs(10), |v| {
+        cut_off(v)["failed"].as_u64().unwrap() > 0
+    });
+    let cut = cut_off(&listed);
     assert_eq!(cut["delivered"], 0, "{cut}");
     assert!(
         cut["failed"].as_u64().unwrap() > 0,
@@ -662,14 +673,10 @@ fn a_429_to_one_worker_pauses_them_all() {
         &rx.url("/"),
         &["--page-size", "200", "--rpm", "25000", "--in-flight", "8"],
     );
-    env.ok(&["sync", "pause", &sync]);
-    let mut procs = Procs::default();
-    for i in 1..=3 {
-        procs.0.push(worker(&nats, &format!("w{i}"), &[]));
-    }
-    let (serve, _) = coordinator(&env, &nats);
-    procs.0.push(serve);
-    wait_workers(&env, 3);
+    let workers = (1..=3)
+        .map(|i| worker(&nats, &format!("w{i}"), &[]))
+        .collect();
+    let _procs = with_all_workers(&env, &nats, &sync, workers);
     let done = run_now(&env, &sync);
     assert_eq!(done["status"], "complete", "{done}");
     assert_eq!(done["pages_done"], 100);

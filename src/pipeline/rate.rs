@@ -115,13 +115,14 @@ impl RateLimiter {
         let window = WINDOW + grace;
         let min_period =
             Duration::from_nanos((window.as_nanos() as u64).div_ceil(u64::from(rpm.get())));
+        let ceiling = f64::from(rpm.get()) * WINDOW.as_secs_f64() / window.as_secs_f64();
         RateLimiter {
-            ceiling: f64::from(rpm.get()) * WINDOW.as_secs_f64() / window.as_secs_f64(),
+            ceiling,
             min_period,
             base_backoff: base_backoff.max(Duration::from_millis(1)),
             state: Mutex::new(State {
                 last: None,
-                rpm: f64::from(rpm.get()) * WINDOW.as_secs_f64() / window.as_secs_f64(),
+                rpm: ceiling,
                 paused_until: None,
                 round_start: None,
                 last_change: None,

@@ -18,7 +18,6 @@
 //! withdraws its pages by deleting their messages one by one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,9 +27,10 @@ use futures_util::StreamExt;
 use roaring::RoaringBitmap;
 use tokio::time::Instant;
 
-use super::checkpoint::{Event, ERROR_EXCERPT};
+use super::checkpoint::Event;
 use super::rate::{self, RateLimiter, Signal};
 use super::render::Rendered;
+use super::send::{self, PageError, PageStats};
 use crate::cluster::wire::{self, DestinationReply, PageOutcome, PermitGrant, Report, WireSignal};
 use crate::cluster::{Cluster, OUTCOMES_STREAM, PAGES_STREAM};
 use crate::destination::Destination;
@@ -246,38 +246,33 @@ impl Run<'_> {
         let mut outstanding: HashMap<u32, u64> = HashMap::new();
         let mut input_open = true;
         let mut stop_by: Option<Instant> = None;
-        let published = AtomicU64::new(0);
+        let mut published = 0u64;
         let mut outcomes: Option<consumer::pull::Ordered> = None;
         let emit = |o: PageOutcome, resolved: &mut RoaringBitmap| {
             if !resolved.insert(o.index) {
                 return; // a second outcome of a page sent twice
             }
-            match o.failure {
-                None => {
-                    crate::metrics::page_acked(&dest_name, u64::from(o.users), o.requests);
-                    crate::metrics::throttled_by(&dest_name, o.throttled);
-                    let _ = events.send(Event::Ack {
-                        index: o.index,
-                        requests: o.requests,
-                        throttled: o.throttled,
-                        skipped: o.skipped,
-                    });
-                }
-                Some(f) => {
-                    crate::metrics::requests_to(&dest_name, o.requests);
-                    crate::metrics::throttled_by(&dest_name, o.throttled);
-                    let _ = events.send(Event::Failed {
-                        index: o.index,
-                        requests: o.requests,
-                        throttled: o.throttled,
-                        status: f.refused,
-                        error: f.last_error.chars().take(ERROR_EXCERPT).collect(),
-                    });
-                    if f.refused.is_none() {
-                        fail(f.message);
-                    }
-                }
+            let result = match o.failure {
+                None => Ok(PageStats {
+                    requests: o.requests,
+                    throttled: o.throttled,
+                }),
+                Some(f) => Err(PageError {
+                    message: f.message,
+                    requests: o.requests,
+                    throttled: o.throttled,
+                    refused: f.refused,
+                    last_error: f.last_error,
+                    unreachable: false,
+                }),
+            };
+            send::PageOutcome {
+                index: o.index,
+                skipped: o.skipped,
+                users: o.users,
+                result,
             }
+            .record(&dest_name, &events, fail);
         };
         loop {
             if stop_by.is_none() && stopped() {
@@ -335,7 +330,7 @@ impl Run<'_> {
                         ));
                         continue;
                     }
-                    let key = super::send::PageSender::key_of(sync_id, seq, page.index);
+                    let key = send::PageSender::key_of(sync_id, seq, page.index);
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert(wire::H_PAGE, page.index.to_string().as_str());
                     headers.insert(wire::H_SKIPPED, page.skipped.to_string().as_str());
@@ -354,7 +349,7 @@ impl Run<'_> {
                     })
                     .await;
                     if let Some(q) = sent {
-                        published.fetch_add(1, Ordering::Relaxed);
+                        published += 1;
                         outstanding.insert(page.index, q);
                     }
                 }
@@ -387,7 +382,7 @@ impl Run<'_> {
         tracing::info!(
             sync = sync_id,
             execution = seq,
-            published = published.load(Ordering::Relaxed),
+            published,
             "run's pages handed to workers"
         );
         let rpm = grants.lock().unwrap_or_else(PoisonError::into_inner).rpm();

@@ -498,17 +498,62 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// What became of one page, as a sender task reports it.
+/// What became of one page, as a sender reports it (a task here, or a
+/// worker through the coordinator).
 #[derive(Debug)]
-struct PageOutcome {
+pub(super) struct PageOutcome {
     /// 0-based page number.
-    index: u32,
+    pub(super) index: u32,
     /// Users of the page that could not be sent (no value).
-    skipped: u32,
+    pub(super) skipped: u32,
     /// Users sent.
-    users: u32,
+    pub(super) users: u32,
     /// Delivered, or why not.
-    result: Result<PageStats, PageError>,
+    pub(super) result: Result<PageStats, PageError>,
+}
+
+impl PageOutcome {
+    /// Counts the page in the metrics of `dest`, hands it to the
+    /// checkpoint, and applies the seed's rule: a refused page does not
+    /// stop the others; retries that ran out do (`fail`).
+    pub(super) fn record(
+        self,
+        dest: &str,
+        events: &crossbeam::channel::Sender<super::checkpoint::Event>,
+        fail: &(dyn Fn(String) + Sync),
+    ) {
+        use super::checkpoint::Event;
+        match self.result {
+            Ok(stats) => {
+                crate::metrics::page_acked(dest, u64::from(self.users), stats.requests);
+                crate::metrics::throttled_by(dest, stats.throttled);
+                let _ = events.send(Event::Ack {
+                    index: self.index,
+                    requests: stats.requests,
+                    throttled: stats.throttled,
+                    skipped: self.skipped,
+                });
+            }
+            Err(e) => {
+                crate::metrics::requests_to(dest, e.requests);
+                crate::metrics::throttled_by(dest, e.throttled);
+                let _ = events.send(Event::Failed {
+                    index: self.index,
+                    requests: e.requests,
+                    throttled: e.throttled,
+                    status: e.refused,
+                    error: e
+                        .last_error
+                        .chars()
+                        .take(super::checkpoint::ERROR_EXCERPT)
+                        .collect(),
+                });
+                if e.refused.is_none() {
+                    fail(e.message);
+                }
+            }
+        }
+    }
 }
 
 /// The sender loop of one execution: takes rendered pages, sends up to
@@ -524,50 +569,11 @@ pub(crate) async fn drive(
     stopped: impl Fn() -> bool,
     fail: &(dyn Fn(String) + Sync),
 ) -> u32 {
-    use super::checkpoint::Event;
     let sender = std::sync::Arc::new(sender);
     let dest_name = sender.destination_name().to_string();
     let mut tasks = tokio::task::JoinSet::new();
     let handle = |res: Result<PageOutcome, tokio::task::JoinError>| match res {
-        Ok(PageOutcome {
-            index,
-            skipped,
-            users,
-            result: Ok(stats),
-        }) => {
-            crate::metrics::page_acked(&dest_name, u64::from(users), stats.requests);
-            crate::metrics::throttled_by(&dest_name, stats.throttled);
-            let _ = events.send(Event::Ack {
-                index,
-                requests: stats.requests,
-                throttled: stats.throttled,
-                skipped,
-            });
-        }
-        Ok(PageOutcome {
-            index,
-            result: Err(e),
-            ..
-        }) => {
-            crate::metrics::requests_to(&dest_name, e.requests);
-            crate::metrics::throttled_by(&dest_name, e.throttled);
-            let _ = events.send(Event::Failed {
-                index,
-                requests: e.requests,
-                throttled: e.throttled,
-                status: e.refused,
-                error: e
-                    .last_error
-                    .chars()
-                    .take(super::checkpoint::ERROR_EXCERPT)
-                    .collect(),
-            });
-            // A refused page does not stop the others; retries that ran out
-            // do (the seed's rule).
-            if e.refused.is_none() {
-                fail(e.message);
-            }
-        }
+        Ok(outcome) => outcome.record(&dest_name, &events, fail),
         Err(e) => fail(format!("sender task failed: {e}")),
     };
     while !stopped() {
