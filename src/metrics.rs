@@ -17,6 +17,8 @@ static COHORT_ADDS: AtomicU64 = AtomicU64::new(0);
 static COHORT_REMOVES: AtomicU64 = AtomicU64::new(0);
 static COHORT_UNRESOLVED: AtomicU64 = AtomicU64::new(0);
 static EVENTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+static PERSONAS_COMMITS: AtomicU64 = AtomicU64::new(0);
+static PERSONAS_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static THROTTLED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 static RATES: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
 
@@ -52,6 +54,12 @@ pub(crate) fn cohort_request(add: bool, unresolved: u64) {
 /// Personas events were applied.
 pub(crate) fn events_received(n: u64) {
     EVENTS_RECEIVED.fetch_add(n, Ordering::Relaxed);
+}
+
+/// One Personas group commit (one synced write) answered `requests` requests.
+pub(crate) fn personas_group(requests: u64) {
+    PERSONAS_COMMITS.fetch_add(1, Ordering::Relaxed);
+    PERSONAS_REQUESTS.fetch_add(requests, Ordering::Relaxed);
 }
 
 /// A page was acknowledged after `requests` attempts.
@@ -145,6 +153,16 @@ pub fn render() -> String {
         "segsync_events_received_total",
         "Identify and track events applied.",
         EVENTS_RECEIVED.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_personas_commits_total",
+        "Synced writes of Personas calls (one per group commit).",
+        PERSONAS_COMMITS.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_personas_requests_total",
+        "Personas calls those commits answered.",
+        PERSONAS_REQUESTS.load(Ordering::Relaxed),
     );
     let complete = EXECUTIONS_COMPLETE.load(Ordering::Relaxed);
     let failed = EXECUTIONS_FAILED.load(Ordering::Relaxed);

@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// With --workers: users per page.
     #[arg(long, default_value_t = 1000, requires = "workers")]
     pub page_size: u32,
+    /// Seconds each phase of the Personas load lasts (0 skips it).
+    #[arg(long, default_value_t = 5.0)]
+    pub personas_seconds: f64,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +88,8 @@ pub struct Report {
     diff_plan_changed_ids_ms: f64,
     changed_ids: u64,
     changed_ids_updated: u64,
+    /// Real-time calls to `serve` (unless `--personas-seconds 0`).
+    personas: Option<super::bench_personas::Personas>,
     /// With `--compare`: the baselines on the same files.
     compare: Option<super::bench_compare::Compare>,
 }
@@ -128,7 +133,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         seed: 7,
     };
     let g = generate(&spec, &tmp.path().join("fixtures"))?;
-    let store = Store::open(tmp.path().join("store"))?;
+    let store = std::sync::Arc::new(Store::open(tmp.path().join("store"))?);
     let opts = ingest::Options::default();
     let new_ids = ingest::import_segment(&store, "bench", &g.snapshot_1, &opts)?;
     let known = ingest::import_segment(&store, "bench", &g.snapshot_1, &opts)?;
@@ -220,6 +225,16 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     };
 
     let full_secs = full.seconds().unwrap_or(0.0).max(1e-9);
+    let rss_before_serve = peak_rss_mb();
+    let personas = if a.personas_seconds > 0.0 {
+        Some(super::bench_personas::run(
+            store.clone(),
+            a.users,
+            a.personas_seconds,
+        )?)
+    } else {
+        None
+    };
     let r = Report {
         users: a.users,
         users_import_rows_per_s: users.ids_per_sec,
@@ -237,12 +252,13 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         throttled_requests: throttled.requests,
         throttled_rpm_achieved: achieved,
         throttled_ratio: achieved / f64::from(a.throttled_rpm),
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: rss_before_serve,
         full_sync_peak_rss_mb,
         diff_plan_unchanged_ms: changed.unchanged_ms,
         diff_plan_changed_ids_ms: changed.changed_ms,
         changed_ids: changed.changed,
         changed_ids_updated: changed.updated,
+        personas,
         compare,
     };
     if a.json {
@@ -298,6 +314,9 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         r.changed_ids_updated,
         r.diff_plan_changed_ids_ms - r.diff_plan_unchanged_ms
     );
+    if let Some(p) = &r.personas {
+        super::bench_personas::print(p);
+    }
     if let Some(c) = &r.compare {
         super::bench_compare::print(c);
     }

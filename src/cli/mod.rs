@@ -5,6 +5,7 @@
 mod backup;
 mod bench;
 mod bench_compare;
+mod bench_personas;
 mod bench_workers;
 mod check;
 mod compact;

@@ -125,6 +125,7 @@ pub(crate) fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<()> {
                 local_token: Some(token),
                 retention: settings.retention,
                 cluster,
+                personas: Default::default(),
             },
             shutdown_signal(),
         )

@@ -48,28 +48,32 @@ pub enum Endpoint {
     Batch,
 }
 
-/// Finds users by distinct id without loading the fingerprint table: a
-/// binary search in the persisted table, plus the users created since.
+/// Finds users by distinct id without loading the fingerprint table: the
+/// persisted table opened for lookups (a few KB of fences in memory, one
+/// read per lookup), plus the users created since.
 #[derive(Debug, Default)]
 pub struct Users {
-    covers: Option<u32>,
+    table: Option<store::TableReader>,
     created: HashMap<String, u32>,
 }
 
 impl Users {
     fn find(&mut self, store: &Store, id: &str) -> store::Result<Option<u32>> {
-        let covers = match self.covers {
-            Some(c) => c,
-            None => {
-                let c = store.refresh_fingerprints()?;
-                self.covers = Some(c);
-                c
-            }
-        };
         if let Some(&u) = self.created.get(id) {
             return Ok(Some(u));
         }
-        store.find_user_in_table(id, covers)
+        let table = match &mut self.table {
+            Some(t) => t,
+            None => self.table.insert(store.fingerprint_reader()?),
+        };
+        store.find_user_with(table, id)
+    }
+
+    /// Users this knows of, when it has looked at the table.
+    fn known(&self) -> Option<usize> {
+        self.table
+            .as_ref()
+            .map(|t| t.covers() as usize + self.created.len())
     }
 }
 
@@ -203,7 +207,7 @@ fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Vec<Event>, String> {
     }
 }
 
-/// Summary of what a request applied.
+/// Summary of what one request applied.
 #[derive(Debug, Default)]
 struct Applied {
     users_created: u64,
@@ -212,76 +216,257 @@ struct Applied {
     ignored: u64,
 }
 
-fn apply(store: &Store, users: &mut Users, events: &[Event]) -> store::Result<Applied> {
+impl Applied {
+    fn reply(self, events: usize) -> Reply {
+        Reply::ok(json!({
+            "success": true,
+            "events": events,
+            "users_created": self.users_created,
+            "attributes_written": self.attributes,
+            "segments_changed": self.segments,
+            "events_ignored": self.ignored,
+        }))
+    }
+}
+
+/// Applies every request of a group in one transaction, in arrival order,
+/// and tells what each applied. A later request sees what an earlier one of
+/// the same group did (users it created, identifiers it set), exactly as if
+/// each had committed alone.
+fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<Vec<Applied>> {
     let mut txn: ImportTxn<'_> = store.begin_small()?;
-    let mut applied = Applied::default();
-    let mut created: Vec<(String, u32)> = Vec::new();
+    // Another writer (an import through the API) may have added users since
+    // the table was last read: what `Users` knows must cover every user.
+    let known = users.known();
+    if known.is_some_and(|k| k != txn.store().counters().user_count as usize)
+        || users.created.len() > MAX_CREATED_IN_MEMORY
+    {
+        *users = Users::default();
+    }
+    let mut out = Vec::with_capacity(group.len());
+    let mut created: HashMap<String, u32> = HashMap::new();
     let mut changes: Vec<AttrChange> = Vec::new();
+    // Identifiers this group set (filled in, or by a trait of that name):
+    // a later event of the group must not fill them in again.
+    let mut filled: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
     let (uid_attr, anon_attr) = (txn.attr(UID_ATTRIBUTE), txn.attr(ANONYMOUS_ID_ATTRIBUTE));
-    for e in events {
-        let Some(id) = e.user_id.as_deref().or(e.anonymous_id.as_deref()) else {
-            continue;
-        };
-        let user = match created.iter().find(|(c, _)| c == id) {
-            Some((_, u)) => *u,
-            None => match users.find(store, id)? {
-                Some(u) => u,
-                None => {
-                    let u = txn.new_user(id.as_bytes(), Fingerprint::of(id.as_bytes()))?;
-                    created.push((id.to_string(), u));
-                    u
-                }
-            },
-        };
-        // Identifiers are filled in, never overwritten: an imported uid that
-        // differs from the distinct id stays (a trait named uid may change it).
-        for (attr, v) in [(uid_attr, &e.user_id), (anon_attr, &e.anonymous_id)] {
-            if let Some(v) = v {
-                let staged = changes.iter().any(|c| c.attr == attr && c.user == user);
-                if !staged && !txn.has_value(attr, user)? {
-                    changes.push(AttrChange {
-                        attr,
-                        user,
-                        value: Some(Value::Str(v.clone())),
-                    });
-                }
-            }
-        }
-        match &e.kind {
-            Kind::Identify { traits } => {
-                for (name, value, flag) in traits {
-                    let attr = txn.attr(name);
-                    changes.push(AttrChange {
-                        attr,
-                        user,
-                        value: value.clone(),
-                    });
-                    if let Some(member) = flag {
-                        txn.change_live(name, SOURCE, &[user], *member);
-                        if !applied.segments.contains(name) {
-                            applied.segments.push(name.clone());
-                        }
+    for events in group {
+        let mut applied = Applied::default();
+        let changes_before = changes.len();
+        for e in events.iter() {
+            let Some(id) = e.user_id.as_deref().or(e.anonymous_id.as_deref()) else {
+                continue;
+            };
+            let user = match created.get(id) {
+                Some(&u) => u,
+                None => match users.find(store, id)? {
+                    Some(u) => u,
+                    None => {
+                        let u = txn.new_user(id.as_bytes(), Fingerprint::of(id.as_bytes()))?;
+                        created.insert(id.to_string(), u);
+                        applied.users_created += 1;
+                        u
+                    }
+                },
+            };
+            // Identifiers are filled in, never overwritten: an imported uid that
+            // differs from the distinct id stays (a trait named uid may change it).
+            for (attr, v) in [(uid_attr, &e.user_id), (anon_attr, &e.anonymous_id)] {
+                if let Some(v) = v {
+                    if !filled.contains(&(attr, user)) && !txn.has_value(attr, user)? {
+                        filled.insert((attr, user));
+                        changes.push(AttrChange {
+                            attr,
+                            user,
+                            value: Some(Value::Str(v.clone())),
+                        });
                     }
                 }
             }
-            Kind::Audience { key, entered } => {
-                txn.change_live(key, SOURCE, &[user], *entered);
-                if !applied.segments.contains(key) {
-                    applied.segments.push(key.clone());
+            match &e.kind {
+                Kind::Identify { traits } => {
+                    for (name, value, flag) in traits {
+                        let attr = txn.attr(name);
+                        if attr == uid_attr || attr == anon_attr {
+                            // A trait named for an identifier sets it; a
+                            // later event must not fill it in over that.
+                            filled.insert((attr, user));
+                        }
+                        changes.push(AttrChange {
+                            attr,
+                            user,
+                            value: value.clone(),
+                        });
+                        if let Some(member) = flag {
+                            txn.change_live(name, SOURCE, &[user], *member);
+                            if !applied.segments.contains(name) {
+                                applied.segments.push(name.clone());
+                            }
+                        }
+                    }
                 }
+                Kind::Audience { key, entered } => {
+                    txn.change_live(key, SOURCE, &[user], *entered);
+                    if !applied.segments.contains(key) {
+                        applied.segments.push(key.clone());
+                    }
+                }
+                Kind::Other => applied.ignored += 1,
             }
-            Kind::Other => applied.ignored += 1,
         }
+        applied.attributes = (changes.len() - changes_before) as u64;
+        out.push(applied);
     }
-    applied.attributes = changes.len() as u64;
     txn.set_attrs(&mut changes)?;
     txn.commit(None)?;
-    applied.users_created = created.len() as u64;
     users.created.extend(created);
-    Ok(applied)
+    Ok(out)
 }
 
-/// Handles one call to `endpoint`.
+/// Users created by Personas kept in memory before the fingerprint table is
+/// brought up to date instead (a refresh costs a pass over the new users).
+const MAX_CREATED_IN_MEMORY: usize = 1_000_000;
+
+/// How many requests, and events, one commit takes at most.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    /// Requests per group.
+    pub requests: usize,
+    /// Events per group (a group takes at least one request whatever its size).
+    pub events: usize,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        GroupLimits {
+            requests: 4096,
+            events: 100_000,
+        }
+    }
+}
+
+type Done = Box<dyn FnOnce(Reply) + Send>;
+
+enum Msg {
+    Apply { events: Vec<Event>, done: Done },
+    Stop,
+}
+
+/// Group commit: requests are checked and parsed on the caller's thread,
+/// then one writer thread applies whatever has queued up meanwhile in one
+/// transaction with one synced write, and only then answers each of them.
+/// Under load the fsync is shared by every request that arrived while the
+/// previous one ran; alone, a request commits at once (nothing waits for a
+/// timer).
+pub struct Committer {
+    tx: crossbeam::channel::Sender<Msg>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Committer {
+    /// Starts the writer thread.
+    pub fn start(store: std::sync::Arc<Store>, limits: GroupLimits) -> std::io::Result<Committer> {
+        let (tx, rx) = crossbeam::channel::bounded::<Msg>(limits.requests.max(1) * 4);
+        let thread = std::thread::Builder::new()
+            .name("personas-commit".into())
+            .spawn(move || commit_loop(&store, &rx, limits))?;
+        Ok(Committer {
+            tx,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Handles one call to `endpoint`: a bad request is answered at once,
+    /// a good one once its events are durable. `done` runs exactly once.
+    pub fn submit(
+        &self,
+        store: &Store,
+        endpoint: Endpoint,
+        authorization: Option<&str>,
+        body: &[u8],
+        done: impl FnOnce(Reply) + Send + 'static,
+    ) {
+        let events = match check(store, endpoint, authorization, body) {
+            Ok(e) => e,
+            Err(r) => return done(r),
+        };
+        let msg = Msg::Apply {
+            events,
+            done: Box::new(done),
+        };
+        if let Err(crossbeam::channel::SendError(Msg::Apply { done, .. })) = self.tx.send(msg) {
+            done(Reply::error(503, "the server is shutting down"));
+        }
+    }
+
+    /// Answers what is queued, then stops the writer thread.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn commit_loop(store: &Store, rx: &crossbeam::channel::Receiver<Msg>, limits: GroupLimits) {
+    let mut users = Users::default();
+    let mut group: Vec<(Vec<Event>, Done)> = Vec::new();
+    let mut stopping = false;
+    while !stopping {
+        match rx.recv() {
+            Ok(Msg::Apply { events, done }) => group.push((events, done)),
+            Ok(Msg::Stop) | Err(_) => break,
+        }
+        let mut n_events = group[0].0.len();
+        while group.len() < limits.requests && n_events < limits.events {
+            match rx.try_recv() {
+                Ok(Msg::Apply { events, done }) => {
+                    n_events += events.len();
+                    group.push((events, done));
+                }
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let lists: Vec<&[Event]> = group.iter().map(|(e, _)| e.as_slice()).collect();
+        let result = apply(store, &mut users, &lists);
+        drop(lists);
+        crate::metrics::personas_group(group.len() as u64);
+        match result {
+            Ok(applied) => {
+                crate::metrics::events_received(n_events as u64);
+                for ((events, done), a) in group.drain(..).zip(applied) {
+                    done(a.reply(events.len()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "personas ingestion failed");
+                // What Users learnt inside the failed transaction is void.
+                users = Users::default();
+                for (_, done) in group.drain(..) {
+                    done(Reply::error(500, "internal error (see the server log)"));
+                }
+            }
+        }
+    }
+}
+
+/// Handles one call alone, on this thread: what the committer does for a
+/// group of one (for fuzzing and embedding without a writer thread).
 pub fn handle(
     store: &Store,
     users: &mut Users,
@@ -289,55 +474,61 @@ pub fn handle(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let internal = |e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "personas ingestion failed");
-        Reply::error(500, "internal error (see the server log)")
+    let events = match check(store, endpoint, authorization, body) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
+    match apply(store, users, &[&events]) {
+        Ok(mut applied) => {
+            crate::metrics::events_received(events.len() as u64);
+            applied.pop().unwrap_or_default().reply(events.len())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "personas ingestion failed");
+            *users = Users::default();
+            Reply::error(500, "internal error (see the server log)")
+        }
+    }
+}
+
+/// Authenticates, bounds and parses one call; a refusal is the reply.
+fn check(
+    store: &Store,
+    endpoint: Endpoint,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<Event>, Reply> {
     let Some((user, password)) = parse_basic(authorization) else {
-        return Reply::error(
+        return Err(Reply::error(
             401,
             "Basic auth with a write key (as the user name) is required",
-        );
+        ));
     };
     match write_keys(store) {
         Ok(keys)
             if keys.iter().any(|k| {
                 k.key.matches(&user) || (!password.is_empty() && k.key.matches(&password))
             }) => {}
-        Ok(_) => return Reply::error(401, "unknown write key"),
-        Err(e) => return internal(&e),
+        Ok(_) => return Err(Reply::error(401, "unknown write key")),
+        Err(e) => {
+            tracing::error!(error = %e, "reading write keys failed");
+            return Err(Reply::error(500, "internal error (see the server log)"));
+        }
     }
     let max = match endpoint {
         Endpoint::Batch => MAX_BATCH_BYTES,
         _ => MAX_EVENT_BYTES,
     };
     if body.len() > max {
-        return Reply::error(
+        return Err(Reply::error(
             413,
             format!(
                 "body is {} bytes; at most {max} are accepted here",
                 body.len()
             ),
-        );
+        ));
     }
-    let events = match parse(endpoint, body) {
-        Ok(e) => e,
-        Err(m) => return Reply::error(400, m),
-    };
-    match apply(store, users, &events) {
-        Ok(a) => {
-            crate::metrics::events_received(events.len() as u64);
-            Reply::ok(json!({
-                "success": true,
-                "events": events.len(),
-                "users_created": a.users_created,
-                "attributes_written": a.attributes,
-                "segments_changed": a.segments,
-                "events_ignored": a.ignored,
-            }))
-        }
-        Err(e) => internal(&e),
-    }
+    parse(endpoint, body).map_err(|m| Reply::error(400, m))
 }
 
 #[cfg(test)]

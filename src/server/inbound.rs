@@ -162,22 +162,40 @@ async fn personas_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    blocking(move || {
+    let small =
+        body.len() <= personas::MAX_EVENT_BYTES && !headers.contains_key(header::CONTENT_ENCODING);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let submit = move || {
         let body = match inflate(&headers, body) {
             Ok(b) => b,
-            Err(r) => return r,
+            Err(r) => {
+                let _ = tx.send(r);
+                return;
+            }
         };
-        let mut users = s
-            .personas
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        personas::handle(
+        s.personas.submit(
             &s.store,
-            &mut users,
             endpoint,
             text(&headers, header::AUTHORIZATION.as_str()),
             &body,
-        )
-    })
-    .await
+            move |r| {
+                let _ = tx.send(r);
+            },
+        );
+    };
+    // A single event is checked and parsed right here (tens of
+    // microseconds: a blocking-pool hand-off would cost more than the work);
+    // a compressed body or a batch of up to 500 KB goes to a blocking thread.
+    // Either way the reply comes from the group committer once the write is
+    // durable.
+    if small {
+        submit();
+    } else if let Err(e) = tokio::task::spawn_blocking(submit).await {
+        tracing::error!(error = %e, "personas handler panicked");
+        return respond(Reply::error(500, "internal error (see the server log)"));
+    }
+    match rx.await {
+        Ok(r) => respond(r),
+        Err(_) => respond(Reply::error(500, "the request was dropped unanswered")),
+    }
 }

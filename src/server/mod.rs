@@ -67,6 +67,8 @@ pub struct ServeOptions {
     pub retention: crate::config::Retention,
     /// Hand pages to workers over NATS JetStream (`--nats`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// How much one Personas group commit takes at most.
+    pub personas: crate::inbound::personas::GroupLimits,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -90,6 +92,7 @@ impl Default for ServeOptions {
             local_token: None,
             retention: crate::config::Retention::default(),
             cluster: None,
+            personas: Default::default(),
         }
     }
 }
@@ -105,9 +108,8 @@ pub(crate) struct AppState {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     cohort_limiter: crate::inbound::WindowLimiter,
     cohort_limits: ReceiverLimits,
-    /// Personas calls resolve users one at a time under this lock (taken
-    /// before the store's writer lock, never after).
-    personas: Mutex<crate::inbound::personas::Users>,
+    /// Personas calls, applied by one writer thread with group commit.
+    pub(crate) personas: crate::inbound::personas::Committer,
     /// Woken when notifications may be waiting in the outbox.
     pub(crate) mail: tokio::sync::Notify,
     /// The admin API's tokens, as stored (reloaded when the API changes
@@ -120,21 +122,22 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    fn new(store: Arc<Store>, opts: &ServeOptions) -> AppState {
-        AppState {
+    fn new(store: Arc<Store>, opts: &ServeOptions) -> std::io::Result<AppState> {
+        let personas = crate::inbound::personas::Committer::start(store.clone(), opts.personas)?;
+        Ok(AppState {
             store,
             running: Mutex::new(HashMap::new()),
             cancel: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
             cohort_limiter: crate::inbound::WindowLimiter::new(opts.cohort.rpm),
             cohort_limits: opts.cohort,
-            personas: Mutex::new(Default::default()),
+            personas,
             mail: tokio::sync::Notify::new(),
             tokens: Default::default(),
             commands: opts.commands.clone(),
             local_token: opts.local_token.clone(),
             cluster: opts.cluster.clone(),
-        }
+        })
     }
 
     /// The admin API's tokens now.
@@ -295,7 +298,7 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(AppState::new(store, &opts));
+    let state = Arc::new(AppState::new(store, &opts)?);
     state.reload_tokens().map_err(std::io::Error::other)?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() && state.tokens().is_empty() && !opts.insecure {
@@ -338,6 +341,8 @@ pub async fn serve(
         for t in threads {
             let _ = t.join();
         }
+        // Every request was answered before axum returned: nothing is queued.
+        state.personas.stop();
     })
     .await
     .map_err(std::io::Error::other)?;

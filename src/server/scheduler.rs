@@ -143,10 +143,13 @@ mod tests {
     use crate::lifecycle::{Frequency, Schedule, SyncStatus};
 
     fn state(dir: &std::path::Path) -> Arc<AppState> {
-        Arc::new(AppState::new(
-            Arc::new(crate::store::Store::open(dir).unwrap()),
-            &crate::server::ServeOptions::default(),
-        ))
+        Arc::new(
+            AppState::new(
+                Arc::new(crate::store::Store::open(dir).unwrap()),
+                &crate::server::ServeOptions::default(),
+            )
+            .unwrap(),
+        )
     }
 
     fn sync(

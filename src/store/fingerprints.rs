@@ -260,18 +260,22 @@ pub(crate) fn file_covers(path: &Path) -> Option<u32> {
     (count == u64::from(covers)).then_some(covers)
 }
 
-/// Looks one fingerprint up in the table file without loading it (binary
-/// search with positioned reads). `None` when the file is missing, of
-/// another version, or does not cover exactly `users` users.
-pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<Option<u32>> {
+/// The table file and its entry count, if it covers exactly `users` users.
+fn open_covering(path: &Path, users: u32) -> Option<(std::fs::File, u64)> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path).ok()?;
     let mut header = [0u8; 20];
     file.read_exact_at(&mut header, 0).ok()?;
     let (covers, count) = parse_header(&header)?;
-    if covers != users || count != u64::from(users) {
-        return None;
-    }
+    (covers == users && count == u64::from(users)).then_some((file, count))
+}
+
+/// Looks one fingerprint up in the table file without loading it (binary
+/// search with positioned reads). `None` when the file is missing, of
+/// another version, or does not cover exactly `users` users.
+pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<Option<u32>> {
+    use std::os::unix::fs::FileExt;
+    let (file, count) = open_covering(path, users)?;
     let read = |i: u64| -> Option<Entry> {
         let mut e = [0u8; ENTRY_BYTES];
         file.read_exact_at(&mut e, 20 + i * ENTRY_BYTES as u64)
@@ -289,6 +293,89 @@ pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<O
         }
     }
     Some(None)
+}
+
+/// Entries per block of a [`TableReader`]: one fence fingerprint in memory
+/// per block, one read of a block per lookup.
+const BLOCK_ENTRIES: u64 = 256;
+
+/// The persisted table opened for many lookups (the real-time path): the
+/// first fingerprint of every block of 256 entries is kept in memory (64 KB
+/// per million users), so a lookup is a search in memory and one read of
+/// 4 KB, where [`find_in_file`] opens the file and reads log2(n) times.
+#[derive(Debug)]
+pub struct TableReader {
+    /// `None` for an empty store (no file is written for it).
+    file: Option<std::fs::File>,
+    covers: u32,
+    count: u64,
+    fences: Vec<Fingerprint>,
+    buf: Vec<u8>,
+}
+
+impl TableReader {
+    /// Opens the table at `path` if it covers exactly `users` users.
+    pub(crate) fn open(path: &Path, users: u32) -> Option<TableReader> {
+        use std::os::unix::fs::FileExt;
+        if users == 0 {
+            return Some(TableReader {
+                file: None,
+                covers: 0,
+                count: 0,
+                fences: Vec::new(),
+                buf: Vec::new(),
+            });
+        }
+        let (file, count) = open_covering(path, users)?;
+        let mut fences = Vec::with_capacity(count.div_ceil(BLOCK_ENTRIES) as usize);
+        let mut e = [0u8; ENTRY_BYTES];
+        for b in 0..count.div_ceil(BLOCK_ENTRIES) {
+            file.read_exact_at(&mut e, 20 + b * BLOCK_ENTRIES * ENTRY_BYTES as u64)
+                .ok()?;
+            fences.push(decode_entry(&e)?.fp);
+        }
+        Some(TableReader {
+            file: Some(file),
+            covers: users,
+            count,
+            fences,
+            buf: vec![0u8; BLOCK_ENTRIES as usize * ENTRY_BYTES],
+        })
+    }
+
+    /// Users the table covers.
+    pub fn covers(&self) -> u32 {
+        self.covers
+    }
+
+    /// The user index of fingerprint `fp` (unverified: a match must be
+    /// checked against `users`); `None` when absent or unreadable.
+    pub(crate) fn find(&mut self, fp: Fingerprint) -> Option<Option<u32>> {
+        use std::os::unix::fs::FileExt;
+        let block = self.fences.partition_point(|f| *f <= fp);
+        let Some(file) = &self.file else {
+            return Some(None);
+        };
+        if block == 0 {
+            return Some(None);
+        }
+        let first = (block as u64 - 1) * BLOCK_ENTRIES;
+        let n = BLOCK_ENTRIES.min(self.count - first) as usize;
+        let bytes = &mut self.buf[..n * ENTRY_BYTES];
+        file.read_exact_at(bytes, 20 + first * ENTRY_BYTES as u64)
+            .ok()?;
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = decode_entry(&bytes[mid * ENTRY_BYTES..(mid + 1) * ENTRY_BYTES])?;
+            match e.fp.cmp(&fp) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(Some(e.idx)),
+            }
+        }
+        Some(None)
+    }
 }
 
 /// Fingerprints of users `from..` read back from the `users` family.
@@ -364,6 +451,31 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn reader_finds_every_id_of_the_file_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fp.bin");
+        // Not a multiple of the block size: the last block is short.
+        let ids: Vec<String> = (0..10_301).map(|i| format!("r{i}")).collect();
+        table_of(&ids).save(&path).unwrap();
+        assert!(
+            TableReader::open(&path, 10_300).is_none(),
+            "wrong cover accepted"
+        );
+        let mut r = TableReader::open(&path, 10_301).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(r.find(Fingerprint::of(id.as_bytes())), Some(Some(i as u32)));
+        }
+        for i in 10_301..12_000 {
+            assert_eq!(
+                r.find(Fingerprint::of(format!("r{i}").as_bytes())),
+                Some(None)
+            );
+        }
+        let mut empty = TableReader::open(&dir.path().join("none.bin"), 0).unwrap();
+        assert_eq!(empty.find(Fingerprint::of(b"r1")), Some(None));
     }
 
     #[test]

@@ -84,9 +84,20 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<()> {
         to = SCHEMA_VERSION,
         "upgrading the data dir's schema"
     );
-    let db = store.db();
     let mut batch = WriteBatch::default();
+    if found < 3 {
+        upgrade_2_to_3(store, &mut batch)?;
+    }
+    batch.put_cf(
+        store.cf(cf::META),
+        keys::SCHEMA_VERSION,
+        SCHEMA_VERSION.to_be_bytes(),
+    );
+    store.write_sync(batch, cf::META)
+}
 
+fn upgrade_2_to_3(store: &Store, batch: &mut WriteBatch) -> Result<()> {
+    let db = store.db();
     let executions = store.cf(cf::EXECUTIONS);
     let mut it = db.raw_iterator_cf(executions);
     it.seek_to_first();
@@ -121,18 +132,55 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<()> {
             codec::encode_bitmap(users),
         );
     }
-
-    batch.put_cf(
-        store.cf(cf::META),
-        keys::SCHEMA_VERSION,
-        SCHEMA_VERSION.to_be_bytes(),
-    );
-    store.write_sync(batch, cf::META)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn schema_of(store: &Store) -> Option<u32> {
+        let v = store
+            .db()
+            .get_cf(store.cf(cf::META), keys::SCHEMA_VERSION)
+            .unwrap()?;
+        keys::read_u32(&v)
+    }
+
+    #[test]
+    fn a_schema_3_store_is_upgraded_at_open_and_keeps_its_presence() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(store.cf(cf::META), keys::SCHEMA_VERSION, 3u32.to_be_bytes());
+            let present: RoaringBitmap = [1u32, 5].into_iter().collect();
+            batch.put_cf(
+                store.cf(cf::ATTR_PRESENT),
+                keys::attr(2),
+                codec::encode_bitmap(&present),
+            );
+            store.write_sync(batch, cf::META).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(schema_of(&store), Some(SCHEMA_VERSION));
+        // A delta merges into the bitmap the old schema wrote.
+        store
+            .db()
+            .merge_cf(
+                store.cf(cf::ATTR_PRESENT),
+                keys::attr(2),
+                codec::encode_presence_delta(
+                    &[7u32].into_iter().collect(),
+                    &[1u32].into_iter().collect(),
+                ),
+            )
+            .unwrap();
+        assert_eq!(
+            store.attr_present(2).unwrap().iter().collect::<Vec<_>>(),
+            [5, 7]
+        );
+    }
 
     #[test]
     fn a_schema_2_store_is_upgraded_at_open() {
@@ -185,11 +233,6 @@ mod tests {
         drop(store);
         // Upgraded once: the version is the current one now.
         let store = Store::open(dir.path()).unwrap();
-        let v = store
-            .db()
-            .get_cf(store.cf(cf::META), keys::SCHEMA_VERSION)
-            .unwrap()
-            .unwrap();
-        assert_eq!(keys::read_u32(&v), Some(SCHEMA_VERSION));
+        assert_eq!(schema_of(&store), Some(SCHEMA_VERSION));
     }
 }

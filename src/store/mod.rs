@@ -34,7 +34,7 @@ use crate::error::{Classify, Fault};
 pub use backup::{bytes_under, BackupInfo};
 pub use check::{CheckReport, Violation};
 pub use codec::{Value, ValueRef};
-pub use fingerprints::{Fingerprint, FingerprintTable};
+pub use fingerprints::{Fingerprint, FingerprintTable, TableReader};
 pub(crate) use records::Write;
 pub use retention::{Policy as RetentionPolicy, Pruned};
 pub use segments::{SegmentRecord, SnapshotMeta};
@@ -50,7 +50,8 @@ pub use txn::{AttrChange, AttrStats, ImportTxn};
 /// identity index and inbound state. Version 3: the change index of
 /// attribute values, and execution records with `updated`, `throttled` and
 /// `effective_rpm`; a version-2 store is upgraded at open (`migrate.rs`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 4: presence bitmaps take merge deltas from real-time writes.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +216,21 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
             o.set_compression_type(rocksdb::DBCompressionType::None)
         }
         _ => o.set_compression_type(rocksdb::DBCompressionType::Lz4),
+    }
+    if name == cf::ATTR_PRESENT {
+        // Real-time writes merge small deltas into the presence bitmaps
+        // (see `txn.rs`); RocksDB folds them in on read and compaction, and
+        // after 64 in a row in the memtable writes the folded bitmap, so a
+        // read never applies more than that.
+        o.set_merge_operator(
+            "segsync.presence.v1",
+            |_key: &[u8], existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
+                codec::merge_presence(existing, ops)
+            },
+            // Operands are not combined without their base: RocksDB keeps them.
+            |_key: &[u8], _existing: Option<&[u8]>, _ops: &rocksdb::MergeOperands| None,
+        );
+        o.set_max_successive_merges(64);
     }
     o
 }
@@ -551,21 +567,34 @@ impl Store {
         Ok(self.fingerprints()?.covers())
     }
 
-    /// The user index of a distinct id among the first `covers` users, by
-    /// binary search in the persisted table (no table load), verified
-    /// against `users`. For callers that track newer users themselves.
-    pub fn find_user_in_table(&self, distinct_id: &str, covers: u32) -> Result<Option<u32>> {
-        if covers == 0 {
-            // No table file is written for an empty store.
-            return Ok(None);
-        }
-        let fp = Fingerprint::of(distinct_id.as_bytes());
-        let found = fingerprints::find_in_file(&fingerprints::table_path(self), fp, covers).ok_or(
+    /// The persisted fingerprint table, brought up to date and opened for
+    /// many lookups with [`Store::find_user_with`].
+    pub fn fingerprint_reader(&self) -> Result<fingerprints::TableReader> {
+        let covers = self.refresh_fingerprints()?;
+        fingerprints::TableReader::open(&fingerprints::table_path(self), covers).ok_or(
             Error::Corrupt {
                 what: "fingerprint table",
                 reason: format!("the table file does not cover {covers} users"),
             },
-        )?;
+        )
+    }
+
+    /// The user index of a distinct id among the users `reader` covers,
+    /// verified against `users`.
+    pub fn find_user_with(
+        &self,
+        reader: &mut fingerprints::TableReader,
+        distinct_id: &str,
+    ) -> Result<Option<u32>> {
+        if reader.covers() == 0 {
+            return Ok(None);
+        }
+        let found = reader
+            .find(Fingerprint::of(distinct_id.as_bytes()))
+            .ok_or(Error::Corrupt {
+                what: "fingerprint table",
+                reason: "a block of the table file cannot be read".into(),
+            })?;
         self.verified(found, distinct_id)
     }
 

@@ -87,6 +87,9 @@ pub struct ImportTxn<'s> {
     /// a real-time update of users who have the attribute already writes
     /// no bitmap at all).
     presence_dirty: Vec<u32>,
+    /// A small transaction's presence changes per attribute (gained, lost):
+    /// it never loads a presence bitmap, it merges these into them.
+    presence_delta: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
     new_fps: Vec<Entry>,
     stats: AttrStats,
     keybuf: Vec<[u8; 8]>,
@@ -142,6 +145,7 @@ impl<'s> ImportTxn<'s> {
             new_attrs: Vec::new(),
             presence: HashMap::new(),
             presence_dirty: Vec::new(),
+            presence_delta: HashMap::new(),
             new_fps: Vec::new(),
             stats: AttrStats::default(),
             keybuf: Vec::new(),
@@ -239,7 +243,51 @@ impl<'s> ImportTxn<'s> {
     /// Whether `user` has a value of `attr` (committed, or set by this
     /// transaction's earlier `set_attrs` calls).
     pub fn has_value(&mut self, attr: u32, user: u32) -> Result<bool> {
-        Ok(self.presence(attr)?.contains(user))
+        if !self.small {
+            return Ok(self.presence(attr)?.contains(user));
+        }
+        if let Some(present) = self.delta_presence(attr, user) {
+            return Ok(present);
+        }
+        if user >= self.first_new_user {
+            // Created by this transaction: nothing committed to look up.
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .db()
+            .get_pinned_cf(self.store.cf(cf::ATTR_VALUES), keys::attr_user(attr, user))
+            .map_err(db_err("get", cf::ATTR_VALUES))?
+            .is_some())
+    }
+
+    /// Whether a small transaction gave (`Some(true)`) or took
+    /// (`Some(false)`) `attr` of `user`; `None` if it did neither.
+    fn delta_presence(&self, attr: u32, user: u32) -> Option<bool> {
+        let (added, removed) = self.presence_delta.get(&attr)?;
+        if added.contains(user) {
+            Some(true)
+        } else if removed.contains(user) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Records in a small transaction that `user` has `attr` or not now.
+    fn set_delta_presence(&mut self, attr: u32, user: u32, present: bool, was: bool) {
+        let was = self.delta_presence(attr, user).unwrap_or(was);
+        if was == present {
+            return;
+        }
+        let (added, removed) = self.presence_delta.entry(attr).or_default();
+        if present {
+            removed.remove(user);
+            added.insert(user);
+        } else {
+            added.remove(user);
+            removed.insert(user);
+        }
     }
 
     fn presence(&mut self, attr: u32) -> Result<&mut RoaringBitmap> {
@@ -258,10 +306,16 @@ impl<'s> ImportTxn<'s> {
         dedup_keep_last(changes);
 
         // Old values are read only for users the presence bitmap says have one:
-        // a first load of an attribute costs no reads at all.
+        // a first load of an attribute costs no reads at all. A small
+        // transaction reads them all instead of loading whole bitmaps.
         let mut need_read = Vec::new();
         for (i, c) in changes.iter().enumerate() {
-            if self.presence(c.attr)?.contains(c.user) {
+            let read = if self.small {
+                c.user < self.first_new_user
+            } else {
+                self.presence(c.attr)?.contains(c.user)
+            };
+            if read {
                 need_read.push(i);
             }
         }
@@ -350,14 +404,22 @@ impl<'s> ImportTxn<'s> {
                         );
                     }
                 }
-                if self.presence(c.attr)?.insert(c.user) && !self.presence_dirty.contains(&c.attr) {
+                if self.small {
+                    self.set_delta_presence(c.attr, c.user, true, old.is_some());
+                } else if self.presence(c.attr)?.insert(c.user)
+                    && !self.presence_dirty.contains(&c.attr)
+                {
                     self.presence_dirty.push(c.attr);
                 }
                 self.stats.set += 1;
             }
             None => {
                 self.batch.delete_cf(st.cf(cf::ATTR_VALUES), key);
-                if self.presence(c.attr)?.remove(c.user) && !self.presence_dirty.contains(&c.attr) {
+                if self.small {
+                    self.set_delta_presence(c.attr, c.user, false, old.is_some());
+                } else if self.presence(c.attr)?.remove(c.user)
+                    && !self.presence_dirty.contains(&c.attr)
+                {
                     self.presence_dirty.push(c.attr);
                 }
                 self.stats.deleted += 1;
@@ -434,6 +496,15 @@ impl<'s> ImportTxn<'s> {
                 keys::attr(*attr),
                 codec::encode_bitmap(bm),
             );
+        }
+        for (attr, (added, removed)) in &self.presence_delta {
+            if !added.is_empty() || !removed.is_empty() {
+                batch.merge_cf(
+                    st.cf(cf::ATTR_PRESENT),
+                    keys::attr(*attr),
+                    codec::encode_presence_delta(added, removed),
+                );
+            }
         }
         for (name, id) in &self.new_attrs {
             batch.put_cf(meta, keys::attr_name(name), keys::attr(*id));

@@ -1,0 +1,257 @@
+//! `segsync bench`'s real-time figures: `serve`'s Personas endpoints on
+//! the bench store, loaded from this process over loopback HTTP the way an
+//! event source would — single identify calls from 32 connections as fast
+//! as they are answered, then batches, then single calls at half the
+//! measured rate on a fixed schedule for the latency a source sees when
+//! the server is not saturated.
+//!
+//! Half the calls update users the store has, half create new ones. The
+//! load runs on a runtime of its own, so it competes with the server for
+//! the machine's cores as an outside load generator on the same machine
+//! would (a figure from `wrk` is in the issue note for comparison).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::server::{serve, ServeOptions};
+use crate::store::Store;
+
+const WRITE_KEY: &str = "bench-write-key";
+/// Concurrent connections of the single-call phases.
+pub const CONNECTIONS: usize = 32;
+/// Events per batch call.
+const BATCH_EVENTS: usize = 100;
+/// Connections of the batch phase.
+const BATCH_CONNECTIONS: usize = 8;
+
+/// The real-time figures.
+#[derive(Debug, Serialize)]
+pub struct Personas {
+    /// Single identify calls answered per second, 32 connections.
+    pub identify_per_s: f64,
+    /// Their median and 99th percentile latency (saturated).
+    pub identify_p50_ms: f64,
+    /// 99th percentile at saturation.
+    pub identify_p99_ms: f64,
+    /// Events per second in batch calls of 100.
+    pub batch_events_per_s: f64,
+    /// The rate of the half-load phase (calls per second offered).
+    pub half_load_per_s: f64,
+    /// Median latency at half load, from each call's scheduled time.
+    pub half_load_p50_ms: f64,
+    /// 99th percentile latency at half load.
+    pub half_load_p99_ms: f64,
+    /// Calls per synced write (group commit), over all phases.
+    pub calls_per_commit: f64,
+    /// Seconds each phase lasted.
+    pub seconds_per_phase: f64,
+}
+
+struct Load {
+    client: reqwest::Client,
+    base: String,
+    /// Users the store has: calls for `known` update them.
+    known: u64,
+    next_new: AtomicU64,
+}
+
+impl Load {
+    fn body(&self, k: u64) -> String {
+        let id = if k.is_multiple_of(2) && self.known > 0 {
+            crate::fixtures::distinct_id(k.wrapping_mul(2_654_435_761) % self.known)
+        } else {
+            format!("rt-{}", self.next_new.fetch_add(1, Ordering::Relaxed))
+        };
+        format!(
+            r#"{{"userId":"{id}","traits":{{"plan":"p{}","score":{k}}}}}"#,
+            k % 7
+        )
+    }
+
+    async fn call(&self, path: &str, body: String) -> anyhow::Result<()> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .basic_auth(WRITE_KEY, Some(""))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            anyhow::bail!("{path} answered {}: {}", r.status(), r.text().await?);
+        }
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Closed loop: `conns` connections each sending as soon as answered.
+/// Returns calls per second and the sorted latencies (ms).
+async fn saturate(
+    load: &Arc<Load>,
+    conns: usize,
+    secs: f64,
+    batch: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            let load = load.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut k = c as u64;
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    if batch == 0 {
+                        load.call("/v1/identify", load.body(k)).await?;
+                    } else {
+                        let events: Vec<String> = (0..batch as u64)
+                            .map(|i| {
+                                let b = load.body(k * batch as u64 + i);
+                                format!(r#"{{"type":"identify",{}"#, &b[1..])
+                            })
+                            .collect();
+                        let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
+                        load.call("/v1/batch", body).await?;
+                    }
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    k += conns as u64;
+                }
+                anyhow::Ok(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok((all.len() as f64 / secs, all))
+}
+
+/// Open loop at `rate` calls/s over `conns` connections; latency from each
+/// call's scheduled time, so a stall shows in full (no coordinated omission).
+async fn at_rate(load: &Arc<Load>, conns: usize, rate: f64, secs: f64) -> anyhow::Result<Vec<f64>> {
+    let per_conn = Duration::from_secs_f64(conns as f64 / rate.max(1.0));
+    let start = Instant::now() + Duration::from_millis(20);
+    let n = (secs * rate / conns as f64).ceil() as u32;
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            let load = load.clone();
+            tokio::spawn(async move {
+                let offset = per_conn.mul_f64(c as f64 / conns as f64);
+                let mut lat = Vec::with_capacity(n as usize);
+                for i in 0..n {
+                    let due = start + offset + per_conn * i;
+                    tokio::time::sleep_until(due.into()).await;
+                    let k = u64::from(i) * conns as u64 + c as u64;
+                    load.call("/v1/identify", load.body(k)).await?;
+                    lat.push(due.elapsed().as_secs_f64() * 1000.0);
+                }
+                anyhow::Ok(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(all)
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs the three phases against `serve` on `store`, `secs` seconds each.
+pub(crate) fn run(store: Arc<Store>, known: u64, secs: f64) -> anyhow::Result<Personas> {
+    crate::inbound::add_write_key(&store, "bench", WRITE_KEY)?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = ServeOptions {
+        tick: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let server = server_rt.spawn(serve(listener, store, opts, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let load = Arc::new(Load {
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(CONNECTIONS)
+            .build()?,
+        base: base.clone(),
+        known,
+        next_new: AtomicU64::new(0),
+    });
+    let result = load_rt.block_on(async {
+        // Warm the connections and the store's caches.
+        saturate(&load, CONNECTIONS, secs.min(1.0), 0).await?;
+        let (identify_per_s, lat) = saturate(&load, CONNECTIONS, secs, 0).await?;
+        let (batches_per_s, _) = saturate(&load, BATCH_CONNECTIONS, secs, BATCH_EVENTS).await?;
+        let half = identify_per_s / 2.0;
+        let half_lat = at_rate(&load, CONNECTIONS, half, secs).await?;
+        let metrics = load
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let commits = counter(&metrics, "segsync_personas_commits_total");
+        let calls = counter(&metrics, "segsync_personas_requests_total");
+        anyhow::Ok(Personas {
+            identify_per_s,
+            identify_p50_ms: percentile(&lat, 0.5),
+            identify_p99_ms: percentile(&lat, 0.99),
+            batch_events_per_s: batches_per_s * BATCH_EVENTS as f64,
+            half_load_per_s: half,
+            half_load_p50_ms: percentile(&half_lat, 0.5),
+            half_load_p99_ms: percentile(&half_lat, 0.99),
+            calls_per_commit: calls / commits.max(1.0),
+            seconds_per_phase: secs,
+        })
+    });
+    let _ = stop_tx.send(());
+    server_rt.block_on(server)??;
+    result
+}
+
+/// Prints the figures as `segsync bench` lines.
+pub(crate) fn print(p: &Personas) {
+    println!(
+        "personas identify, {CONNECTIONS} conns  {:.0} calls/s (p50 {:.2} ms, p99 {:.2} ms; {:.1} calls per synced write)",
+        p.identify_per_s, p.identify_p50_ms, p.identify_p99_ms, p.calls_per_commit
+    );
+    println!(
+        "personas batch of {BATCH_EVENTS}        {:.0} events/s",
+        p.batch_events_per_s
+    );
+    println!(
+        "personas at half load         {:.0} calls/s offered: p50 {:.2} ms, p99 {:.2} ms",
+        p.half_load_per_s, p.half_load_p50_ms, p.half_load_p99_ms
+    );
+}
