@@ -8,7 +8,10 @@
 //!   only the commit advances; a rollback deletes that range;
 //! - every attribute write that replaces a value from before this import
 //!   first logs the old value in the `undo` family (in the same batch), so a
-//!   rollback can restore it; the commit drops the log with one range delete;
+//!   rollback can restore it; a write where there was no value is logged
+//!   once per batch and attribute, as a bitmap of the users (a first load
+//!   logs a few bitmaps, not a record per value); the commit drops the log
+//!   with one range delete;
 //! - presence bitmaps, the attribute catalogue, segment snapshots and the
 //!   counters are written only by the commit batch (synced).
 //!
@@ -37,6 +40,11 @@ use super::{
 /// Writes per intermediate batch: large enough to amortise the write path,
 /// small enough to keep the batch a few MiB.
 const BATCH_OPS: usize = 50_000;
+
+/// Undo records numbered from here on are bitmaps of users who had no value
+/// of an attribute (`[attr u32 BE] ++ bitmap`); below, one replaced value
+/// each (`key ++ old value`).
+const UNDO_BITMAPS: u64 = 1 << 63;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -81,6 +89,9 @@ pub struct ImportTxn<'s> {
     users_sst: Option<rocksdb::SstFileWriter<'s>>,
     sst_path: std::path::PathBuf,
     undo_n: u64,
+    undo_bitmap_n: u64,
+    /// Users per attribute this batch gave a first value (see `UNDO_BITMAPS`).
+    undo_new: HashMap<u32, RoaringBitmap>,
     new_attrs: Vec<(String, u32)>,
     presence: HashMap<u32, RoaringBitmap>,
     /// Attributes whose presence bitmap changed (only those are rewritten:
@@ -142,6 +153,8 @@ impl<'s> ImportTxn<'s> {
             users_sst: None,
             sst_path: sst_path(store, seq),
             undo_n: 0,
+            undo_bitmap_n: UNDO_BITMAPS,
+            undo_new: HashMap::new(),
             new_attrs: Vec::new(),
             presence: HashMap::new(),
             presence_dirty: Vec::new(),
@@ -389,7 +402,9 @@ impl<'s> ImportTxn<'s> {
                 undo.extend_from_slice(old_bytes);
                 self.push_undo(&undo);
             }
-            (None, _) if !self.small => self.push_undo(&key),
+            (None, _) if !self.small => {
+                self.undo_new.entry(c.attr).or_default().insert(c.user);
+            }
             _ => {}
         }
         match &c.value {
@@ -450,6 +465,17 @@ impl<'s> ImportTxn<'s> {
     /// across column families, see `Store::open`), so what a commit
     /// publishes is on disk before the counters say it exists.
     fn flush(&mut self) -> Result<()> {
+        for (attr, users) in self.undo_new.drain() {
+            let mut record = Vec::with_capacity(5 + users.serialized_size());
+            record.extend_from_slice(&attr.to_be_bytes());
+            record.extend_from_slice(&codec::encode_bitmap(&users));
+            self.batch.put_cf(
+                self.store.cf(cf::UNDO),
+                keys::undo(self.seq, self.undo_bitmap_n),
+                record,
+            );
+            self.undo_bitmap_n += 1;
+        }
         let batch = std::mem::take(&mut self.batch);
         self.batch_ops = 0;
         let mut wo = rocksdb::WriteOptions::default();
@@ -582,6 +608,26 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
         if keys::read_u32(k) != Some(seq) {
             break;
         }
+        let n = k
+            .get(4..12)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        if n.is_some_and(|n| n >= UNDO_BITMAPS) {
+            let (attr, users) = v.split_at(4.min(v.len()));
+            let attr = keys::read_u32(attr).ok_or(Error::Corrupt {
+                what: "undo record",
+                reason: "no attribute id".into(),
+            })?;
+            for user in codec::decode_bitmap("undo bitmap", users)? {
+                batch.delete_cf(store.cf(cf::ATTR_VALUES), keys::attr_user(attr, user));
+                if batch.len() >= BATCH_OPS {
+                    db.write(std::mem::take(&mut batch))
+                        .map_err(db_err("write", cf::ATTR_VALUES))?;
+                }
+            }
+            it.prev();
+            continue;
+        }
         let (key, old) = v.split_at(8.min(v.len()));
         if old.is_empty() {
             batch.delete_cf(store.cf(cf::ATTR_VALUES), key);
@@ -646,6 +692,61 @@ mod tests {
             attr,
             user,
             value: Some(Value::Str(v.into())),
+        }
+    }
+
+    #[test]
+    fn rollback_restores_replaced_and_first_values_across_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let n = 40_000u32; // 3 writes a change: several flushes of BATCH_OPS
+        let mut txn = store.begin_import().unwrap();
+        let a = txn.attr("a");
+        for u in 0..n {
+            let id = format!("u{u}");
+            txn.new_user(id.as_bytes(), Fingerprint::of(id.as_bytes()))
+                .unwrap();
+        }
+        let mut old: Vec<AttrChange> = (0..n).step_by(2).map(|u| change(a, u, "old")).collect();
+        txn.set_attrs(&mut old).unwrap();
+        txn.commit(None).unwrap();
+
+        for crash in [false, true] {
+            let mut txn = store.begin_import().unwrap();
+            let b = txn.attr("b");
+            for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+                let mut all: Vec<AttrChange> = chunk
+                    .iter()
+                    .flat_map(|&u| [change(a, u, "new"), change(b, u, "b")])
+                    .collect();
+                txn.set_attrs(&mut all).unwrap();
+            }
+            assert!(
+                txn.undo_bitmap_n > UNDO_BITMAPS,
+                "no first value was logged"
+            );
+            if crash {
+                // Flushed, never committed: what the next open finds.
+                txn.flush().unwrap();
+                std::mem::forget(txn);
+                recover(&store).unwrap();
+            } else {
+                txn.rollback().unwrap();
+            }
+            for u in (0..n).step_by(997) {
+                let want = (u % 2 == 0).then(|| Value::Str("old".into()));
+                assert_eq!(
+                    store.attr_value(a, u).unwrap(),
+                    want,
+                    "user {u} crash {crash}"
+                );
+            }
+            let b_left = store
+                .db()
+                .iterator_cf(store.cf(cf::ATTR_VALUES), rocksdb::IteratorMode::Start)
+                .filter(|kv| kv.as_ref().is_ok_and(|(k, _)| keys::read_u32(k) == Some(b)))
+                .count();
+            assert_eq!(b_left, 0, "values of the rolled-back attribute remain");
         }
     }
 
