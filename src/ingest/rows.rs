@@ -7,7 +7,7 @@
 
 use std::io::BufRead;
 
-use crate::store::{AttrChange, Value};
+use crate::store::{codec, EncodedChange, Value};
 
 use super::interner::Probe;
 use super::{Error, Sink};
@@ -15,12 +15,15 @@ use super::{Error, Sink};
 /// Rows per batch.
 const BATCH_ROWS: usize = 32_768;
 
-/// A batch of rows: ids in one arena, changes pointing at row positions.
+/// A batch of rows: ids in one arena, values encoded in another, changes
+/// pointing at row positions (the `user` of each change is the row's
+/// position until the ids are resolved). Every buffer is reused.
 #[derive(Default)]
 struct Batch {
     ids: Vec<u8>,
     spans: Vec<(u32, u32)>,
-    changes: Vec<(u32, u32, Option<Value>)>,
+    values: Vec<u8>,
+    changes: Vec<EncodedChange>,
 }
 
 impl Batch {
@@ -29,6 +32,23 @@ impl Batch {
         self.spans.push((self.ids.len() as u32, id.len() as u32));
         self.ids.extend_from_slice(id);
         pos
+    }
+
+    /// A change of row `pos`: `value` encoded by `encode`, or a deletion.
+    fn push_change(&mut self, pos: u32, attr: u32, encode: Option<impl FnOnce(&mut Vec<u8>)>) {
+        match encode {
+            Some(encode) => {
+                let start = self.values.len();
+                encode(&mut self.values);
+                self.changes.push(EncodedChange {
+                    attr,
+                    user: pos,
+                    start: start as u32,
+                    len: (self.values.len() - start) as u32,
+                });
+            }
+            None => self.changes.push(EncodedChange::delete(attr, pos)),
+        }
     }
 
     fn flush(&mut self, sink: &mut Sink<'_, '_>) -> Result<(), Error> {
@@ -57,22 +77,18 @@ impl Batch {
                 )
                 .map_err(Error::Store)?;
         }
-        let mut changes: Vec<AttrChange> = self
-            .changes
-            .drain(..)
-            .map(|(pos, attr, value)| AttrChange {
-                attr,
-                user: idx[pos as usize],
-                value,
-            })
-            .collect();
+        for c in &mut self.changes {
+            c.user = idx[c.user as usize];
+        }
         sink.parts()
             .0
-            .set_attrs(&mut changes)
+            .set_encoded(&mut self.changes, &self.values)
             .map_err(Error::Store)?;
         sink.members_mut().insert_all(&idx);
         self.ids.clear();
         self.spans.clear();
+        self.values.clear();
+        self.changes.clear();
         Ok(())
     }
 }
@@ -163,9 +179,10 @@ pub(crate) fn read_csv(reader: &mut dyn BufRead, sink: &mut Sink<'_, '_>) -> Res
         let pos = batch.push_id(id);
         for (i, field) in rec.iter().enumerate() {
             if let Some(attr) = attrs[i] {
-                let value = (!field.is_empty())
-                    .then(|| Value::Str(String::from_utf8_lossy(field).into_owned()));
-                batch.changes.push((pos, attr, value));
+                // Checked UTF-8 above; an empty cell deletes.
+                let encode = (!field.is_empty())
+                    .then_some(|out: &mut Vec<u8>| codec::encode_str_body(field, out));
+                batch.push_change(pos, attr, encode);
             }
         }
         if batch.spans.len() >= BATCH_ROWS {
@@ -259,7 +276,11 @@ pub(crate) fn read_ndjson(reader: &mut dyn BufRead, sink: &mut Sink<'_, '_>) -> 
         let pos = batch.push_id(&id);
         for (k, value) in values {
             let attr = sink.parts().0.attr(k);
-            batch.changes.push((pos, attr, value));
+            batch.push_change(
+                pos,
+                attr,
+                value.map(|v| move |out: &mut Vec<u8>| v.encode_body(out)),
+            );
         }
         if batch.spans.len() >= BATCH_ROWS {
             batch.flush(sink)?;

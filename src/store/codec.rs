@@ -182,6 +182,12 @@ impl Value {
     /// Appends the stored form: `[write seq u32 BE][tag][bytes]`.
     pub fn encode(&self, seq: u32, out: &mut Vec<u8>) {
         out.extend_from_slice(&seq.to_be_bytes());
+        self.encode_body(out);
+    }
+
+    /// Appends the stored form without its write sequence: `[tag][bytes]`
+    /// (what a bulk import keeps in its arena until the write).
+    pub fn encode_body(&self, out: &mut Vec<u8>) {
         match self {
             Value::Str(s) => {
                 out.push(TAG_STR);
@@ -199,6 +205,13 @@ impl Value {
             }
         }
     }
+}
+
+/// Appends a string value's `[tag][bytes]` (see [`Value::encode_body`])
+/// straight from a CSV cell, without building a [`Value`].
+pub fn encode_str_body(s: &[u8], out: &mut Vec<u8>) {
+    out.push(TAG_STR);
+    out.extend_from_slice(s);
 }
 
 /// A borrowed view of a stored value, decoded without allocating.
@@ -236,6 +249,11 @@ impl<'a> ValueRef<'a> {
     /// True when the two values are equal, whatever write set them.
     pub fn same_value(&self, other: &ValueRef<'_>) -> bool {
         self.tag == other.tag && self.body == other.body
+    }
+
+    /// True when this is the value `[tag][bytes]` (see [`Value::encode_body`]).
+    pub fn same_body(&self, tag_body: &[u8]) -> bool {
+        tag_body.split_first() == Some((&self.tag, self.body))
     }
 
     /// The value as an owned [`Value`].

@@ -42,7 +42,7 @@ pub use syncs::{
     BitmapKind, ExecKind, ExecStatus, ExecutionRecord, Frequency, PageOutcome, Schedule,
     SyncRecord, SyncStatus, Trigger,
 };
-pub use txn::{AttrChange, AttrStats, ImportTxn};
+pub use txn::{AttrChange, AttrStats, EncodedChange, ImportTxn};
 
 /// The schema this build reads and writes. Bump on any incompatible change of
 /// keys or record layout; a store with another version is refused at open.
