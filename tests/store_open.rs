@@ -119,8 +119,7 @@ fn an_import_interrupted_without_rollback_is_undone_at_next_open() {
         let a = store.user_index("a").unwrap().unwrap();
         let mut txn = store.begin_import().unwrap();
         let email = txn.attr("email");
-        let fp = segsync::store::Fingerprint::of(b"zed");
-        let z = txn.new_user(b"zed", fp).unwrap();
+        let z = txn.new_user(b"zed").unwrap();
         let mut changes = vec![
             AttrChange {
                 attr: uid,
@@ -141,8 +140,7 @@ fn an_import_interrupted_without_rollback_is_undone_at_next_open() {
         // Enough new users and rows that intermediate batches reach RocksDB.
         for i in 0..40_000u32 {
             let id = format!("zed-{i}");
-            let fp = segsync::store::Fingerprint::of(id.as_bytes());
-            let u = txn.new_user(id.as_bytes(), fp).unwrap();
+            let u = txn.new_user(id.as_bytes()).unwrap();
             changes.push(AttrChange {
                 attr: email,
                 user: u,

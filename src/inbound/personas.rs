@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use serde_json::{json, value::RawValue};
 
 use super::{id_text, parse_basic, write_keys, Reply};
-use crate::store::{self, AttrChange, Fingerprint, ImportTxn, Store, Value};
+use crate::store::{self, AttrChange, ImportTxn, Store, Value};
 
 /// Largest single identify or track body (Segment's own limit).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
@@ -262,7 +262,7 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
                 None => match users.find(store, id)? {
                     Some(u) => u,
                     None => {
-                        let u = txn.new_user(id.as_bytes(), Fingerprint::of(id.as_bytes()))?;
+                        let u = txn.new_user(id.as_bytes())?;
                         created.insert(id.to_string(), u);
                         applied.users_created += 1;
                         u

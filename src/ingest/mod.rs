@@ -361,7 +361,7 @@ fn run(
                 (Some(name.to_string()), seq, Some(members.len()))
             }
         };
-        txn.commit(Some(interner.table_mut()?))?;
+        txn.commit(Some(interner.finish()?))?;
         let seconds = started.elapsed().as_secs_f64();
         let summary = Summary {
             file: PathBuf::from(&file),

@@ -55,6 +55,34 @@ pub(crate) struct Entry {
     pub(crate) idx: u32,
 }
 
+/// The users an import created, for [`crate::store::ImportTxn::commit`] to
+/// merge into the table (collected by the import's interner, which has them
+/// anyway: the transaction keeps no second list).
+#[derive(Debug, Default)]
+pub struct NewUsers(pub(crate) Vec<Entry>);
+
+impl NewUsers {
+    /// Collects `(fingerprint, user index)` pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (Fingerprint, u32)>) -> NewUsers {
+        NewUsers(
+            pairs
+                .into_iter()
+                .map(|(fp, idx)| Entry { fp, idx })
+                .collect(),
+        )
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Sorted fingerprint → user index table; see the module docs.
 #[derive(Debug, Default)]
 pub struct FingerprintTable {
@@ -103,6 +131,13 @@ impl FingerprintTable {
     /// Adds entries for users `self.covers..covers` (sorted in place).
     pub(crate) fn merge(&mut self, mut new: Vec<Entry>, covers: u32) {
         new.sort_unstable_by_key(|e| e.fp);
+        if self.entries.is_empty() {
+            // A first load: the new entries are the table, no copy.
+            self.entries = new;
+            self.covers = covers;
+            self.rebuild_dir();
+            return;
+        }
         // Merge from the back into the grown vector: no second copy of the
         // table, which is the largest allocation an import makes.
         let old_len = self.entries.len();

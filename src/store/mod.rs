@@ -34,7 +34,7 @@ use crate::error::{Classify, Fault};
 pub use backup::{bytes_under, BackupInfo};
 pub use check::{CheckReport, Violation};
 pub use codec::{Value, ValueRef};
-pub use fingerprints::{Fingerprint, FingerprintTable, TableReader};
+pub use fingerprints::{Fingerprint, FingerprintTable, NewUsers, TableReader};
 pub(crate) use records::Write;
 pub use retention::{Policy as RetentionPolicy, Pruned};
 pub use segments::{SegmentRecord, SnapshotMeta};

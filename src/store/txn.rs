@@ -31,9 +31,9 @@ use roaring::RoaringBitmap;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::fingerprints::{table_path, Entry};
+use super::fingerprints::table_path;
 use super::{
-    cf, codec, db_err, keys, Counters, Error, Fingerprint, FingerprintTable, Result, Store, Value,
+    cf, codec, db_err, keys, Counters, Error, FingerprintTable, NewUsers, Result, Store, Value,
     ValueRef,
 };
 
@@ -145,7 +145,6 @@ pub struct ImportTxn<'s> {
     /// A small transaction's presence changes per attribute (gained, lost):
     /// it never loads a presence bitmap, it merges these into them.
     presence_delta: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
-    new_fps: Vec<Entry>,
     stats: AttrStats,
     keybuf: Vec<[u8; 8]>,
     valbuf: Vec<u8>,
@@ -203,7 +202,6 @@ impl<'s> ImportTxn<'s> {
             presence: HashMap::new(),
             presence_dirty: Vec::new(),
             presence_delta: HashMap::new(),
-            new_fps: Vec::new(),
             stats: AttrStats::default(),
             keybuf: Vec::new(),
             valbuf: Vec::new(),
@@ -240,10 +238,9 @@ impl<'s> ImportTxn<'s> {
     ///
     /// New users get ascending indexes, so they stream into one SST file
     /// that the commit ingests: no memtable, no sorting, no WAL.
-    pub fn new_user(&mut self, id: &[u8], fp: Fingerprint) -> Result<u32> {
+    pub fn new_user(&mut self, id: &[u8]) -> Result<u32> {
         let idx = self.counters.user_count;
         self.counters.user_count = idx.checked_add(1).ok_or(Error::Full)?;
-        self.new_fps.push(Entry { fp, idx });
         if self.small {
             self.batch
                 .put_cf(self.store.cf(cf::USERS), keys::user(idx), id);
@@ -576,8 +573,10 @@ impl<'s> ImportTxn<'s> {
     }
 
     /// Makes everything this import wrote visible at once. When `table` is
-    /// given, the new users' fingerprints are merged into it and it is saved.
-    pub fn commit(mut self, table: Option<&mut FingerprintTable>) -> Result<Counters> {
+    /// given, the new users' fingerprints (every user [`ImportTxn::new_user`]
+    /// created, as the caller's interner collected them) are merged into it
+    /// and it is saved.
+    pub fn commit(mut self, table: Option<(&mut FingerprintTable, NewUsers)>) -> Result<Counters> {
         let live = std::mem::take(&mut self.live);
         self.publish_live(live)?;
         if self.small {
@@ -638,8 +637,8 @@ impl<'s> ImportTxn<'s> {
         st.write_sync(batch, cf::META)?;
         self.done = true;
         st.set_state(self.counters, &self.new_attrs);
-        if let Some(table) = table {
-            table.merge(std::mem::take(&mut self.new_fps), self.counters.user_count);
+        if let Some((table, new)) = table {
+            table.merge(new.0, self.counters.user_count);
             table.save(&table_path(st))?;
         }
         Ok(self.counters)
@@ -793,8 +792,7 @@ mod tests {
         let a = txn.attr("a");
         for u in 0..n {
             let id = format!("u{u}");
-            txn.new_user(id.as_bytes(), Fingerprint::of(id.as_bytes()))
-                .unwrap();
+            txn.new_user(id.as_bytes()).unwrap();
         }
         let mut old: Vec<AttrChange> = (0..n).step_by(2).map(|u| change(a, u, "old")).collect();
         txn.set_attrs(&mut old).unwrap();
