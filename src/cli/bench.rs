@@ -68,6 +68,9 @@ pub struct BenchArgs {
 pub struct Report {
     users: u64,
     users_import_rows_per_s: f64,
+    /// `distinct_id,uid` first loads in CSV, NDJSON and gzipped CSV, each
+    /// into a fresh store.
+    users_import_formats: Vec<FormatFigure>,
     ingest_new_ids_per_s: f64,
     ingest_known_ids_per_s: f64,
     diff_ms: f64,
@@ -92,6 +95,79 @@ pub struct Report {
     personas: Option<super::bench_personas::Personas>,
     /// With `--compare`: the baselines on the same files.
     compare: Option<super::bench_compare::Compare>,
+}
+
+/// One format's first load of the same `distinct_id,uid` rows.
+#[derive(Debug, Serialize)]
+pub struct FormatFigure {
+    format: &'static str,
+    rows_per_s: f64,
+    seconds: f64,
+    /// Peak RSS of the import (`None` where the kernel cannot reset the mark).
+    peak_rss_mb: Option<f64>,
+}
+
+/// Writes the first two columns of `users_csv` as CSV, NDJSON and gzipped
+/// CSV, and imports each into a store of its own.
+fn import_formats(
+    dir: &std::path::Path,
+    users_csv: &std::path::Path,
+) -> anyhow::Result<Vec<FormatFigure>> {
+    use std::io::{BufRead, Write};
+    let csv_path = dir.join("users-2col.csv");
+    let ndjson_path = dir.join("users-2col.ndjson");
+    let gz_path = dir.join("users-2col.csv.gz");
+    {
+        let input = std::io::BufReader::new(std::fs::File::open(users_csv)?);
+        let mut csv = std::io::BufWriter::new(std::fs::File::create(&csv_path)?);
+        let mut nd = std::io::BufWriter::new(std::fs::File::create(&ndjson_path)?);
+        let mut gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(std::fs::File::create(&gz_path)?),
+            flate2::Compression::fast(),
+        );
+        for (i, line) in input.lines().enumerate() {
+            let line = line?;
+            let mut cols = line.splitn(3, ',');
+            let (id, uid) = (cols.next().unwrap_or(""), cols.next().unwrap_or(""));
+            let row = format!("{id},{uid}\n");
+            csv.write_all(row.as_bytes())?;
+            gz.write_all(row.as_bytes())?;
+            if i > 0 {
+                // Generated ids and uids need no JSON escaping.
+                if uid.is_empty() {
+                    writeln!(nd, r#"{{"distinct_id":"{id}"}}"#)?;
+                } else {
+                    writeln!(nd, r#"{{"distinct_id":"{id}","uid":"{uid}"}}"#)?;
+                }
+            }
+        }
+        csv.flush()?;
+        nd.flush()?;
+        gz.finish()?.flush()?;
+    }
+    let mut out = Vec::new();
+    for (format, path) in [
+        ("csv", &csv_path),
+        ("ndjson", &ndjson_path),
+        ("csv.gz", &gz_path),
+    ] {
+        let store_dir = dir.join(format!("store-{format}"));
+        let store = Store::open(&store_dir)?;
+        let reset = reset_peak_rss();
+        let s = ingest::import_users(&store, path, &ingest::Options::default())?;
+        out.push(FormatFigure {
+            format,
+            rows_per_s: s.ids_per_sec,
+            seconds: s.seconds,
+            peak_rss_mb: reset.then(peak_rss_mb),
+        });
+        drop(store);
+        std::fs::remove_dir_all(&store_dir)?;
+    }
+    for p in [csv_path, ndjson_path, gz_path] {
+        std::fs::remove_file(p)?;
+    }
+    Ok(out)
 }
 
 /// Resets the kernel's peak-RSS mark (`VmHWM`) so the next reading covers
@@ -140,6 +216,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let users = ingest::import_users(&store, &g.users_csv, &opts)?;
     let users_import_s = t.elapsed().as_secs_f64();
+    let users_import_formats = import_formats(tmp.path(), &g.users_csv)?;
     let t = Instant::now();
     ingest::import_segment(&store, "bench", &g.snapshot_2, &opts)?;
     let snapshot_import_s = t.elapsed().as_secs_f64();
@@ -238,6 +315,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     let r = Report {
         users: a.users,
         users_import_rows_per_s: users.ids_per_sec,
+        users_import_formats,
         ingest_new_ids_per_s: new_ids.ids_per_sec,
         ingest_known_ids_per_s: known.ids_per_sec,
         diff_ms: diff.millis,
@@ -269,6 +347,17 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         "users import (CSV, 5 attrs)   {:.0} rows/s",
         r.users_import_rows_per_s
     );
+    for f in &r.users_import_formats {
+        println!(
+            "users import, 2 cols, {:<8} {:.0} rows/s ({:.2} s{})",
+            f.format,
+            f.rows_per_s,
+            f.seconds,
+            f.peak_rss_mb
+                .map(|m| format!(", peak RSS {m:.0} MB"))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "snapshot import, new ids      {:.2}M ids/s",
         r.ingest_new_ids_per_s / 1e6
