@@ -567,6 +567,30 @@ impl Store {
         Ok(self.fingerprints()?.covers())
     }
 
+    /// Waits (at most `max`) until RocksDB runs no flush or compaction, and
+    /// returns how long that took: benchmarks measure the steady state
+    /// rather than the minutes after a bulk load.
+    pub fn wait_for_background_work(&self, max: std::time::Duration) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let busy = |name: &str| {
+            self.db
+                .property_int_value(name)
+                .ok()
+                .flatten()
+                .is_some_and(|n| n > 0)
+        };
+        let mut quiet = 0;
+        while started.elapsed() < max && quiet < 3 {
+            if busy("rocksdb.num-running-compactions") || busy("rocksdb.num-running-flushes") {
+                quiet = 0;
+            } else {
+                quiet += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        started.elapsed()
+    }
+
     /// The persisted fingerprint table, brought up to date and opened for
     /// many lookups with [`Store::find_user_with`].
     pub fn fingerprint_reader(&self) -> Result<fingerprints::TableReader> {
