@@ -204,3 +204,56 @@ fn requests_in_one_group_see_each_others_users() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+#[test]
+fn calls_find_users_imported_before_and_while_serving() {
+    let env = Env::new();
+    let store = Arc::new(Store::open(env.data()).unwrap());
+    segsync::inbound::add_write_key(&store, "gc", WRITE_KEY).unwrap();
+    let rows: String = (0..2000).map(|i| format!("old-{i},uid-{i}\n")).collect();
+    let first = env.file("first.csv", format!("distinct_id,uid\n{rows}").as_bytes());
+    segsync::ingest::import_users(&store, &first, &Default::default()).unwrap();
+    let committer = Committer::start(store.clone(), GroupLimits::default()).unwrap();
+    let auth = {
+        use base64::Engine;
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
+        format!("Basic {creds}")
+    };
+    let call = |id: &str, n: usize| -> serde_json::Value {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let body = serde_json::json!({"userId": id, "traits": {"n": n}});
+        committer.submit(
+            &store,
+            Endpoint::Identify,
+            Some(&auth),
+            body.to_string().as_bytes(),
+            move |r| tx.send(r).unwrap(),
+        );
+        let r = rx.recv().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    // The first calls open the table; later ones are resolved before the
+    // queue, by the calling thread.
+    for round in 0..3 {
+        for i in (0..2000).step_by(97) {
+            let v = call(&format!("old-{i}"), round);
+            assert_eq!(v["users_created"], 0, "old-{i} is imported");
+        }
+        assert_eq!(call(&format!("new-{round}"), round)["users_created"], 1);
+    }
+    // Another writer adds users while the committer runs.
+    let later = env.file("later.csv", b"distinct_id,uid\nlate-1,l1\nlate-2,l2\n");
+    segsync::ingest::import_users(&store, &later, &Default::default()).unwrap();
+    for id in ["late-1", "late-2", "old-5", "new-0"] {
+        assert_eq!(call(id, 9)["users_created"], 0, "{id} exists");
+    }
+    assert_eq!(store.counters().user_count, 2000 + 3 + 2);
+    let n = store.attr_id("n").unwrap();
+    let late = store.user_index("late-2").unwrap().unwrap();
+    assert_eq!(
+        store.attr_value(n, late).unwrap(),
+        Some(Value::Num("9".into()))
+    );
+    committer.stop();
+}

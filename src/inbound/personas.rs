@@ -20,6 +20,7 @@
 //! (`batch[3].traits`), and nothing of its request is applied.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{json, value::RawValue};
 
@@ -53,20 +54,49 @@ pub enum Endpoint {
 /// read per lookup), plus the users created since.
 #[derive(Debug, Default)]
 pub struct Users {
-    table: Option<store::TableReader>,
+    table: Option<Arc<store::TableReader>>,
     created: HashMap<String, u32>,
+    /// Where the committer publishes its table for the parsing threads.
+    shared: Option<Shared>,
 }
 
+type Shared = Arc<std::sync::RwLock<Option<Arc<store::TableReader>>>>;
+
 impl Users {
-    fn find(&mut self, store: &Store, id: &str) -> store::Result<Option<u32>> {
+    /// `id`'s user; the table is not searched when the parsing thread
+    /// already found `id` absent from all the users it covers.
+    fn find(&mut self, store: &Store, id: &str, absent_below: u32) -> store::Result<Option<u32>> {
         if let Some(&u) = self.created.get(id) {
             return Ok(Some(u));
         }
-        let table = match &mut self.table {
-            Some(t) => t,
-            None => self.table.insert(store.fingerprint_reader()?),
+        let table = match &self.table {
+            Some(t) => t.clone(),
+            None => {
+                let t = Arc::new(store.fingerprint_reader()?);
+                if let Some(shared) = &self.shared {
+                    *shared
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t.clone());
+                }
+                self.table.insert(t).clone()
+            }
         };
-        store.find_user_with(table, id)
+        if absent_below >= table.covers() {
+            return Ok(None);
+        }
+        store.find_user_with(&table, id)
+    }
+
+    /// Forgets the table and the users created since (read again on next
+    /// use); the parsing threads stop using the old table at once.
+    fn reset(&mut self) {
+        if let Some(shared) = &self.shared {
+            *shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        self.table = None;
+        self.created.clear();
     }
 
     /// Users this knows of, when it has looked at the table.
@@ -92,6 +122,10 @@ struct Event {
     user_id: Option<String>,
     anonymous_id: Option<String>,
     kind: Kind,
+    /// The user, when the parsing thread found it committed already.
+    user: Option<u32>,
+    /// The parsing thread found no such user among the first this many.
+    absent_below: u32,
 }
 
 fn parse_event(raw: &RawValue, at: &str, default_type: Option<&str>) -> Result<Event, String> {
@@ -180,6 +214,8 @@ fn parse_event(raw: &RawValue, at: &str, default_type: Option<&str>) -> Result<E
         user_id,
         anonymous_id,
         kind,
+        user: None,
+        absent_below: 0,
     })
 }
 
@@ -241,7 +277,7 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
     if known.is_some_and(|k| k != txn.store().counters().user_count as usize)
         || users.created.len() > MAX_CREATED_IN_MEMORY
     {
-        *users = Users::default();
+        users.reset();
     }
     let mut out = Vec::with_capacity(group.len());
     let mut created: HashMap<String, u32> = HashMap::new();
@@ -257,9 +293,9 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
             let Some(id) = e.user_id.as_deref().or(e.anonymous_id.as_deref()) else {
                 continue;
             };
-            let user = match created.get(id) {
-                Some(&u) => u,
-                None => match users.find(store, id)? {
+            let user = match created.get(id).copied().or(e.user) {
+                Some(u) => u,
+                None => match users.find(store, id, e.absent_below)? {
                     Some(u) => u,
                     None => {
                         let u = txn.new_user(id.as_bytes())?;
@@ -360,18 +396,26 @@ enum Msg {
 /// timer).
 pub struct Committer {
     tx: crossbeam::channel::Sender<Msg>,
+    /// The committer's fingerprint table, for resolving ids while parsing.
+    table: Shared,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Committer {
     /// Starts the writer thread.
-    pub fn start(store: std::sync::Arc<Store>, limits: GroupLimits) -> std::io::Result<Committer> {
+    pub fn start(store: Arc<Store>, limits: GroupLimits) -> std::io::Result<Committer> {
         let (tx, rx) = crossbeam::channel::bounded::<Msg>(limits.requests.max(1) * 4);
+        let table = Shared::default();
+        let users = Users {
+            shared: Some(table.clone()),
+            ..Users::default()
+        };
         let thread = std::thread::Builder::new()
             .name("personas-commit".into())
-            .spawn(move || commit_loop(&store, &rx, limits))?;
+            .spawn(move || commit_loop(&store, &rx, limits, users))?;
         Ok(Committer {
             tx,
+            table,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -386,16 +430,44 @@ impl Committer {
         body: &[u8],
         done: impl FnOnce(Reply) + Send + 'static,
     ) {
-        let events = match check(store, endpoint, authorization, body) {
+        let mut events = match check(store, endpoint, authorization, body) {
             Ok(e) => e,
             Err(r) => return done(r),
         };
+        self.resolve(store, &mut events);
         let msg = Msg::Apply {
             events,
             done: Box::new(done),
         };
         if let Err(crossbeam::channel::SendError(Msg::Apply { done, .. })) = self.tx.send(msg) {
             done(Reply::error(503, "the server is shutting down"));
+        }
+    }
+
+    /// Looks the events' users up in the committer's table here, on the
+    /// caller's thread (the lookups then run on every core, not on the one
+    /// writer thread). Only committed users are found, and those never
+    /// change index; an id not found is looked up again by the committer
+    /// unless its table is the one searched here.
+    fn resolve(&self, store: &Store, events: &mut [Event]) {
+        let table = self
+            .table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(table) = table else {
+            return;
+        };
+        for e in events {
+            let Some(id) = e.user_id.as_deref().or(e.anonymous_id.as_deref()) else {
+                continue;
+            };
+            match store.find_user_with(&table, id) {
+                Ok(Some(u)) => e.user = Some(u),
+                Ok(None) => e.absent_below = table.covers(),
+                // The committer looks again, and reports what fails.
+                Err(_) => {}
+            }
         }
     }
 
@@ -419,8 +491,12 @@ impl Drop for Committer {
     }
 }
 
-fn commit_loop(store: &Store, rx: &crossbeam::channel::Receiver<Msg>, limits: GroupLimits) {
-    let mut users = Users::default();
+fn commit_loop(
+    store: &Store,
+    rx: &crossbeam::channel::Receiver<Msg>,
+    limits: GroupLimits,
+    mut users: Users,
+) {
     let mut group: Vec<(Vec<Event>, Done)> = Vec::new();
     let mut stopping = false;
     while !stopping {
@@ -456,7 +532,7 @@ fn commit_loop(store: &Store, rx: &crossbeam::channel::Receiver<Msg>, limits: Gr
             Err(e) => {
                 tracing::error!(error = %e, requests = group.len(), "personas ingestion failed");
                 // What Users learnt inside the failed transaction is void.
-                users = Users::default();
+                users.reset();
                 for (_, done) in group.drain(..) {
                     done(Reply::error(500, "internal error (see the server log)"));
                 }
@@ -485,7 +561,7 @@ pub fn handle(
         }
         Err(e) => {
             tracing::error!(error = %e, "personas ingestion failed");
-            *users = Users::default();
+            users.reset();
             Reply::error(500, "internal error (see the server log)")
         }
     }

@@ -345,7 +345,6 @@ pub struct TableReader {
     covers: u32,
     count: u64,
     fences: Vec<Fingerprint>,
-    buf: Vec<u8>,
 }
 
 impl TableReader {
@@ -358,7 +357,6 @@ impl TableReader {
                 covers: 0,
                 count: 0,
                 fences: Vec::new(),
-                buf: Vec::new(),
             });
         }
         let (file, count) = open_covering(path, users)?;
@@ -374,7 +372,6 @@ impl TableReader {
             covers: users,
             count,
             fences,
-            buf: vec![0u8; BLOCK_ENTRIES as usize * ENTRY_BYTES],
         })
     }
 
@@ -385,7 +382,8 @@ impl TableReader {
 
     /// The user index of fingerprint `fp` (unverified: a match must be
     /// checked against `users`); `None` when absent or unreadable.
-    pub(crate) fn find(&mut self, fp: Fingerprint) -> Option<Option<u32>> {
+    /// Shared between threads: positioned reads into a buffer of its own.
+    pub(crate) fn find(&self, fp: Fingerprint) -> Option<Option<u32>> {
         use std::os::unix::fs::FileExt;
         let block = self.fences.partition_point(|f| *f <= fp);
         let Some(file) = &self.file else {
@@ -396,7 +394,8 @@ impl TableReader {
         }
         let first = (block as u64 - 1) * BLOCK_ENTRIES;
         let n = BLOCK_ENTRIES.min(self.count - first) as usize;
-        let bytes = &mut self.buf[..n * ENTRY_BYTES];
+        let mut buf = [0u8; BLOCK_ENTRIES as usize * ENTRY_BYTES];
+        let bytes = &mut buf[..n * ENTRY_BYTES];
         file.read_exact_at(bytes, 20 + first * ENTRY_BYTES as u64)
             .ok()?;
         let (mut lo, mut hi) = (0, n);
@@ -499,7 +498,7 @@ mod tests {
             TableReader::open(&path, 10_300).is_none(),
             "wrong cover accepted"
         );
-        let mut r = TableReader::open(&path, 10_301).unwrap();
+        let r = TableReader::open(&path, 10_301).unwrap();
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(r.find(Fingerprint::of(id.as_bytes())), Some(Some(i as u32)));
         }
@@ -509,7 +508,7 @@ mod tests {
                 Some(None)
             );
         }
-        let mut empty = TableReader::open(&dir.path().join("none.bin"), 0).unwrap();
+        let empty = TableReader::open(&dir.path().join("none.bin"), 0).unwrap();
         assert_eq!(empty.find(Fingerprint::of(b"r1")), Some(None));
     }
 

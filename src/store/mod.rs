@@ -607,7 +607,7 @@ impl Store {
     /// verified against `users`.
     pub fn find_user_with(
         &self,
-        reader: &mut fingerprints::TableReader,
+        reader: &fingerprints::TableReader,
         distinct_id: &str,
     ) -> Result<Option<u32>> {
         if reader.covers() == 0 {
