@@ -74,6 +74,9 @@ pub struct Report {
     ingest_new_ids_per_s: f64,
     ingest_known_ids_per_s: f64,
     diff_ms: f64,
+    /// A new snapshot (1 % of its ids new to the store) imported and diffed
+    /// against the one before, in seconds.
+    snapshot_new_ids_import_diff_s: f64,
     render_users_per_s: f64,
     render_threads: usize,
     full_sync_users: u64,
@@ -170,6 +173,40 @@ fn import_formats(
     Ok(out)
 }
 
+/// Goal 2's second case: a segment's next snapshot where 1 % of the ids are
+/// new to the store (every 100th line of `snapshot` replaced), imported
+/// and diffed against the snapshot before it; seconds for both.
+fn new_ids_import_diff(
+    store: &Store,
+    dir: &std::path::Path,
+    snapshot: &std::path::Path,
+) -> anyhow::Result<f64> {
+    use std::io::{BufRead, Write};
+    let next = dir.join("snapshot-1pct-new.txt");
+    {
+        let input = std::io::BufReader::new(std::fs::File::open(snapshot)?);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&next)?);
+        for (i, line) in input.lines().enumerate() {
+            let line = line?;
+            if i % 100 == 99 {
+                writeln!(out, "fresh-{i}")?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+        out.flush()?;
+    }
+    let opts = ingest::Options::default();
+    ingest::import_segment(store, "bench-new-ids", snapshot, &opts)?;
+    let t = Instant::now();
+    let s = ingest::import_segment(store, "bench-new-ids", &next, &opts)?;
+    let to = s.snapshot.unwrap_or(2);
+    plan::segment_diff(store, "bench-new-ids", Some(to - 1), Some(to), None)?;
+    let secs = t.elapsed().as_secs_f64();
+    std::fs::remove_file(next)?;
+    Ok(secs)
+}
+
 /// Resets the kernel's peak-RSS mark (`VmHWM`) so the next reading covers
 /// only what follows; false where the kernel does not allow it.
 fn reset_peak_rss() -> bool {
@@ -221,6 +258,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     ingest::import_segment(&store, "bench", &g.snapshot_2, &opts)?;
     let snapshot_import_s = t.elapsed().as_secs_f64();
     let diff = plan::segment_diff(&store, "bench", Some(1), Some(3), Some("uid"))?;
+    let snapshot_new_ids_import_diff_s = new_ids_import_diff(&store, tmp.path(), &g.snapshot_2)?;
     let compare = if a.compare {
         Some(super::bench_compare::run(
             tmp.path(),
@@ -319,6 +357,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         ingest_new_ids_per_s: new_ids.ids_per_sec,
         ingest_known_ids_per_s: known.ids_per_sec,
         diff_ms: diff.millis,
+        snapshot_new_ids_import_diff_s,
         render_users_per_s: rendered as f64 / render_secs.max(1e-9),
         render_threads: threads,
         full_sync_users: full.added,
@@ -367,6 +406,10 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         r.ingest_known_ids_per_s / 1e6
     );
     println!("diff (load + compute)         {:.2} ms", r.diff_ms);
+    println!(
+        "snapshot import + diff, 1% new ids  {:.2} s",
+        r.snapshot_new_ids_import_diff_s
+    );
     println!(
         "render                        {:.2}M users/s on {} threads",
         r.render_users_per_s / 1e6,
