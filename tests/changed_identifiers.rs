@@ -75,12 +75,12 @@ fn realtime(store: &Store, user: usize, version: Option<u8>) {
     let idx = store.user_index(&format!("d{user}")).unwrap().unwrap();
     let mut txn = store.begin_small().unwrap();
     let attr = txn.attr("uid");
-    let mut changes = vec![AttrChange {
+    let changes = vec![AttrChange {
         attr,
         user: idx,
         value: version.map(|v| Value::Str(uid(user, v))),
     }];
-    txn.set_attrs(&mut changes).unwrap();
+    txn.set_attrs(&changes).unwrap();
     txn.commit(None).unwrap();
 }
 

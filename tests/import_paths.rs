@@ -70,11 +70,7 @@ fn ndjson(rows: &[Row]) -> String {
 }
 
 fn identify(store: &Store, users: &mut Users, row: &Row) {
-    let auth = {
-        use base64::Engine;
-        let creds = base64::engine::general_purpose::STANDARD.encode("wk-import-paths:");
-        format!("Basic {creds}")
-    };
+    let auth = common::basic_auth("wk-import-paths", "");
     let body = serde_json::json!({"userId": format!("user-{}", row.0), "traits": traits(&row.1)});
     let r = personas::handle(
         store,

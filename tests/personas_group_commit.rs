@@ -18,6 +18,26 @@ use segsync::store::{Store, Value};
 const WRITE_KEY: &str = "group-commit-key";
 const CONNECTIONS: usize = 32;
 
+/// One identify call through `committer`, answered 200; its reply body.
+fn identify(
+    committer: &Committer,
+    store: &Store,
+    auth: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let (tx, rx) = std::sync::mpsc::channel();
+    committer.submit(
+        store,
+        Endpoint::Identify,
+        Some(auth),
+        body.to_string().as_bytes(),
+        move |r| tx.send(r).unwrap(),
+    );
+    let r = rx.recv().unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
@@ -130,11 +150,7 @@ fn requests_in_one_group_see_each_others_users() {
     let store = Arc::new(Store::open(env.data()).unwrap());
     segsync::inbound::add_write_key(&store, "gc", WRITE_KEY).unwrap();
     let committer = Arc::new(Committer::start(store.clone(), GroupLimits::default()).unwrap());
-    let auth = {
-        use base64::Engine;
-        let creds = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
-        format!("Basic {creds}")
-    };
+    let auth = common::basic_auth(WRITE_KEY, "");
     // 16 threads, 50 rounds: every round all of them identify the same new
     // user at once, so most rounds put several of them in one group.
     let created: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
@@ -153,21 +169,12 @@ fn requests_in_one_group_see_each_others_users() {
                         "anonymousId": format!("anon-{round}-{t}"),
                         "traits": {"plan": format!("p{t}"), "vip": t % 2 == 0},
                     });
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    committer.submit(
-                        &store,
-                        Endpoint::Identify,
-                        Some(&auth),
-                        body.to_string().as_bytes(),
-                        move |r| tx.send(r).unwrap(),
-                    );
-                    let reply = rx.recv().unwrap();
-                    assert_eq!(reply.status, 200, "{}", reply.body);
+                    let reply = identify(&committer, &store, &auth, &body);
                     *created
                         .lock()
                         .unwrap()
                         .entry(format!("shared-{round}"))
-                        .or_default() += reply.body["users_created"].as_u64().unwrap();
+                        .or_default() += reply["users_created"].as_u64().unwrap();
                 }
             })
         })
@@ -214,24 +221,10 @@ fn calls_find_users_imported_before_and_while_serving() {
     let first = env.file("first.csv", format!("distinct_id,uid\n{rows}").as_bytes());
     segsync::ingest::import_users(&store, &first, &Default::default()).unwrap();
     let committer = Committer::start(store.clone(), GroupLimits::default()).unwrap();
-    let auth = {
-        use base64::Engine;
-        let creds = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
-        format!("Basic {creds}")
-    };
-    let call = |id: &str, n: usize| -> serde_json::Value {
-        let (tx, rx) = std::sync::mpsc::channel();
+    let auth = common::basic_auth(WRITE_KEY, "");
+    let call = |id: &str, n: usize| {
         let body = serde_json::json!({"userId": id, "traits": {"n": n}});
-        committer.submit(
-            &store,
-            Endpoint::Identify,
-            Some(&auth),
-            body.to_string().as_bytes(),
-            move |r| tx.send(r).unwrap(),
-        );
-        let r = rx.recv().unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body
+        identify(&committer, &store, &auth, &body)
     };
     // The first calls open the table; later ones are resolved before the
     // queue, by the calling thread.

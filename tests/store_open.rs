@@ -147,7 +147,7 @@ fn an_import_interrupted_without_rollback_is_undone_at_next_open() {
                 value: Some(Value::Num(i.to_string())),
             });
         }
-        txn.set_attrs(&mut changes).unwrap();
+        txn.set_attrs(&changes).unwrap();
         // Simulate `kill -9`: the process "dies" without rollback or commit.
         std::mem::forget(txn);
     }

@@ -128,6 +128,13 @@ struct Event {
     absent_below: u32,
 }
 
+impl Event {
+    /// The distinct id: `userId`, else `anonymousId`.
+    fn distinct_id(&self) -> Option<&str> {
+        self.user_id.as_deref().or(self.anonymous_id.as_deref())
+    }
+}
+
 fn parse_event(raw: &RawValue, at: &str, default_type: Option<&str>) -> Result<Event, String> {
     let whole = if at.is_empty() {
         "body"
@@ -290,7 +297,7 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
         let mut applied = Applied::default();
         let changes_before = changes.len();
         for e in events.iter() {
-            let Some(id) = e.user_id.as_deref().or(e.anonymous_id.as_deref()) else {
+            let Some(id) = e.distinct_id() else {
                 continue;
             };
             let user = match created.get(id).copied().or(e.user) {
@@ -353,7 +360,7 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
         applied.attributes = (changes.len() - changes_before) as u64;
         out.push(applied);
     }
-    txn.set_attrs(&mut changes)?;
+    txn.set_attrs(&changes)?;
     txn.commit(None)?;
     users.created.extend(created);
     Ok(out)
@@ -459,7 +466,7 @@ impl Committer {
             return;
         };
         for e in events {
-            let Some(id) = e.user_id.as_deref().or(e.anonymous_id.as_deref()) else {
+            let Some(id) = e.distinct_id() else {
                 continue;
             };
             match store.find_user_with(&table, id) {
@@ -519,24 +526,36 @@ fn commit_loop(
             }
         }
         let lists: Vec<&[Event]> = group.iter().map(|(e, _)| e.as_slice()).collect();
-        let result = apply(store, &mut users, &lists);
+        let replies = apply_and_answer(store, &mut users, &lists);
         drop(lists);
         crate::metrics::personas_group(group.len() as u64);
-        match result {
-            Ok(applied) => {
-                crate::metrics::events_received(n_events as u64);
-                for ((events, done), a) in group.drain(..).zip(applied) {
-                    done(a.reply(events.len()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, requests = group.len(), "personas ingestion failed");
-                // What Users learnt inside the failed transaction is void.
-                users.reset();
-                for (_, done) in group.drain(..) {
-                    done(Reply::error(500, "internal error (see the server log)"));
-                }
-            }
+        for ((_, done), reply) in group.drain(..).zip(replies) {
+            done(reply);
+        }
+    }
+}
+
+/// Applies a group and answers each of its requests, in order: what each
+/// applied, or 500 for all when the transaction failed (then nothing of it
+/// is stored, and what `users` learnt inside it is void).
+fn apply_and_answer(store: &Store, users: &mut Users, group: &[&[Event]]) -> Vec<Reply> {
+    match apply(store, users, group) {
+        Ok(applied) => {
+            let events: usize = group.iter().map(|e| e.len()).sum();
+            crate::metrics::events_received(events as u64);
+            group
+                .iter()
+                .zip(applied)
+                .map(|(e, a)| a.reply(e.len()))
+                .collect()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, requests = group.len(), "personas ingestion failed");
+            users.reset();
+            group
+                .iter()
+                .map(|_| Reply::error(500, "internal error (see the server log)"))
+                .collect()
         }
     }
 }
@@ -554,17 +573,9 @@ pub fn handle(
         Ok(e) => e,
         Err(r) => return r,
     };
-    match apply(store, users, &[&events]) {
-        Ok(mut applied) => {
-            crate::metrics::events_received(events.len() as u64);
-            applied.pop().unwrap_or_default().reply(events.len())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "personas ingestion failed");
-            users.reset();
-            Reply::error(500, "internal error (see the server log)")
-        }
-    }
+    apply_and_answer(store, users, &[&events])
+        .pop()
+        .unwrap_or_else(|| Reply::error(500, "internal error (see the server log)"))
 }
 
 /// Authenticates, bounds and parses one call; a refusal is the reply.

@@ -36,19 +36,8 @@ impl Batch {
 
     /// A change of row `pos`: `value` encoded by `encode`, or a deletion.
     fn push_change(&mut self, pos: u32, attr: u32, encode: Option<impl FnOnce(&mut Vec<u8>)>) {
-        match encode {
-            Some(encode) => {
-                let start = self.values.len();
-                encode(&mut self.values);
-                self.changes.push(EncodedChange {
-                    attr,
-                    user: pos,
-                    start: start as u32,
-                    len: (self.values.len() - start) as u32,
-                });
-            }
-            None => self.changes.push(EncodedChange::delete(attr, pos)),
-        }
+        let c = EncodedChange::encode(&mut self.values, attr, pos, encode);
+        self.changes.push(c);
     }
 
     fn flush(&mut self, sink: &mut Sink<'_, '_>) -> Result<(), Error> {

@@ -317,10 +317,16 @@ pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<O
             .ok()?;
         decode_entry(&e)
     };
-    let (mut lo, mut hi) = (0u64, count);
+    search(count, fp, read)
+}
+
+/// Binary search of `fp` among `n` sorted entries read by `entry_at`:
+/// `None` when an entry cannot be read.
+fn search(n: u64, fp: Fingerprint, entry_at: impl Fn(u64) -> Option<Entry>) -> Option<Option<u32>> {
+    let (mut lo, mut hi) = (0u64, n);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let e = read(mid)?;
+        let e = entry_at(mid)?;
         match e.fp.cmp(&fp) {
             std::cmp::Ordering::Less => lo = mid + 1,
             std::cmp::Ordering::Greater => hi = mid,
@@ -398,17 +404,10 @@ impl TableReader {
         let bytes = &mut buf[..n * ENTRY_BYTES];
         file.read_exact_at(bytes, 20 + first * ENTRY_BYTES as u64)
             .ok()?;
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let e = decode_entry(&bytes[mid * ENTRY_BYTES..(mid + 1) * ENTRY_BYTES])?;
-            match e.fp.cmp(&fp) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(Some(e.idx)),
-            }
-        }
-        Some(None)
+        search(n as u64, fp, |i| {
+            let at = i as usize * ENTRY_BYTES;
+            decode_entry(&bytes[at..at + ENTRY_BYTES])
+        })
     }
 }
 

@@ -82,13 +82,29 @@ impl EncodedChange {
     /// The length that deletes the attribute.
     pub const DELETE: u32 = u32::MAX;
 
-    /// A change that deletes `attr` of `user`.
-    pub fn delete(attr: u32, user: u32) -> EncodedChange {
+    /// A change of `attr` of `user` to the value `encode` appends to
+    /// `arena` as `[tag][bytes]`; `None` deletes the attribute.
+    pub fn encode(
+        arena: &mut Vec<u8>,
+        attr: u32,
+        user: u32,
+        encode: Option<impl FnOnce(&mut Vec<u8>)>,
+    ) -> EncodedChange {
+        let Some(encode) = encode else {
+            return EncodedChange {
+                attr,
+                user,
+                start: 0,
+                len: Self::DELETE,
+            };
+        };
+        let start = arena.len();
+        encode(arena);
         EncodedChange {
             attr,
             user,
-            start: 0,
-            len: Self::DELETE,
+            start: start as u32,
+            len: (arena.len() - start) as u32,
         }
     }
 
@@ -353,28 +369,17 @@ impl<'s> ImportTxn<'s> {
     }
 
     /// Applies attribute changes. Within one call the last change of an
-    /// (attribute, user) pair wins; `changes` is left sorted and deduplicated.
-    pub fn set_attrs(&mut self, changes: &mut Vec<AttrChange>) -> Result<()> {
-        // Stable sort keeps file order among duplicates, so dedup keeps the last.
-        changes.sort_by_key(|c| (c.attr, c.user));
-        dedup_keep_last(changes, |c| (c.attr, c.user));
+    /// (attribute, user) pair wins.
+    pub fn set_attrs(&mut self, changes: &[AttrChange]) -> Result<()> {
         let mut arena = Vec::new();
         let mut encoded: Vec<EncodedChange> = changes
             .iter()
             .map(|c| {
-                let start = arena.len();
-                match &c.value {
-                    Some(v) => {
-                        v.encode_body(&mut arena);
-                        EncodedChange {
-                            attr: c.attr,
-                            user: c.user,
-                            start: start as u32,
-                            len: (arena.len() - start) as u32,
-                        }
-                    }
-                    None => EncodedChange::delete(c.attr, c.user),
-                }
+                let encode = c
+                    .value
+                    .as_ref()
+                    .map(|v| |out: &mut Vec<u8>| v.encode_body(out));
+                EncodedChange::encode(&mut arena, c.attr, c.user, encode)
             })
             .collect();
         self.set_encoded(&mut encoded, &arena)
@@ -794,19 +799,19 @@ mod tests {
             let id = format!("u{u}");
             txn.new_user(id.as_bytes()).unwrap();
         }
-        let mut old: Vec<AttrChange> = (0..n).step_by(2).map(|u| change(a, u, "old")).collect();
-        txn.set_attrs(&mut old).unwrap();
+        let old: Vec<AttrChange> = (0..n).step_by(2).map(|u| change(a, u, "old")).collect();
+        txn.set_attrs(&old).unwrap();
         txn.commit(None).unwrap();
 
         for crash in [false, true] {
             let mut txn = store.begin_import().unwrap();
             let b = txn.attr("b");
             for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-                let mut all: Vec<AttrChange> = chunk
+                let all: Vec<AttrChange> = chunk
                     .iter()
                     .flat_map(|&u| [change(a, u, "new"), change(b, u, "b")])
                     .collect();
-                txn.set_attrs(&mut all).unwrap();
+                txn.set_attrs(&all).unwrap();
             }
             assert!(
                 txn.undo_bitmap_n > UNDO_BITMAPS,

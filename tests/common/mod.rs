@@ -126,6 +126,13 @@ impl Env {
     }
 }
 
+/// An `Authorization: Basic` header value.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {creds}")
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
 }
