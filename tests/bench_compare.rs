@@ -17,6 +17,19 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The same members went to the Cohort Sync receiver, in bodies under
+    // 128 KB (it refuses larger ones), and it holds exactly their uids.
+    let cohort = &r["cohort_sync"];
+    assert_eq!(cohort["verified"], true, "{cohort}");
+    assert_eq!(cohort["users"], r["full_sync_users"], "{r}");
+    assert_eq!(cohort["max_body_bytes"], 131_072, "{cohort}");
+    let requests = cohort["requests"].as_u64().unwrap();
+    assert!(
+        requests > r["full_sync_requests"].as_u64().unwrap(),
+        "128 KB bodies hold fewer users than 10000-user pages: {r}"
+    );
+    let ceiling = (requests - 1) as f64 * 60.0 / 25_000.0;
+    assert!((cohort["ceiling_seconds"].as_f64().unwrap() - ceiling).abs() < 1e-9);
     let c = &r["compare"];
     let ours = c["snapshot_diff_segsync_s"].as_f64().unwrap();
     assert!(ours > 0.0, "{c}");

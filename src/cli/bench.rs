@@ -1,13 +1,14 @@
 //! `segsync bench`: end-to-end figures on generated data — ingest, diff,
-//! render, a full sync to a local receiver at the highest allowed rate, the
-//! achieved rate at a throttled setting, and peak memory.
+//! render, full syncs to local receivers at the highest allowed rate (the
+//! seed's body and Cohort Sync's), the achieved rate at a throttled
+//! setting, and peak memory.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::demo::{create_sync, local_destination};
-use crate::checking_receiver::{Receiver, ReceiverOptions};
+use crate::checking_receiver::{ReceiveFormat, Receiver, ReceiverOptions};
 use crate::destination;
 use crate::fixtures::{generate, Spec};
 use crate::lifecycle::{ExecStatus, Trigger};
@@ -83,13 +84,21 @@ pub struct Report {
     full_sync_seconds: f64,
     full_sync_users_per_s: f64,
     full_sync_requests: u64,
+    /// What the destination's rate alone allows: its requests spaced by
+    /// one rate period.
+    full_sync_ceiling_seconds: f64,
     full_sync_verified: bool,
+    /// The same members to a Cohort Sync endpoint (128 KB bodies).
+    cohort_sync: CohortFigure,
     throttled_rpm_configured: u32,
     throttled_requests: u64,
     throttled_rpm_achieved: f64,
     throttled_ratio: f64,
     peak_rss_mb: f64,
     full_sync_peak_rss_mb: Option<f64>,
+    /// The process's RSS when the full sync started (what the imports
+    /// before it left: caches, allocator), to tell the sync's own share.
+    full_sync_rss_at_start_mb: f64,
     diff_plan_unchanged_ms: f64,
     diff_plan_changed_ids_ms: f64,
     changed_ids: u64,
@@ -98,6 +107,98 @@ pub struct Report {
     personas: Option<super::bench_personas::Personas>,
     /// With `--compare`: the baselines on the same files.
     compare: Option<super::bench_compare::Compare>,
+}
+
+/// A full Cohort Sync run of the bench segment.
+#[derive(Debug, Serialize)]
+pub struct CohortFigure {
+    users: u64,
+    seconds: f64,
+    requests: u64,
+    ceiling_seconds: f64,
+    max_body_bytes: usize,
+    verified: bool,
+    peak_rss_mb: Option<f64>,
+}
+
+/// The rate of the bench's full syncs.
+const FULL_SYNC_RPM: u32 = 25_000;
+
+/// Seconds `requests` requests take at `rpm` if nothing but the rate held
+/// them: (n − 1) periods.
+fn rate_ceiling_s(requests: u64, rpm: u32) -> f64 {
+    requests.saturating_sub(1) as f64 * 60.0 / f64::from(rpm)
+}
+
+/// Syncs `segment` in full to an in-process Cohort Sync receiver (128 KB
+/// bodies, 25000 rpm), and checks that the receiver holds exactly the uids
+/// of the members sent.
+fn cohort_full_sync(store: &Store, segment: &str) -> anyhow::Result<CohortFigure> {
+    use crate::destination::cohort_sync::{CohortSyncFormat, COHORT_MAX_BODY};
+    let max_body = COHORT_MAX_BODY as usize;
+    let receiver = Receiver::start(ReceiverOptions {
+        keep_members: false,
+        format: ReceiveFormat::CohortSync { max_body },
+        ..Default::default()
+    })?;
+    let mut cfg = destination::DestinationConfig {
+        format: destination::Format::Cohortsync,
+        rpm: Some(FULL_SYNC_RPM),
+        retry_delay_ms: Some(100),
+        ..destination::DestinationConfig::new("bench-cohort", receiver.url())
+    };
+    cfg.set_workspace("bench-workspace", "bench-data-api-key");
+    destination::add(store, cfg)?;
+    let sync = create_sync(store, segment, "bench-cohort")?;
+    let reset = reset_peak_rss();
+    let run = crate::lifecycle::actions::run(
+        store,
+        sync,
+        Trigger::Scheduled,
+        &RunOptions::default(),
+        "bench",
+    )?;
+    let peak_rss_mb = reset.then(peak_rss_mb);
+    if run.status != ExecStatus::Complete {
+        anyhow::bail!("Cohort Sync full sync failed: {:?}", run.error);
+    }
+    let synced = run.bitmap(store, crate::lifecycle::BitmapKind::Synced)?;
+    let attr = store
+        .attr_id("uid")
+        .ok_or_else(|| anyhow::anyhow!("the bench store has no uid attribute"))?;
+    let (mut expected, mut with_uid) = (0u64, 0u64);
+    store.for_each_value(attr, |user, v| {
+        if let Some(uid) = CohortSyncFormat::uid_of(&v).filter(|_| synced.contains(user)) {
+            expected = expected.wrapping_add(crate::checking_receiver::membership_checksum([uid]));
+            with_uid += 1;
+        }
+    })?;
+    let got = receiver.summary();
+    let verified = got.errors.is_empty()
+        && got.checksum == expected
+        && got.member_count == synced.len()
+        && with_uid == synced.len();
+    if !verified {
+        anyhow::bail!(
+            "the Cohort Sync receiver's membership does not match: {} members of {}, {} rejected{}",
+            got.member_count,
+            synced.len(),
+            got.errors.len(),
+            got.errors
+                .first()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(CohortFigure {
+        users: run.added,
+        seconds: run.seconds().unwrap_or(0.0),
+        requests: run.requests,
+        ceiling_seconds: rate_ceiling_s(run.requests, FULL_SYNC_RPM),
+        max_body_bytes: max_body,
+        verified,
+        peak_rss_mb,
+    })
 }
 
 /// One format's first load of the same `distinct_id,uid` rows.
@@ -281,9 +382,10 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     })?;
     destination::add(
         &store,
-        local_destination("bench-receiver", receiver.url(), 10_000, 25_000),
+        local_destination("bench-receiver", receiver.url(), 10_000, FULL_SYNC_RPM),
     )?;
     let sync = create_sync(&store, "bench", "bench-receiver")?;
+    let full_sync_rss_at_start_mb = process_memory_mb("VmRSS");
     let reset = reset_peak_rss();
     let full = crate::lifecycle::actions::run(
         &store,
@@ -306,6 +408,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
             got.errors.len()
         );
     }
+    let cohort_sync = cohort_full_sync(&store, "bench")?;
     let changed = changed_identifiers(&store, sync, &synced, tmp.path())?;
     let threads = 2;
     let t = Instant::now();
@@ -364,13 +467,16 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         full_sync_seconds: full_secs,
         full_sync_users_per_s: full.added as f64 / full_secs,
         full_sync_requests: full.requests,
+        full_sync_ceiling_seconds: rate_ceiling_s(full.requests, FULL_SYNC_RPM),
         full_sync_verified: verified,
+        cohort_sync,
         throttled_rpm_configured: a.throttled_rpm,
         throttled_requests: throttled.requests,
         throttled_rpm_achieved: achieved,
         throttled_ratio: achieved / f64::from(a.throttled_rpm),
         peak_rss_mb: rss_before_serve,
         full_sync_peak_rss_mb,
+        full_sync_rss_at_start_mb,
         diff_plan_unchanged_ms: changed.unchanged_ms,
         diff_plan_changed_ids_ms: changed.changed_ms,
         changed_ids: changed.changed,
@@ -416,11 +522,26 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         threads
     );
     println!(
-        "full sync                     {} users in {:.2} s = {:.2}M users/s ({} requests, receiver checksum verified)",
+        "full sync                     {} users in {:.2} s = {:.2}M users/s ({} requests, receiver checksum verified; the rate alone allows {:.2} s: {:.0}%)",
         r.full_sync_users,
         r.full_sync_seconds,
         r.full_sync_users_per_s / 1e6,
-        r.full_sync_requests
+        r.full_sync_requests,
+        r.full_sync_ceiling_seconds,
+        r.full_sync_ceiling_seconds / r.full_sync_seconds.max(1e-9) * 100.0
+    );
+    let c = &r.cohort_sync;
+    println!(
+        "full sync, Cohort Sync        {} users in {:.2} s ({} requests of ≤ {} KB, uids verified; the rate alone allows {:.2} s: {:.0}%{})",
+        c.users,
+        c.seconds,
+        c.requests,
+        c.max_body_bytes / 1024,
+        c.ceiling_seconds,
+        c.ceiling_seconds / c.seconds.max(1e-9) * 100.0,
+        c.peak_rss_mb
+            .map(|m| format!("; peak RSS {m:.0} MB"))
+            .unwrap_or_default()
     );
     println!(
         "throttled rate                {:.1} of {} rpm ({:.2}%)",
@@ -433,7 +554,10 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         r.peak_rss_mb
     );
     if let Some(m) = r.full_sync_peak_rss_mb {
-        println!("peak RSS during the full sync  {m:.0} MB (receiver in-process)");
+        println!(
+            "peak RSS during the full sync  {m:.0} MB (receiver in-process; {:.0} MB at its start)",
+            r.full_sync_rss_at_start_mb
+        );
     }
     println!(
         "diff plan, nothing changed    {:.1} ms",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::checking_receiver::{Receiver, ReceiverOptions};
+use crate::checking_receiver::{ReceiveFormat, Receiver, ReceiverOptions};
 
 /// `receive` arguments.
 #[derive(Debug, clap::Args)]
@@ -30,6 +30,13 @@ pub struct ReceiveArgs {
     /// for runs of millions of users).
     #[arg(long)]
     pub checksum_only: bool,
+    /// Body format to accept: segment_sync, or cohortsync (a Cohort Sync
+    /// endpoint: Basic auth and the workspace headers, members by uid).
+    #[arg(long, value_enum, default_value = "segment_sync")]
+    pub format: crate::destination::Format,
+    /// Largest Cohort Sync body accepted, in bytes.
+    #[arg(long, default_value_t = crate::destination::cohort_sync::COHORT_MAX_BODY as usize)]
+    pub max_body_bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -50,6 +57,12 @@ pub(crate) fn run(a: ReceiveArgs) -> anyhow::Result<()> {
         add_key: a.add_key,
         remove_key: a.remove_key,
         keep_members: !a.checksum_only,
+        format: match a.format {
+            crate::destination::Format::SegmentSync => ReceiveFormat::SegmentSync,
+            crate::destination::Format::Cohortsync => ReceiveFormat::CohortSync {
+                max_body: a.max_body_bytes,
+            },
+        },
         ..Default::default()
     };
     let rx = Receiver::start_on(&a.listen, opts)?;

@@ -196,7 +196,6 @@ impl<'a> Prepared<'a> {
         let removed = exec.bitmap(store, BitmapKind::Removed)?;
         let done = exec.bitmap(store, BitmapKind::DonePages)?;
         let renderer = renderer_for(store, sync, &exec, dest)?;
-        let mut scratch = render::Scratch::default();
         let starts = pager::page_starts(
             store,
             &mut exec,
@@ -204,7 +203,7 @@ impl<'a> Prepared<'a> {
             renderer.size_budget(),
             &added,
             &removed,
-            |page, sizes| renderer.member_sizes(page, &mut scratch, sizes),
+            |page, sizes| renderer.member_sizes(page, &mut render::Scratch::default(), sizes),
         )?;
         Ok(Prepared {
             exec,

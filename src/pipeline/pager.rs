@@ -182,6 +182,91 @@ pub(crate) fn run(
 
 /// Users measured per batch when planning size-capped pages.
 const MEASURE_BATCH: usize = 8192;
+/// Threads measuring at once: measuring is reading, and reading scales
+/// with cores until the disk or RocksDB's block cache does not.
+const MEASURE_THREADS: usize = 4;
+
+/// Measures every member of `added` then `removed` in batches of
+/// [`MEASURE_BATCH`] on up to [`MEASURE_THREADS`] threads, and hands each
+/// batch's sizes to `take` in member order. Measuring came before the first
+/// request of a Cohort Sync run (1.4 s of a 5 s 9M-member run on one thread),
+/// so it is spread over the cores the renderers will use next.
+fn measure_in_order(
+    added: &RoaringBitmap,
+    removed: &RoaringBitmap,
+    measure: &(impl Fn(&Page, &mut Vec<u32>) -> store::Result<()> + Sync),
+    mut take: impl FnMut(&[u32]),
+) -> store::Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MEASURE_THREADS);
+    // Batches go out in order on a bounded channel and come back tagged;
+    // `pending` reorders them, holding at most a few batches.
+    let (job_tx, job_rx) = crossbeam::channel::bounded::<(u64, Page)>(threads);
+    let (res_tx, res_rx) = crossbeam::channel::bounded::<(u64, store::Result<Vec<u32>>)>(threads);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
+            s.spawn(move || {
+                for (n, page) in job_rx {
+                    let mut sizes = Vec::with_capacity(MEASURE_BATCH);
+                    let r = measure(&page, &mut sizes).map(|()| sizes);
+                    if res_tx.send((n, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((job_rx, res_tx));
+        let feeder = s.spawn(move || {
+            let mut n = 0u64;
+            for (list, is_add) in [(added, true), (removed, false)] {
+                let mut it = list.iter().peekable();
+                while it.peek().is_some() {
+                    let batch: Vec<u32> = it.by_ref().take(MEASURE_BATCH).collect();
+                    let page = if is_add {
+                        Page {
+                            adds: batch,
+                            ..Page::default()
+                        }
+                    } else {
+                        Page {
+                            removes: batch,
+                            ..Page::default()
+                        }
+                    };
+                    if job_tx.send((n, page)).is_err() {
+                        return;
+                    }
+                    n += 1;
+                }
+            }
+        });
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0u64;
+        let mut result = Ok(());
+        for (n, r) in &res_rx {
+            match r {
+                Ok(sizes) => {
+                    pending.insert(n, sizes);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            while let Some(sizes) = pending.remove(&next) {
+                take(&sizes);
+                next += 1;
+            }
+        }
+        // On an error, the workers and the feeder stop once the results
+        // channel is gone.
+        drop(res_rx);
+        let _ = feeder.join();
+        result
+    })
+}
 
 /// The page cuts of an execution. `segment_sync` pages are cut by count
 /// (`budget` is `None`). Size-capped formats (Cohort Sync) are cut by size
@@ -196,7 +281,7 @@ pub(super) fn page_starts(
     budget: Option<u64>,
     added: &RoaringBitmap,
     removed: &RoaringBitmap,
-    mut measure: impl FnMut(&Page, &mut Vec<u32>) -> store::Result<()>,
+    measure: impl Fn(&Page, &mut Vec<u32>) -> store::Result<()> + Sync,
 ) -> Result<Option<RoaringBitmap>, super::Error> {
     let stored = exec.bitmap_if_any(store, BitmapKind::PageStarts)?;
     let Some(budget) = budget else {
@@ -221,26 +306,11 @@ pub(super) fn page_starts(
     }
     let measuring = std::time::Instant::now();
     let mut planner = StartPlanner::new(added.len(), dest.page_size.get(), budget);
-    let mut sizes = Vec::with_capacity(MEASURE_BATCH);
-    let mut page = Page::default();
-    for (list, is_add) in [(added, true), (removed, false)] {
-        let mut it = list.iter().peekable();
-        while it.peek().is_some() {
-            page.adds.clear();
-            page.removes.clear();
-            let target = if is_add {
-                &mut page.adds
-            } else {
-                &mut page.removes
-            };
-            target.extend(it.by_ref().take(MEASURE_BATCH));
-            sizes.clear();
-            measure(&page, &mut sizes)?;
-            for &size in &sizes {
-                planner.push(size);
-            }
+    measure_in_order(added, removed, &measure, |sizes| {
+        for &size in sizes {
+            planner.push(size);
         }
-    }
+    })?;
     let starts = planner.finish();
     exec.total_pages = u32::try_from(starts.len()).unwrap_or(u32::MAX);
     tracing::info!(
@@ -265,6 +335,57 @@ pub(super) fn page_starts(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A size that depends on the user and on which list it is in. Every
+    /// other batch is slow, so results arrive out of order.
+    fn fake_measure(page: &Page, sizes: &mut Vec<u32>) -> store::Result<()> {
+        let first = page.adds.first().or(page.removes.first()).copied();
+        if first.is_some_and(|u| (u as usize / MEASURE_BATCH).is_multiple_of(2)) {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        sizes.extend(page.adds.iter().map(|u| u % 97 + 1));
+        sizes.extend(page.removes.iter().map(|u| u % 89 + 200));
+        Ok(())
+    }
+
+    #[test]
+    fn parallel_measuring_hands_sizes_over_in_member_order() {
+        // Batches of both lists, a short one at each list's end, and gaps.
+        let added: RoaringBitmap = (0..60_000u32).filter(|u| u % 7 != 3).collect();
+        let removed: RoaringBitmap = (100_000..120_500u32).collect();
+        let expected: Vec<u32> = added
+            .iter()
+            .map(|u| u % 97 + 1)
+            .chain(removed.iter().map(|u| u % 89 + 200))
+            .collect();
+        let mut got = Vec::new();
+        measure_in_order(&added, &removed, &fake_measure, |s| {
+            got.extend_from_slice(s)
+        })
+        .unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_failed_measure_stops_measuring_with_its_error() {
+        let added: RoaringBitmap = (0..100_000u32).collect();
+        let failing = |page: &Page, sizes: &mut Vec<u32>| {
+            if page.adds.first() == Some(&(3 * MEASURE_BATCH as u32)) {
+                return Err(store::Error::Pruned("measured too late".into()));
+            }
+            fake_measure(page, sizes)
+        };
+        let mut taken = 0;
+        let err = measure_in_order(&added, &RoaringBitmap::new(), &failing, |s| {
+            taken += s.len()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("measured too late"), "{err}");
+        assert!(
+            taken <= 3 * MEASURE_BATCH,
+            "{taken} sizes taken past the failed batch"
+        );
+    }
 
     fn pages(
         added: &RoaringBitmap,

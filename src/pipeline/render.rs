@@ -97,6 +97,7 @@ fn scan(
         return Ok(());
     };
     let mut opts = rocksdb::ReadOptions::default();
+    opts.fill_cache(false);
     if let Some(end) = last.checked_add(1) {
         let mut upper = prefix.to_vec();
         keys::push_user(&mut upper, end);

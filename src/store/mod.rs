@@ -544,6 +544,25 @@ impl Store {
         it.status().map_err(db_err("scan", cf::USERS))
     }
 
+    /// Calls `f(user, value)` for every user holding a current value of
+    /// `attr`, in index order (a checking receiver's expected membership;
+    /// `check`).
+    pub fn for_each_value(&self, attr: u32, mut f: impl FnMut(u32, ValueRef<'_>)) -> Result<()> {
+        let prefix = keys::attr(attr);
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::ATTR_VALUES));
+        it.seek(prefix);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some(user) = keys::read_u32(&k[prefix.len()..]) {
+                f(user, ValueRef::decode(v)?);
+            }
+            it.next();
+        }
+        it.status().map_err(db_err("scan", cf::ATTR_VALUES))
+    }
+
     /// The user index of a distinct id: a binary search in the persisted
     /// fingerprint table (rebuilt first if stale), verified against `users`.
     pub fn user_index(&self, distinct_id: &str) -> Result<Option<u32>> {

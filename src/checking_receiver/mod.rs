@@ -1,11 +1,13 @@
 //! A built-in receiving endpoint: what the demo and the benchmark deliver
 //! to, and what tests use as a well-behaved destination. It checks every
-//! request against the seed's format, applies `add_users`/`remove_users` to
-//! the membership it reconstructs (once per `Idempotency-Key`), and can be
-//! told to fail chosen pages or answer slowly.
+//! request against the seed's format (or Cohort Sync's), applies the added
+//! and removed users to the membership it reconstructs (once per
+//! `Idempotency-Key`), and can be told to fail chosen pages or answer
+//! slowly. Bodies are read in `body`.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod body;
+
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,8 +16,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// How the receiver behaves.
@@ -44,6 +44,25 @@ pub struct ReceiverOptions {
     pub fault_rate: f64,
     /// How long a slow answer and a held request take.
     pub slow: Duration,
+    /// The body format requests must have.
+    pub format: ReceiveFormat,
+}
+
+/// The body format a receiver checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiveFormat {
+    /// The seed's `segment_sync` body: pages of users by distinct id with
+    /// their identifier, the key `{execution}-{page}`.
+    #[default]
+    SegmentSync,
+    /// A Cohort Sync endpoint: one action per request on members by uid,
+    /// Basic auth and the workspace headers, bodies of at most `max_body`
+    /// bytes. The membership is the set of uids (its checksum sums the
+    /// uids' hashes).
+    CohortSync {
+        /// Largest body accepted.
+        max_body: usize,
+    },
 }
 
 /// The faults a receiver injected, by kind.
@@ -81,6 +100,7 @@ impl Default for ReceiverOptions {
             keep_members: true,
             fault_rate: 0.0,
             slow: Duration::from_secs(2),
+            format: ReceiveFormat::SegmentSync,
         }
     }
 }
@@ -246,56 +266,6 @@ fn reject(shared: &Shared, msg: String) -> (StatusCode, Json<Value>) {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": msg })))
 }
 
-/// The request body, borrowed from the bytes: a page of 10000 users parses
-/// without a `serde_json::Value` tree (which made this receiver, not the
-/// sender, the bottleneck of a 10M-user run).
-#[derive(Deserialize)]
-struct Body<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    pagination: Pagination,
-    #[serde(borrow)]
-    data: BTreeMap<Cow<'a, str>, &'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Pagination {
-    total_pages: u64,
-    page_count: u64,
-}
-
-/// A user object as its key/value pairs, in order, values unparsed.
-struct User<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> User<'a> {
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for User<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = User<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a user object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut m: M,
-            ) -> Result<User<'de>, M::Error> {
-                let mut v = Vec::with_capacity(4);
-                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
-                    v.push((k, m.next_value::<&'de RawValue>()?));
-                }
-                Ok(User(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 async fn handle(
     state: State<Arc<Shared>>,
     headers: HeaderMap,
@@ -343,7 +313,11 @@ async fn answer(
     else {
         return reject(&shared, "missing Idempotency-Key".into());
     };
-    let page = match parse(&shared.opts, &body, &key) {
+    let parsed = match shared.opts.format {
+        ReceiveFormat::SegmentSync => body::parse(&shared.opts, &body, &key),
+        ReceiveFormat::CohortSync { max_body } => body::parse_cohort(&headers, &body, max_body),
+    };
+    let page = match parsed {
         Err(msg) => return reject(&shared, msg),
         Ok(p) => p,
     };
@@ -406,77 +380,7 @@ async fn answer(
     (StatusCode::OK, Json(json!({ "status": "ok" })))
 }
 
-/// A checked page, ready to apply.
-struct Parsed {
-    page: u64,
-    adds: Vec<(String, String)>,
-    removes: Vec<(String, String)>,
-}
-
-/// Validates the seed's shape.
-fn parse(opts: &ReceiverOptions, bytes: &[u8], key: &str) -> Result<Parsed, String> {
-    let body: Body<'_> =
-        serde_json::from_slice(bytes).map_err(|e| format!("body is not the expected JSON: {e}"))?;
-    if body.kind != "segment_sync" {
-        return Err("type is not segment_sync".into());
-    }
-    let (total, page) = (body.pagination.total_pages, body.pagination.page_count);
-    if page == 0 || page > total {
-        return Err(format!("page_count {page} outside 1..={total}"));
-    }
-    let mut execution = String::new();
-    for k in [
-        "moengage_sync_id",
-        "moengage_sync_name",
-        "moengage_execution_id",
-        "moengage_integration_id",
-    ] {
-        let v = body
-            .data
-            .get(k)
-            .ok_or_else(|| format!("data.{k} missing"))?;
-        let s: String =
-            serde_json::from_str(v.get()).map_err(|_| format!("data.{k} is not a string"))?;
-        if k == "moengage_execution_id" {
-            execution = s;
-        }
-    }
-    let expected_key = format!("{execution}-{page}");
-    if key != expected_key {
-        return Err(format!(
-            "Idempotency-Key {key:?}, expected {expected_key:?}"
-        ));
-    }
-    let mut lists = [Vec::new(), Vec::new()];
-    for (i, list) in [&opts.add_key, &opts.remove_key].into_iter().enumerate() {
-        let raw = body
-            .data
-            .get(list.as_str())
-            .ok_or_else(|| format!("data.{list} missing"))?;
-        let users: Vec<User<'_>> =
-            serde_json::from_str(raw.get()).map_err(|e| format!("data.{list}: {e}"))?;
-        for u in users {
-            let id: Cow<'_, str> = u
-                .get("moengage_distinct_id")
-                .and_then(|v| serde_json::from_str(v.get()).ok())
-                .ok_or_else(|| format!("a user in {list} has no string moengage_distinct_id"))?;
-            let value = u
-                .get(&opts.id_key)
-                .map(|v| v.get())
-                .filter(|v| *v != "null")
-                .ok_or_else(|| format!("a user in {list} has no {}", opts.id_key))?;
-            lists[i].push((id.into_owned(), value.to_string()));
-        }
-    }
-    let [adds, removes] = lists;
-    Ok(Parsed {
-        page,
-        adds,
-        removes,
-    })
-}
-
-fn apply(shared: &Shared, page: Parsed, key: String) {
+fn apply(shared: &Shared, page: body::Parsed<'_>, key: String) {
     let fresh = shared
         .applied
         .lock()
@@ -496,6 +400,7 @@ fn apply(shared: &Shared, page: Parsed, key: String) {
     if shared.opts.keep_members {
         for (id, value) in page.adds {
             let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+            let (id, value) = (id.into_owned(), value.to_owned());
             st.by_value.insert(value.clone(), id.clone());
             if st.members.insert(id, value).is_none() {
                 st.member_count += 1;
@@ -503,9 +408,9 @@ fn apply(shared: &Shared, page: Parsed, key: String) {
             }
         }
         for (id, value) in page.removes {
-            st.by_value.remove(&value);
-            if st.members.get(&id) == Some(&value) {
-                st.members.remove(&id);
+            st.by_value.remove(value);
+            if st.members.get(id.as_ref()).map(String::as_str) == Some(value) {
+                st.members.remove(id.as_ref());
                 st.member_count -= 1;
                 st.checksum = st
                     .checksum
