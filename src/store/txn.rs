@@ -643,8 +643,14 @@ impl<'s> ImportTxn<'s> {
         self.done = true;
         st.set_state(self.counters, &self.new_attrs);
         if let Some((table, new)) = table {
-            table.merge(new.0, self.counters.user_count);
-            table.save(&table_path(st))?;
+            // An import of known ids only leaves the table as it was loaded
+            // (and saved, if it had to be brought up to date): rebuilding
+            // its directory and rewriting its file (160 MB at 10M users)
+            // would be pure cost.
+            if !new.0.is_empty() || table.covers() != self.counters.user_count {
+                table.merge(new.0, self.counters.user_count);
+                table.save(&table_path(st))?;
+            }
         }
         Ok(self.counters)
     }
