@@ -60,6 +60,7 @@ fn produce(
 ) {
     let mut carry: Vec<u8> = Vec::new();
     let mut line_no = 0u64;
+    let mut radix = interner::Radix::default();
     loop {
         let mut block = recycled.try_recv().unwrap_or_default();
         block.data.clear();
@@ -86,7 +87,7 @@ fn produce(
         carry.clear();
         carry.extend_from_slice(&block.data[end..]);
         block.data.truncate(end);
-        split(&mut block, eof, &mut line_no);
+        split(&mut block, eof, &mut line_no, &mut radix);
         if out.send(Ok(block)).is_err() || eof {
             return;
         }
@@ -120,7 +121,7 @@ fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> std::io::Resul
 }
 
 /// Splits a block into trimmed, validated ids and fingerprints them.
-fn split(block: &mut Block, eof: bool, line_no: &mut u64) {
+fn split(block: &mut Block, eof: bool, line_no: &mut u64, radix: &mut interner::Radix) {
     block.spans.clear();
     block.probes.clear();
     block.bad.clear();
@@ -152,7 +153,7 @@ fn split(block: &mut Block, eof: bool, line_no: &mut u64) {
         block.probes.push(Probe::new(id, block.spans.len() as u32));
         block.spans.push((offset as u32, id.len() as u32));
     }
-    interner::sort(&mut block.probes);
+    radix.sort(&mut block.probes);
 }
 
 fn consume(block: &mut Block, sink: &mut Sink<'_, '_>, idx: &mut Vec<u32>) -> Result<(), Error> {
