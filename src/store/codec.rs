@@ -99,6 +99,28 @@ fn decode_presence_delta(bytes: &[u8]) -> Option<(RoaringBitmap, RoaringBitmap)>
     Some((added, removed))
 }
 
+/// RocksDB's partial merge for `attr_present`: consecutive deltas composed
+/// into one, so a flush or a compaction that does not reach the stored
+/// bitmap still folds a run of deltas (a later read applies one, not
+/// thousands). Applying `(a1, r1)` then `(a2, r2)` to any bitmap is
+/// applying `(((a1 − r1) ∪ a2) − r2, (r1 − a2) ∪ r2)`. `None` (RocksDB keeps
+/// the operands as they are) when one cannot be decoded.
+pub fn compose_presence_deltas<'a>(
+    operands: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Vec<u8>> {
+    let mut added = RoaringBitmap::new();
+    let mut removed = RoaringBitmap::new();
+    for op in operands {
+        let (a2, r2) = decode_presence_delta(op)?;
+        added -= &removed;
+        added |= &a2;
+        added -= &r2;
+        removed -= &a2;
+        removed |= r2;
+    }
+    Some(encode_presence_delta(&added, &removed))
+}
+
 /// RocksDB's full merge for `attr_present`: the stored bitmap (or none)
 /// with every delta applied in order. `None` (RocksDB reports corruption)
 /// when a value or an operand cannot be decoded.
@@ -470,6 +492,41 @@ mod tests {
             write_json_str(s.as_bytes(), &mut out);
             let back: String = serde_json::from_slice(&out[1..]).unwrap();
             proptest::prop_assert_eq!(back, s);
+        }
+    }
+
+    fn small_bitmap() -> impl proptest::strategy::Strategy<Value = RoaringBitmap> {
+        use proptest::strategy::Strategy;
+        proptest::collection::vec(0u32..64, 0..20).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest::proptest! {
+        /// Composing a run of deltas, then applying the result, is applying
+        /// them one by one — whatever the bitmap, and even when a delta
+        /// both adds and removes a user.
+        #[test]
+        fn composed_deltas_apply_as_the_run(
+            base in small_bitmap(),
+            deltas in proptest::collection::vec((small_bitmap(), small_bitmap()), 1..6),
+            split in 0usize..6,
+        ) {
+            let encoded: Vec<Vec<u8>> =
+                deltas.iter().map(|(a, r)| encode_presence_delta(a, r)).collect();
+            let stored = encode_bitmap(&base);
+            let one_by_one = merge_presence(Some(&stored), encoded.iter().map(Vec::as_slice)).unwrap();
+            // RocksDB may compose any consecutive run, then fold the rest.
+            let split = split.min(encoded.len());
+            let (head, tail) = encoded.split_at(split);
+            let composed = compose_presence_deltas(tail.iter().map(Vec::as_slice)).unwrap();
+            let folded = merge_presence(
+                Some(&stored),
+                head.iter().map(Vec::as_slice).chain([composed.as_slice()]),
+            )
+            .unwrap();
+            proptest::prop_assert_eq!(
+                decode_bitmap("t", &folded).unwrap(),
+                decode_bitmap("t", &one_by_one).unwrap()
+            );
         }
     }
 

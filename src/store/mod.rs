@@ -226,14 +226,17 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
         // minute, 83 % of the commit thread in RocksDB's `SaveValue`
         // under `MergeCF`, with `strict_max_successive_merges` too.
         // Without it they hold 29–33K. A read folds the deltas not yet
-        // compacted (planning a sync, `check`), never the write path.
+        // compacted (planning a sync, `check`), never the write path; flushes
+        // and compactions compose runs of deltas even without the base.
         o.set_merge_operator(
             "segsync.presence.v1",
             |_key: &[u8], existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
                 codec::merge_presence(existing, ops)
             },
-            // Operands are not combined without their base: RocksDB keeps them.
-            |_key: &[u8], _existing: Option<&[u8]>, _ops: &rocksdb::MergeOperands| None,
+            // Without the base, runs of deltas compose into one delta.
+            |_key: &[u8], _existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
+                codec::compose_presence_deltas(ops)
+            },
         );
         o.set_max_successive_merges(0);
     }
