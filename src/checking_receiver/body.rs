@@ -313,18 +313,26 @@ pub(super) struct Parsed<'a> {
     pub(super) removes: Vec<Member<'a>>,
 }
 
+/// Reads a whole body with `seed`: one UTF-8 check of the body instead of
+/// one per string, and nothing but whitespace after the JSON value.
+fn read<'a, S: serde::de::DeserializeSeed<'a>>(
+    bytes: &'a [u8],
+    seed: S,
+) -> Result<S::Value, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    seed.deserialize(&mut de)
+        .and_then(|f| de.end().map(|()| f))
+        .map_err(|e| format!("body is not the expected JSON: {e}"))
+}
+
 /// Validates the seed's shape.
 pub(super) fn parse<'a>(
     opts: &ReceiverOptions,
     bytes: &'a [u8],
     key: &str,
 ) -> Result<Parsed<'a>, String> {
-    // One UTF-8 check of the whole body, instead of one per string.
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("body is not UTF-8: {e}"))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let found = serde::de::DeserializeSeed::deserialize(BodySeed { opts }, &mut de)
-        .and_then(|f| de.end().map(|()| f))
-        .map_err(|e| format!("body is not the expected JSON: {e}"))?;
+    let found = read(bytes, BodySeed { opts })?;
     if found.kind.as_deref() != Some("segment_sync") {
         return Err("type is not segment_sync".into());
     }
@@ -472,11 +480,7 @@ pub(super) fn parse_cohort<'a>(
             return Err(format!("missing header {h}"));
         }
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("body is not UTF-8: {e}"))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let found = serde::de::DeserializeSeed::deserialize(CohortSeed, &mut de)
-        .and_then(|f| de.end().map(|()| f))
-        .map_err(|e| format!("body is not the expected JSON: {e}"))?;
+    let found = read(bytes, CohortSeed)?;
     if !found
         .cohort_name
         .as_deref()
