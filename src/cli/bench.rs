@@ -172,6 +172,7 @@ fn cohort_full_sync(store: &Store, segment: &str) -> anyhow::Result<CohortFigure
             expected = expected.wrapping_add(crate::checking_receiver::membership_checksum([uid]));
             with_uid += 1;
         }
+        Ok(())
     })?;
     let got = receiver.summary();
     let verified = got.errors.is_empty()

@@ -63,18 +63,11 @@ impl Store {
             return Ok(Some(attr));
         }
         let started = std::time::Instant::now();
-        let (values_cf, index_cf) = (self.cf(cf::ATTR_VALUES), self.cf(cf::ATTR_INDEX));
-        let prefix = keys::attr(attr);
+        let index_cf = self.cf(cf::ATTR_INDEX);
         let mut batch = rocksdb::WriteBatch::default();
         let mut n = 0u64;
-        let mut it = self.db().raw_iterator_cf(values_cf);
-        it.seek(prefix);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let user = keys::read_u32(&k[4..]).unwrap_or(u32::MAX);
-            if let Some(text) = ValueRef::decode(v)?.identity_text() {
+        self.for_each_value(attr, |user, v| {
+            if let Some(text) = v.identity_text() {
                 batch.put_cf(index_cf, entry_key(attr, text, user), []);
                 n += 1;
             }
@@ -83,9 +76,8 @@ impl Store {
                     .write(std::mem::take(&mut batch))
                     .map_err(db_err("write", cf::ATTR_INDEX))?;
             }
-            it.next();
-        }
-        it.status().map_err(db_err("scan", cf::ATTR_VALUES))?;
+            Ok(())
+        })?;
         batch.put_cf(self.cf(cf::META), keys::indexed(attr), []);
         self.write_sync(batch, cf::ATTR_INDEX)?;
         // Lookups seek: a million-entry memtable skiplist is several times

@@ -553,9 +553,13 @@ impl Store {
     }
 
     /// Calls `f(user, value)` for every user holding a current value of
-    /// `attr`, in index order (a checking receiver's expected membership;
-    /// `check`).
-    pub fn for_each_value(&self, attr: u32, mut f: impl FnMut(u32, ValueRef<'_>)) -> Result<()> {
+    /// `attr`, in index order, stopping at `f`'s first error (building an
+    /// identity index; a checking receiver's expected membership).
+    pub fn for_each_value(
+        &self,
+        attr: u32,
+        mut f: impl FnMut(u32, ValueRef<'_>) -> Result<()>,
+    ) -> Result<()> {
         let prefix = keys::attr(attr);
         let mut it = self.db.raw_iterator_cf(self.cf(cf::ATTR_VALUES));
         it.seek(prefix);
@@ -564,7 +568,7 @@ impl Store {
                 break;
             }
             if let Some(user) = keys::read_u32(&k[prefix.len()..]) {
-                f(user, ValueRef::decode(v)?);
+                f(user, ValueRef::decode(v)?)?;
             }
             it.next();
         }
