@@ -130,6 +130,26 @@ fn rate_ceiling_s(requests: u64, rpm: u32) -> f64 {
     requests.saturating_sub(1) as f64 * 60.0 / f64::from(rpm)
 }
 
+/// Runs `sync` now; an execution that does not complete fails the bench
+/// (`what` names it).
+fn run_to_completion(
+    store: &Store,
+    sync: u32,
+    what: &str,
+) -> anyhow::Result<crate::lifecycle::ExecutionRecord> {
+    let exec = crate::lifecycle::actions::run(
+        store,
+        sync,
+        Trigger::Scheduled,
+        &RunOptions::default(),
+        "bench",
+    )?;
+    if exec.status != ExecStatus::Complete {
+        anyhow::bail!("{what} failed: {:?}", exec.error);
+    }
+    Ok(exec)
+}
+
 /// Syncs `segment` in full to an in-process Cohort Sync receiver (128 KB
 /// bodies, 25000 rpm), and checks that the receiver holds exactly the uids
 /// of the members sent.
@@ -151,17 +171,8 @@ fn cohort_full_sync(store: &Store, segment: &str) -> anyhow::Result<CohortFigure
     destination::add(store, cfg)?;
     let sync = create_sync(store, segment, "bench-cohort")?;
     let reset = reset_peak_rss();
-    let run = crate::lifecycle::actions::run(
-        store,
-        sync,
-        Trigger::Scheduled,
-        &RunOptions::default(),
-        "bench",
-    )?;
+    let run = run_to_completion(store, sync, "Cohort Sync full sync")?;
     let peak_rss_mb = reset.then(peak_rss_mb);
-    if run.status != ExecStatus::Complete {
-        anyhow::bail!("Cohort Sync full sync failed: {:?}", run.error);
-    }
     let synced = run.bitmap(store, crate::lifecycle::BitmapKind::Synced)?;
     let attr = store
         .attr_id("uid")
@@ -388,17 +399,8 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     let sync = create_sync(&store, "bench", "bench-receiver")?;
     let full_sync_rss_at_start_mb = process_memory_mb("VmRSS");
     let reset = reset_peak_rss();
-    let full = crate::lifecycle::actions::run(
-        &store,
-        sync,
-        Trigger::Scheduled,
-        &RunOptions::default(),
-        "bench",
-    )?;
+    let full = run_to_completion(&store, sync, "full sync")?;
     let full_sync_peak_rss_mb = reset.then(peak_rss_mb);
-    if full.status != ExecStatus::Complete {
-        anyhow::bail!("full sync failed: {:?}", full.error);
-    }
     let synced = full.bitmap(&store, crate::lifecycle::BitmapKind::Synced)?;
     let verified = holds_exactly(&store, &receiver, &synced)?;
     if !verified {
@@ -742,16 +744,7 @@ fn growth(members: u64, runs: u32, retain: bool, json: bool) -> anyhow::Result<(
             write_members(first, &members_txt)?;
             ingest::import_segment(&store, "growth", &members_txt, &opts)?;
         }
-        let exec = crate::lifecycle::actions::run(
-            &store,
-            sync,
-            Trigger::Scheduled,
-            &RunOptions::default(),
-            "bench",
-        )?;
-        if exec.status != ExecStatus::Complete {
-            anyhow::bail!("run {} failed: {:?}", day + 1, exec.error);
-        }
+        let exec = run_to_completion(&store, sync, &format!("run {}", day + 1))?;
         let synced = exec.bitmap(&store, crate::lifecycle::BitmapKind::Synced)?;
         verified &= holds_exactly(&store, &receiver, &synced)?;
         if retain {
