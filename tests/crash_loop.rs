@@ -271,13 +271,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                         let u = 2000 + (trial * 37 + k) % (USERS - 2000);
                         let plan = format!("p{trial}-{k}");
                         let body = serde_json::json!({"userId": format!("u{u:05}"), "traits": {"plan": plan}});
-                        let r = client
-                            .post(format!("http://{addr}/v1/identify"))
-                            .basic_auth(WRITE_KEY, Some(""))
-                            .header("content-type", "application/json")
-                            .body(body.to_string())
-                            .send()
-                            .await;
+                        let r = common::post_identify(&client, &addr, WRITE_KEY, &body).await;
                         if r.is_ok_and(|r| r.status().is_success()) {
                             acked.push((u, plan));
                         }

@@ -66,13 +66,7 @@ fn every_answered_event_survives_kill_9_under_concurrent_load() {
                 while !stop.load(Ordering::Relaxed) {
                     let id = format!("c{c}-u{k}");
                     let body = serde_json::json!({"userId": id, "traits": {"n": k, "conn": c}});
-                    let r = client
-                        .post(format!("http://{addr}/v1/identify"))
-                        .basic_auth(WRITE_KEY, Some(""))
-                        .header("content-type", "application/json")
-                        .body(body.to_string())
-                        .send()
-                        .await;
+                    let r = common::post_identify(&client, &addr, WRITE_KEY, &body).await;
                     match r {
                         Ok(r) if r.status().is_success() => {
                             acked.lock().unwrap().push((id, k));

@@ -133,6 +133,22 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     format!("Basic {creds}")
 }
 
+/// A Personas `identify` call to a `serve` at `addr` with write key `key`.
+pub async fn post_identify(
+    client: &reqwest::Client,
+    addr: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("http://{addr}/v1/identify"))
+        .basic_auth(key, Some(""))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
 }
