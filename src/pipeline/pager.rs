@@ -201,7 +201,9 @@ fn measure_in_order(
         .map_or(1, usize::from)
         .clamp(1, MEASURE_THREADS);
     // Batches go out in order on a bounded channel and come back tagged;
-    // `pending` reorders them, holding at most a few batches.
+    // `pending` reorders them. It holds the batches that finished before a
+    // slower earlier one: a few, as batches cost alike (32 KB of sizes
+    // each), though nothing but that bounds it.
     let (job_tx, job_rx) = crossbeam::channel::bounded::<(u64, Page)>(threads);
     let (res_tx, res_rx) = crossbeam::channel::bounded::<(u64, store::Result<Vec<u32>>)>(threads);
     std::thread::scope(|s| {
