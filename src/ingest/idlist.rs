@@ -37,11 +37,11 @@ struct Block {
 pub(crate) fn read(reader: &mut (dyn Read + Send), sink: &mut Sink<'_, '_>) -> Result<(), Error> {
     std::thread::scope(|s| {
         // A rendezvous hand-off and one recycled block: at most three blocks
-        // (~40 MB each with their spans and probes) exist at once — the one
-        // consumed, the one being filled, the one waiting to be reused. A
-        // one-slot queue and two recycled blocks allowed five, for no speed
-        // (the producer outruns the lookups): 10M known ids peaked at
-        // 512 MB, now 466 MB.
+        // (~2.5× `BLOCK` each with their spans and probes) exist at once —
+        // the one consumed, the one being filled, the one waiting to be
+        // reused. A one-slot queue and two recycled blocks allowed five,
+        // for no speed: with 16 MB blocks 10M known ids peaked at 512 MB
+        // that way, 466 MB this way.
         let (tx, rx) = crossbeam::channel::bounded::<std::io::Result<Block>>(0);
         let (recycle_tx, recycle_rx) = crossbeam::channel::bounded::<Block>(1);
         s.spawn(move || produce(reader, &tx, &recycle_rx));
@@ -131,7 +131,7 @@ fn split(block: &mut Block, eof: bool, line_no: &mut u64, radix: &mut interner::
     block.lines = 0;
     let data = &block.data;
     // A valid block has only valid lines (a newline never falls inside a
-    // multi-byte character): one check of 16 MB instead of one per id.
+    // multi-byte character): one check of the block instead of one per id.
     let valid_utf8 = std::str::from_utf8(data).is_ok();
     // At end of input a last line without a newline still counts.
     let unterminated = eof && data.last().is_some_and(|&b| b != b'\n');
