@@ -97,6 +97,10 @@ fn scan(
         return Ok(());
     };
     let mut opts = rocksdb::ReadOptions::default();
+    // A sync reads each member's blocks once: caching them cost an insert
+    // and an eviction per block and pushed out the blocks Personas calls
+    // and imports reuse (10M full sync: sender CPU 3.7 → 3.3 s, peak RSS
+    // 215–240 → 133–170 MB).
     opts.fill_cache(false);
     if let Some(end) = last.checked_add(1) {
         let mut upper = prefix.to_vec();
