@@ -179,7 +179,7 @@ impl Interner {
     }
 
     fn pending(&self, fp: Fingerprint) -> Option<u32> {
-        match self.pending.get(&fp.key) {
+        match self.pending.get(&{ fp.key }) {
             Some(&(check, idx)) if check == fp.check => Some(idx),
             Some(_) => self.collided.get(&fp).copied(),
             None => None,

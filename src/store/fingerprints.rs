@@ -29,7 +29,12 @@ const FILE_VERSION: u32 = 1;
 const ENTRY_BYTES: usize = 16;
 
 /// A distinct id's 96-bit fingerprint.
+///
+/// Packed to 4-byte alignment: 12 bytes, so a table [`Entry`] with its index
+/// is 16 bytes where natural alignment made it 24 (80 MB of every 10M-user
+/// table load was padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C, packed(4))]
 pub struct Fingerprint {
     /// High 64 bits: the sort key.
     pub key: u64,
@@ -165,9 +170,11 @@ impl FingerprintTable {
 
     fn rebuild_dir(&mut self) {
         let n = self.entries.len().max(1);
-        // About two entries a bucket, at most 2^24 buckets (64 MiB).
+        // About four entries a bucket (one 64-byte cache line of 16-byte
+        // entries), at most 2^24 buckets (64 MiB): 16 MB at 10M users,
+        // where two a bucket took 32 MB for no measurable lookup speed.
         let bits = (usize::BITS - n.leading_zeros())
-            .saturating_sub(1)
+            .saturating_sub(2)
             .clamp(1, 24);
         self.shift = 64 - bits;
         let buckets = 1usize << bits;
@@ -469,6 +476,13 @@ mod tests {
             .collect();
         t.merge(entries, ids.len() as u32);
         t
+    }
+
+    #[test]
+    fn an_entry_is_sixteen_bytes() {
+        // The table is the largest allocation of an import: padding here
+        // costs 8 MB per million users.
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
     }
 
     #[test]
