@@ -3,13 +3,12 @@
 //! A batch is fingerprinted, sorted by fingerprint and looked up in the
 //! [`FingerprintTable`] in that order, so the table is walked front to back
 //! instead of probed at random. Ids the table does not know are either new in
-//! this import already (the `pending` map, so a repeated new id gets one
-//! index) or truly new, and then interned through the import transaction.
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+//! this import already ([`Pending`], so a repeated new id gets one index)
+//! or truly new, and then interned through the import transaction.
 
 use crate::store::{self, Fingerprint, FingerprintTable, ImportTxn, NewUsers};
+
+use super::pending::Pending;
 
 /// One id of a batch: its fingerprint and its position in the batch.
 #[derive(Debug, Clone, Copy)]
@@ -35,27 +34,6 @@ impl Probe {
             key: self.key,
             check: self.check,
         }
-    }
-}
-
-/// Fingerprints are uniform hashes already; hashing them again is waste.
-#[derive(Default)]
-struct FpHasher(u64);
-
-impl Hasher for FpHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 ^= u64::from(n).rotate_left(32);
     }
 }
 
@@ -130,13 +108,8 @@ pub struct Interner {
     /// The table while it is still loading on another thread: the first
     /// batch waits for it, so reading and hashing overlap the load.
     loading: Option<crossbeam::channel::Receiver<store::Result<FingerprintTable>>>,
-    /// Users this import created, by the fingerprint's 64-bit key: (the
-    /// other 32 bits, index). 16 bytes an entry where a `Fingerprint` key
-    /// takes 24 — at 10M new users the largest allocation of an import.
-    pending: HashMap<u64, (u32, u32), BuildHasherDefault<FpHasher>>,
-    /// New users whose key is in `pending` with other check bits (two ids
-    /// sharing 64 bits: about once in 10^5 imports of 10M new ids).
-    collided: HashMap<Fingerprint, u32>,
+    /// Users this import created.
+    pending: Pending,
 }
 
 impl Interner {
@@ -147,8 +120,7 @@ impl Interner {
         Interner {
             table: None,
             loading: Some(loading),
-            pending: HashMap::default(),
-            collided: HashMap::new(),
+            pending: Pending::default(),
         }
     }
 
@@ -167,23 +139,9 @@ impl Interner {
     /// merge; the interner forgets them (its map is freed before the merge
     /// allocates).
     pub fn finish(&mut self) -> store::Result<(&mut FingerprintTable, NewUsers)> {
-        let pending = std::mem::take(&mut self.pending);
-        let collided = std::mem::take(&mut self.collided);
-        let new = NewUsers::from_pairs(
-            pending
-                .into_iter()
-                .map(|(key, (check, idx))| (Fingerprint { key, check }, idx))
-                .chain(collided),
-        );
+        let created = std::mem::take(&mut self.pending).finish();
+        let new = NewUsers::from_pairs(created);
         Ok((self.table()?, new))
-    }
-
-    fn pending(&self, fp: Fingerprint) -> Option<u32> {
-        match self.pending.get(&{ fp.key }) {
-            Some(&(check, idx)) if check == fp.check => Some(idx),
-            Some(_) => self.collided.get(&fp).copied(),
-            None => None,
-        }
     }
 
     /// Resolves a batch: `out[p.pos]` receives the index of each probe's id;
@@ -203,23 +161,17 @@ impl Interner {
         for p in probes.iter() {
             let fp = p.fp();
             let known = self.table.as_ref().and_then(|t| t.lookup(fp));
-            let idx = match known.or_else(|| self.pending(fp)) {
+            let idx = match known.or_else(|| self.pending.get(fp)) {
                 Some(idx) => idx,
                 None => {
                     let idx = txn.new_user(id_of(p.pos))?;
-                    match self.pending.entry(fp.key) {
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert((fp.check, idx));
-                        }
-                        std::collections::hash_map::Entry::Occupied(_) => {
-                            self.collided.insert(fp, idx);
-                        }
-                    }
+                    self.pending.insert(fp, idx);
                     idx
                 }
             };
             out[p.pos as usize] = idx;
         }
+        self.pending.end_batch();
         Ok(())
     }
 }

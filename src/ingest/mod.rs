@@ -10,6 +10,7 @@
 mod idlist;
 pub mod input;
 pub mod interner;
+mod pending;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -309,7 +310,7 @@ fn run(
             ),
         });
     }
-    let txn = store.begin_import()?;
+    let mut txn = store.begin_import()?;
     // The fingerprint table (160 MB at 10M users) loads on another thread
     // while the first blocks are read and hashed.
     std::thread::scope(|scope| {
@@ -318,6 +319,9 @@ fn run(
             let _ = table_tx.send(store.fingerprints());
         });
         let interner = Interner::deferred(table_rx);
+        // Staged writes go to a thread of their own while this one reads,
+        // resolves and encodes the next batch.
+        txn.write_on(scope);
         let mut sink = Sink {
             txn,
             interner,

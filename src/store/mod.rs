@@ -18,6 +18,7 @@ mod migrate;
 mod records;
 mod retention;
 mod segments;
+mod stage;
 mod syncs;
 mod txn;
 

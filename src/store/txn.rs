@@ -32,6 +32,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprints::table_path;
+use super::stage::{Job, NewIds, Stager};
 use super::{
     cf, codec, db_err, keys, Counters, Error, FingerprintTable, NewUsers, Result, Store, Value,
     ValueRef,
@@ -40,6 +41,10 @@ use super::{
 /// Writes per intermediate batch: large enough to amortise the write path,
 /// small enough to keep the batch a few MiB.
 const BATCH_OPS: usize = 50_000;
+
+/// Bytes of new users' ids that make the import hand them to the stager
+/// (an id-list import of new ids writes no attribute batches).
+const NEW_IDS_BYTES: usize = 4 << 20;
 
 /// Undo records numbered from here on are bitmaps of users who had no value
 /// of an attribute (`[attr u32 BE] ++ bitmap`); below, one replaced value
@@ -146,7 +151,10 @@ pub struct ImportTxn<'s> {
     batch_ops: usize,
     /// Records only the commit may write (snapshots): never flushed early.
     publish: WriteBatch,
-    users_sst: Option<rocksdb::SstFileWriter<'s>>,
+    /// Writes staged batches and new users' ids (see `stage.rs`).
+    stager: Stager<'s>,
+    /// Ids of users created since the last hand-off to the stager.
+    new_ids: NewIds,
     sst_path: std::path::PathBuf,
     undo_n: u64,
     undo_bitmap_n: u64,
@@ -209,7 +217,8 @@ impl<'s> ImportTxn<'s> {
             batch: WriteBatch::default(),
             batch_ops: 0,
             publish: WriteBatch::default(),
-            users_sst: None,
+            stager: Stager::inline(store, sst_path(store, seq)),
+            new_ids: NewIds::default(),
             sst_path: sst_path(store, seq),
             undo_n: 0,
             undo_bitmap_n: UNDO_BITMAPS,
@@ -227,6 +236,18 @@ impl<'s> ImportTxn<'s> {
             small,
             done: false,
         })
+    }
+
+    /// From now on, writes staged batches and new users on a thread of
+    /// `scope` while the caller prepares the next batch (see `stage.rs`).
+    /// Call it before the first write; a small transaction ignores it.
+    pub fn write_on<'scope>(&mut self, scope: &'scope std::thread::Scope<'scope, '_>)
+    where
+        's: 'scope,
+    {
+        if !self.small {
+            self.stager.spawn_on(scope);
+        }
     }
 
     /// The write sequence this import commits as.
@@ -262,15 +283,9 @@ impl<'s> ImportTxn<'s> {
                 .put_cf(self.store.cf(cf::USERS), keys::user(idx), id);
             return Ok(idx);
         }
-        if self.users_sst.is_none() {
-            let w = rocksdb::SstFileWriter::create(self.store.sst_options());
-            w.open(&self.sst_path)
-                .map_err(db_err("sst open", cf::USERS))?;
-            self.users_sst = Some(w);
-        }
-        if let Some(w) = &mut self.users_sst {
-            w.put(keys::user(idx), id)
-                .map_err(db_err("sst put", cf::USERS))?;
+        self.new_ids.push(idx, id);
+        if self.new_ids.bytes() >= NEW_IDS_BYTES {
+            self.flush()?;
         }
         Ok(idx)
     }
@@ -433,6 +448,8 @@ impl<'s> ImportTxn<'s> {
         let old_values: Vec<Option<Vec<u8>>> = if self.keybuf.is_empty() {
             Vec::new()
         } else {
+            // An old value may be in the batch still being written.
+            self.stager.settle()?;
             st.db()
                 .batched_multi_get_cf(values_cf, self.keybuf.iter(), true)
                 .into_iter()
@@ -569,12 +586,8 @@ impl<'s> ImportTxn<'s> {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_ops = 0;
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.disable_wal(true);
-        self.store
-            .db()
-            .write_opt(batch, &wo)
-            .map_err(db_err("write", "*"))
+        let ids = std::mem::take(&mut self.new_ids);
+        self.stager.submit(Job { batch, ids })
     }
 
     /// Makes everything this import wrote visible at once. When `table` is
@@ -590,17 +603,11 @@ impl<'s> ImportTxn<'s> {
             // Staged writes (new users, logged attribute values) may land
             // first: a crash before the final batch rolls them back.
             self.flush()?;
+            let users_sst = self.stager.finish()?;
             self.store.flush_staged()?;
-        }
-        if let Some(mut w) = self.users_sst.take() {
-            w.finish().map_err(db_err("sst finish", cf::USERS))?;
-            let mut io = rocksdb::IngestExternalFileOptions::default();
-            io.set_move_files(true);
-            self.store
-                .db()
-                .ingest_external_file_cf_opts(self.store.cf(cf::USERS), &io, vec![&self.sst_path])
-                .map_err(db_err("ingest", cf::USERS))?;
-            let _ = std::fs::remove_file(&self.sst_path);
+            if users_sst {
+                self.ingest_users()?;
+            }
         }
         let st = self.store;
         let mut batch = std::mem::take(&mut self.publish);
@@ -655,6 +662,18 @@ impl<'s> ImportTxn<'s> {
         Ok(self.counters)
     }
 
+    /// Ingests the SST file of new users the stager closed.
+    fn ingest_users(&self) -> Result<()> {
+        let mut io = rocksdb::IngestExternalFileOptions::default();
+        io.set_move_files(true);
+        self.store
+            .db()
+            .ingest_external_file_cf_opts(self.store.cf(cf::USERS), &io, vec![&self.sst_path])
+            .map_err(db_err("ingest", cf::USERS))?;
+        let _ = std::fs::remove_file(&self.sst_path);
+        Ok(())
+    }
+
     /// Undoes everything this import wrote.
     pub fn rollback(mut self) -> Result<()> {
         self.done = true;
@@ -662,7 +681,7 @@ impl<'s> ImportTxn<'s> {
         if self.small {
             return Ok(());
         }
-        self.users_sst = None;
+        self.stager.abandon();
         let _ = std::fs::remove_file(&self.sst_path);
         rollback(self.store, self.seq, self.first_new_user)
     }
@@ -672,7 +691,7 @@ impl Drop for ImportTxn<'_> {
     fn drop(&mut self) {
         if !self.done && !self.small {
             self.batch = WriteBatch::default();
-            self.users_sst = None;
+            self.stager.abandon();
             let _ = std::fs::remove_file(&self.sst_path);
             if let Err(e) = rollback(self.store, self.seq, self.first_new_user) {
                 tracing::error!(error = %e, "rolling back an abandoned import failed; it will be retried at next open");
@@ -846,6 +865,68 @@ mod tests {
                 .count();
             assert_eq!(b_left, 0, "values of the rolled-back attribute remain");
         }
+    }
+
+    #[test]
+    fn a_writer_thread_keeps_reads_consistent_and_rollback_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Past NEW_IDS_BYTES of ids and several BATCH_OPS of writes, so
+        // jobs are in flight while the next batch reads old values.
+        let n = 300_000u32;
+        let ids: Vec<String> = (0..n).map(|u| format!("user-{u:08}")).collect();
+        let all = |v: &str| -> Vec<AttrChange> { (0..n).map(|u| change(0, u, v)).collect() };
+        std::thread::scope(|scope| {
+            let mut txn = store.begin_import().unwrap();
+            txn.write_on(scope);
+            let a = txn.attr("a");
+            assert_eq!(a, 0);
+            for id in &ids {
+                txn.new_user(id.as_bytes()).unwrap();
+            }
+            // Each chunk is handed off as it is set (over BATCH_OPS), then
+            // set again at once: the reads of its old values must see the
+            // batch still being written, so every second write is unchanged.
+            for chunk in all("x").chunks(20_000) {
+                txn.set_attrs(chunk).unwrap();
+                txn.set_attrs(chunk).unwrap();
+            }
+            assert_eq!(txn.attr_stats().unchanged, u64::from(n));
+            txn.commit(None).unwrap();
+        });
+        assert_eq!(store.counters().user_count, n);
+        for u in (0..n).step_by(9973) {
+            assert_eq!(
+                store.distinct_id(u).unwrap().as_deref(),
+                Some(&*ids[u as usize])
+            );
+            assert_eq!(
+                store.attr_value(0, u).unwrap(),
+                Some(Value::Str("x".into()))
+            );
+        }
+
+        // An abandoned threaded import leaves nothing behind.
+        std::thread::scope(|scope| {
+            let mut txn = store.begin_import().unwrap();
+            txn.write_on(scope);
+            for u in 0..n {
+                txn.new_user(format!("more-{u}").as_bytes()).unwrap();
+            }
+            for chunk in all("y").chunks(20_000) {
+                txn.set_attrs(chunk).unwrap();
+            }
+            txn.rollback().unwrap();
+        });
+        assert_eq!(store.counters().user_count, n);
+        assert_eq!(store.distinct_id(n).unwrap(), None);
+        for u in (0..n).step_by(9973) {
+            assert_eq!(
+                store.attr_value(0, u).unwrap(),
+                Some(Value::Str("x".into()))
+            );
+        }
+        assert!(!sst_path(&store, store.counters().write_seq + 1).exists());
     }
 
     #[test]
