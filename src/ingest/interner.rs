@@ -110,6 +110,12 @@ pub struct Interner {
     loading: Option<crossbeam::channel::Receiver<store::Result<FingerprintTable>>>,
     /// Users this import created.
     pending: Pending,
+    /// Per new id of a batch, in key order: the position of its first row;
+    /// then the order of those by row, and the index each was given
+    /// (buffers reused across batches).
+    fresh: Vec<u32>,
+    order: Vec<u32>,
+    assigned: Vec<u32>,
 }
 
 impl Interner {
@@ -121,6 +127,9 @@ impl Interner {
             table: None,
             loading: Some(loading),
             pending: Pending::default(),
+            fresh: Vec::new(),
+            order: Vec::new(),
+            assigned: Vec::new(),
         }
     }
 
@@ -158,18 +167,45 @@ impl Interner {
             sort(probes);
         }
         self.table()?;
+        // New ids get a tentative index in key order (`base + k`, above every
+        // existing user); once the batch is walked, indexes are handed out in
+        // row order instead, so a first load numbers users as its file lists
+        // them and its changes arrive sorted by user.
+        let base = txn.next_user_index();
+        self.fresh.clear();
         for p in probes.iter() {
             let fp = p.fp();
             let known = self.table.as_ref().and_then(|t| t.lookup(fp));
             let idx = match known.or_else(|| self.pending.get(fp)) {
                 Some(idx) => idx,
                 None => {
-                    let idx = txn.new_user(id_of(p.pos))?;
-                    self.pending.insert(fp, idx);
-                    idx
+                    let tentative = u32::try_from(self.fresh.len())
+                        .ok()
+                        .and_then(|k| base.checked_add(k))
+                        .ok_or(store::Error::Full)?;
+                    self.fresh.push(p.pos);
+                    self.pending.insert(fp, tentative);
+                    tentative
                 }
             };
             out[p.pos as usize] = idx;
+        }
+        if !self.fresh.is_empty() {
+            let fresh = &self.fresh;
+            self.order.clear();
+            self.order.extend(0..fresh.len() as u32);
+            self.order.sort_unstable_by_key(|&k| fresh[k as usize]);
+            self.assigned.clear();
+            self.assigned.resize(fresh.len(), 0);
+            for &k in &self.order {
+                self.assigned[k as usize] = txn.new_user(id_of(fresh[k as usize]))?;
+            }
+            let assigned = &self.assigned;
+            let final_of = |t: u32| assigned[(t - base) as usize];
+            for o in out.iter_mut().filter(|o| **o >= base) {
+                *o = final_of(*o);
+            }
+            self.pending.remap_batch(final_of);
         }
         self.pending.end_batch();
         Ok(())
@@ -206,14 +242,49 @@ mod tests {
         }
     }
 
+    /// An interner over an empty table, as an import into a new store has.
+    fn empty_interner() -> Interner {
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        tx.send(Ok(FingerprintTable::default())).unwrap();
+        Interner::deferred(rx)
+    }
+
+    #[test]
+    fn new_users_are_numbered_in_row_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        let mut interner = empty_interner();
+        let mut resolve = |txn: &mut ImportTxn<'_>, ids: &[&'static str]| {
+            let mut probes: Vec<Probe> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| Probe::new(id.as_bytes(), i as u32))
+                .collect();
+            let mut out = vec![0u32; ids.len()];
+            interner
+                .resolve(txn, &mut probes, |p| ids[p as usize].as_bytes(), &mut out)
+                .unwrap();
+            out
+        };
+        assert_eq!(
+            resolve(&mut txn, &["c", "a", "b", "a", "d"]),
+            [0, 1, 2, 1, 3]
+        );
+        assert_eq!(resolve(&mut txn, &["e", "b", "f", "c"]), [4, 2, 5, 0]);
+        txn.commit(Some(interner.finish().unwrap())).unwrap();
+        for (idx, id) in ["c", "a", "b", "d", "e", "f"].iter().enumerate() {
+            assert_eq!(store.distinct_id(idx as u32).unwrap().as_deref(), Some(*id));
+            assert_eq!(store.user_index(id).unwrap(), Some(idx as u32));
+        }
+    }
+
     #[test]
     fn ids_sharing_64_bits_stay_two_users() {
         let dir = tempfile::tempdir().unwrap();
         let store = store::Store::open(dir.path()).unwrap();
         let mut txn = store.begin_import().unwrap();
-        let (tx, rx) = crossbeam::channel::bounded(1);
-        tx.send(Ok(FingerprintTable::default())).unwrap();
-        let mut interner = Interner::deferred(rx);
+        let mut interner = empty_interner();
         let probe = |check: u32, pos: u32| Probe {
             key: 42,
             check,

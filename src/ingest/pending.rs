@@ -124,6 +124,14 @@ impl Pending {
         self.len += 1;
     }
 
+    /// Rewrites the indexes of this batch's users (the interner gives them
+    /// tentative ones until it knows the batch's row order).
+    pub(crate) fn remap_batch(&mut self, index: impl Fn(u32) -> u32) {
+        for (_, idx) in &mut self.current {
+            *idx = index(*idx);
+        }
+    }
+
     /// Ends a batch: its users become a run, and runs of similar size merge.
     pub(crate) fn end_batch(&mut self) {
         if self.current.is_empty() {

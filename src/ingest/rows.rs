@@ -13,7 +13,7 @@ use super::interner::Probe;
 use super::{Error, Sink};
 
 /// Rows per batch.
-const BATCH_ROWS: usize = 32_768;
+const BATCH_ROWS: usize = 262_144;
 
 /// A batch of rows: ids in one arena, values encoded in another, changes
 /// pointing at row positions (the `user` of each change is the row's

@@ -180,6 +180,9 @@ pub struct Store {
     db: DB,
     /// Options of the SST files imports write new users into.
     sst_opts: Options,
+    /// Options of the SST files imports write new users' first values into
+    /// (compressed like the family's own files: syncs read them).
+    values_sst_opts: Options,
     dir: PathBuf,
     state: RwLock<State>,
     /// Serialises writers (imports); readers never take it.
@@ -334,9 +337,11 @@ impl Store {
 
         let mut sst_opts = cf_options(cf::USERS, &cache);
         sst_opts.set_compression_type(rocksdb::DBCompressionType::None);
+        let values_sst_opts = cf_options(cf::ATTR_VALUES, &cache);
         let store = Store {
             db,
             sst_opts,
+            values_sst_opts,
             dir,
             state: RwLock::new(State::default()),
             writer: Mutex::new(()),
@@ -449,6 +454,10 @@ impl Store {
 
     pub(crate) fn sst_options(&self) -> &Options {
         &self.sst_opts
+    }
+
+    pub(crate) fn values_sst_options(&self) -> &Options {
+        &self.values_sst_opts
     }
 
     /// Held while a sync record is read, changed and written back.

@@ -32,7 +32,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprints::table_path;
-use super::stage::{Job, NewIds, Stager};
+use super::stage::{self, Job, NewIds, NewValues, Stager};
 use super::{
     cf, codec, db_err, keys, Counters, Error, FingerprintTable, NewUsers, Result, Store, Value,
     ValueRef,
@@ -155,6 +155,13 @@ pub struct ImportTxn<'s> {
     stager: Stager<'s>,
     /// Ids of users created since the last hand-off to the stager.
     new_ids: NewIds,
+    /// First values of new users since the last hand-off, by attribute,
+    /// bound for the stager's SST files.
+    new_values: Vec<(u32, NewValues)>,
+    /// Per attribute, the last user whose value went to a pending (not yet
+    /// ingested) SST file: a user at or below it must not be read before
+    /// the files are ingested, nor go there again.
+    sst_last: HashMap<u32, u32>,
     sst_path: std::path::PathBuf,
     undo_n: u64,
     undo_bitmap_n: u64,
@@ -219,6 +226,8 @@ impl<'s> ImportTxn<'s> {
             publish: WriteBatch::default(),
             stager: Stager::inline(store, sst_path(store, seq)),
             new_ids: NewIds::default(),
+            new_values: Vec::new(),
+            sst_last: HashMap::new(),
             sst_path: sst_path(store, seq),
             undo_n: 0,
             undo_bitmap_n: UNDO_BITMAPS,
@@ -258,6 +267,11 @@ impl<'s> ImportTxn<'s> {
     /// The store this import writes to.
     pub fn store(&self) -> &'s Store {
         self.store
+    }
+
+    /// The index the next user this import creates will get.
+    pub fn next_user_index(&self) -> u32 {
+        self.counters.user_count
     }
 
     /// Users created so far by this import.
@@ -404,6 +418,13 @@ impl<'s> ImportTxn<'s> {
     /// `arena`, no allocation per value. Within one call the last change of
     /// an (attribute, user) pair wins.
     pub fn set_encoded(&mut self, changes: &mut Vec<EncodedChange>, arena: &[u8]) -> Result<()> {
+        // This call reads old values, which an earlier call may have left in
+        // the batch: hand it off, so the reads (after the stager settles)
+        // see it. Within one call no read meets a write of the same call
+        // (one change per attribute and user).
+        if !self.small && !self.batch.is_empty() {
+            self.flush()?;
+        }
         // Stable sort keeps file order among duplicates, so dedup keeps the last.
         changes.sort_by_key(|c| (c.attr, c.user));
         dedup_keep_last(changes, |c| (c.attr, c.user));
@@ -448,7 +469,20 @@ impl<'s> ImportTxn<'s> {
         let old_values: Vec<Option<Vec<u8>>> = if self.keybuf.is_empty() {
             Vec::new()
         } else {
-            // An old value may be in the batch still being written.
+            // An old value may be in a pending SST file (a user this import
+            // created, given this attribute by an earlier batch: a repeated
+            // row), so those are ingested first; or in the batch still being
+            // written.
+            let last = self.sst_last.get(&attr).copied();
+            let in_files = |i: &usize| {
+                let u = run[*i].user;
+                u >= self.first_new_user && last.is_some_and(|l| u <= l)
+            };
+            if need_read.iter().any(in_files) {
+                self.flush()?;
+                self.stager.ingest_values()?;
+                self.sst_last.clear();
+            }
             self.stager.settle()?;
             st.db()
                 .batched_multi_get_cf(values_cf, self.keybuf.iter(), true)
@@ -458,6 +492,15 @@ impl<'s> ImportTxn<'s> {
                 .map_err(db_err("multi_get", cf::ATTR_VALUES))?
         };
         let indexed = self.indexed.contains(&attr);
+        // First values of new users go to SST files (see `stage.rs`);
+        // not those of an indexed attribute, whose index entries go with
+        // them in the batch.
+        let to_files = !self.small && !indexed;
+        let mut sst_last = self.sst_last.get(&attr).copied();
+        let mut new_values = match self.new_values.iter().position(|(a, _)| *a == attr) {
+            Some(i) => self.new_values.swap_remove(i).1,
+            None => NewValues::default(),
+        };
         let mut undo_new = self.undo_new.remove(&attr).unwrap_or_default();
         let mut changed = self.changed.remove(&attr).unwrap_or_default();
         let mut dirty = false;
@@ -480,6 +523,19 @@ impl<'s> ImportTxn<'s> {
                 self.stats.unchanged += 1;
                 continue;
             }
+            let new_user = c.user >= self.first_new_user;
+            if let (true, true, None, Some(v)) = (to_files, new_user, old, value) {
+                if sst_last.is_none_or(|l| c.user > l) {
+                    new_values.push(c.user, self.seq, v);
+                    sst_last = Some(c.user);
+                    if let Some(p) = &mut presence {
+                        dirty |= p.insert(c.user);
+                    }
+                    self.stats.set += 1;
+                    self.batch_ops += 1;
+                    continue;
+                }
+            }
             // A value from before this import is logged for rollback and
             // kept as history (removals are sent with the value last
             // delivered). A value this import wrote itself is covered by the
@@ -500,7 +556,10 @@ impl<'s> ImportTxn<'s> {
                         self.push_undo(&undo);
                     }
                 }
-                (None, _) if !self.small => {
+                // A rollback deletes every value of the users this import
+                // created, wherever it was written: only older users'
+                // first values need logging.
+                (None, _) if !self.small && !new_user => {
                     undo_new.insert(c.user);
                 }
                 _ => {}
@@ -546,6 +605,12 @@ impl<'s> ImportTxn<'s> {
         if !undo_new.is_empty() {
             self.undo_new.insert(attr, undo_new);
         }
+        if let Some(l) = sst_last {
+            self.sst_last.insert(attr, l);
+        }
+        if !new_values.is_empty() {
+            self.new_values.push((attr, new_values));
+        }
         if !changed.is_empty() {
             self.changed.insert(attr, changed);
         }
@@ -587,7 +652,8 @@ impl<'s> ImportTxn<'s> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_ops = 0;
         let ids = std::mem::take(&mut self.new_ids);
-        self.stager.submit(Job { batch, ids })
+        let values = std::mem::take(&mut self.new_values);
+        self.stager.submit(Job { batch, ids, values })
     }
 
     /// Makes everything this import wrote visible at once. When `table` is
@@ -603,11 +669,12 @@ impl<'s> ImportTxn<'s> {
             // Staged writes (new users, logged attribute values) may land
             // first: a crash before the final batch rolls them back.
             self.flush()?;
-            let users_sst = self.stager.finish()?;
+            let files = self.stager.finish()?;
             self.store.flush_staged()?;
-            if users_sst {
+            if files.users {
                 self.ingest_users()?;
             }
+            stage::ingest(self.store, cf::ATTR_VALUES, &files.values)?;
         }
         let st = self.store;
         let mut batch = std::mem::take(&mut self.publish);
@@ -682,7 +749,6 @@ impl<'s> ImportTxn<'s> {
             return Ok(());
         }
         self.stager.abandon();
-        let _ = std::fs::remove_file(&self.sst_path);
         rollback(self.store, self.seq, self.first_new_user)
     }
 }
@@ -692,7 +758,6 @@ impl Drop for ImportTxn<'_> {
         if !self.done && !self.small {
             self.batch = WriteBatch::default();
             self.stager.abandon();
-            let _ = std::fs::remove_file(&self.sst_path);
             if let Err(e) = rollback(self.store, self.seq, self.first_new_user) {
                 tracing::error!(error = %e, "rolling back an abandoned import failed; it will be retried at next open");
             }
@@ -761,6 +826,37 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
     }
     it.status().map_err(db_err("scan", cf::UNDO))?;
 
+    // Values of the users it created, wherever they were written (batches,
+    // ingested SST files): a range per attribute that has any.
+    let values_cf = store.cf(cf::ATTR_VALUES);
+    let mut it = db.raw_iterator_cf(values_cf);
+    let mut attr = 0u32;
+    loop {
+        it.seek(keys::attr_user(attr, first_new_user));
+        let Some(found) = it.key().and_then(keys::read_u32) else {
+            break;
+        };
+        if found != attr {
+            attr = found;
+            continue;
+        }
+        let end = match attr.checked_add(1) {
+            Some(next) => keys::attr_user(next, 0).to_vec(),
+            None => vec![0xff; 9],
+        };
+        batch.delete_range_cf(
+            values_cf,
+            keys::attr_user(attr, first_new_user).to_vec(),
+            end,
+        );
+        match attr.checked_add(1) {
+            Some(next) => attr = next,
+            None => break,
+        }
+    }
+    it.status().map_err(db_err("scan", cf::ATTR_VALUES))?;
+    drop(it);
+
     let users_cf = store.cf(cf::USERS);
     let mode =
         rocksdb::IteratorMode::From(&keys::user(first_new_user)[..], rocksdb::Direction::Forward);
@@ -775,8 +871,25 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
     batch.delete_range_cf(undo_cf, keys::undo(seq, 0), keys::undo(seq + 1, 0));
     batch.delete_cf(store.cf(cf::META), keys::IMPORT_MARKER);
     store.write_sync(batch, cf::UNDO)?;
-    let _ = std::fs::remove_file(sst_path(store, seq));
+    remove_sst_files(store, seq);
     Ok(())
+}
+
+/// Removes import `seq`'s SST files (`import-<seq>.sst`, and the value
+/// files `import-<seq>-v<n>.sst`) that were not ingested.
+fn remove_sst_files(store: &Store, seq: u32) {
+    let users = format!("import-{seq}.sst");
+    let values = format!("import-{seq}-v");
+    let Ok(entries) = std::fs::read_dir(store.dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == users || (name.starts_with(&values) && name.ends_with(".sst")) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Where import `seq` writes its new users before ingesting them.
@@ -906,27 +1019,157 @@ mod tests {
             );
         }
 
-        // An abandoned threaded import leaves nothing behind.
-        std::thread::scope(|scope| {
-            let mut txn = store.begin_import().unwrap();
-            txn.write_on(scope);
+        // An import that is rolled back, or killed after some of its value
+        // files were ingested, leaves nothing behind: not the values it
+        // changed, nor its new users, their values (in files ingested or
+        // not) or its files.
+        let values_of_new_users = |store: &Store| {
+            store
+                .db()
+                .iterator_cf(store.cf(cf::ATTR_VALUES), rocksdb::IteratorMode::Start)
+                .filter(|kv| {
+                    kv.as_ref()
+                        .is_ok_and(|(k, _)| keys::read_u32(&k[4..]).is_some_and(|u| u >= n))
+                })
+                .count()
+        };
+        let more: Vec<AttrChange> = (n..2 * n).map(|u| change(0, u, "z")).collect();
+        let import_more = |txn: &mut ImportTxn<'_>| {
             for u in 0..n {
                 txn.new_user(format!("more-{u}").as_bytes()).unwrap();
             }
             for chunk in all("y").chunks(20_000) {
                 txn.set_attrs(chunk).unwrap();
             }
-            txn.rollback().unwrap();
-        });
-        assert_eq!(store.counters().user_count, n);
-        assert_eq!(store.distinct_id(n).unwrap(), None);
-        for u in (0..n).step_by(9973) {
+            for (i, chunk) in more.chunks(20_000).enumerate() {
+                txn.set_attrs(chunk).unwrap();
+                if i == 3 {
+                    // A repeated row: its old value is read back, which
+                    // ingests the value files written so far.
+                    txn.set_attrs(chunk).unwrap();
+                }
+            }
             assert_eq!(
-                store.attr_value(0, u).unwrap(),
-                Some(Value::Str("x".into()))
+                values_of_new_users(&store),
+                4 * 20_000,
+                "no file was ingested"
             );
+        };
+        for crash in [false, true] {
+            if crash {
+                let mut txn = store.begin_import().unwrap();
+                import_more(&mut txn);
+                txn.flush().unwrap();
+                std::mem::forget(txn);
+                recover(&store).unwrap();
+            } else {
+                std::thread::scope(|scope| {
+                    let mut txn = store.begin_import().unwrap();
+                    txn.write_on(scope);
+                    import_more(&mut txn);
+                    txn.rollback().unwrap();
+                });
+            }
+            assert_eq!(store.counters().user_count, n);
+            assert_eq!(store.distinct_id(n).unwrap(), None);
+            assert_eq!(values_of_new_users(&store), 0, "crash {crash}");
+            for u in (0..n).step_by(9973) {
+                assert_eq!(
+                    store.attr_value(0, u).unwrap(),
+                    Some(Value::Str("x".into()))
+                );
+            }
+            let left: Vec<_> = std::fs::read_dir(store.dir())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("import-"))
+                .collect();
+            assert!(left.is_empty(), "files left: {left:?}");
         }
-        assert!(!sst_path(&store, store.counters().write_seq + 1).exists());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        /// The staged paths (first values of new users in SST files, read
+        /// back after an ingest; everything else in batches), inline or on
+        /// a writer thread, end with the same values as applying the calls
+        /// one by one to a map, and pass `check`.
+        #[test]
+        fn staged_writes_match_a_model(
+            calls in proptest::collection::vec(
+                proptest::collection::vec((0u32..2, 0u32..40, proptest::option::of(0u8..3)), 1..30),
+                1..10,
+            ),
+            threaded: bool,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let value = |v: u8| Value::Str(format!("v{v}"));
+            let mut model: HashMap<(u32, u32), Value> = HashMap::new();
+            // Users 0..20 exist before, half with a value of attribute 0.
+            let mut txn = store.begin_import().unwrap();
+            let (a0, a1) = (txn.attr("a"), txn.attr("b"));
+            prop_assert_eq!((a0, a1), (0, 1));
+            for u in 0..20u32 {
+                txn.new_user(format!("old-{u}").as_bytes()).unwrap();
+            }
+            let first: Vec<AttrChange> = (0..20).step_by(2).map(|u| AttrChange {
+                attr: 0, user: u, value: Some(value(9)),
+            }).collect();
+            txn.set_attrs(&first).unwrap();
+            txn.commit(None).unwrap();
+            for c in &first {
+                model.insert((0, c.user), value(9));
+            }
+            let run = |txn: &mut ImportTxn<'_>| {
+                for u in 20..40u32 {
+                    txn.new_user(format!("new-{u}").as_bytes()).unwrap();
+                }
+                for call in &calls {
+                    let changes: Vec<AttrChange> = call.iter().map(|&(attr, user, v)| AttrChange {
+                        attr, user, value: v.map(value),
+                    }).collect();
+                    txn.set_attrs(&changes).unwrap();
+                    // Some calls hand their batch off, as full batches do.
+                    if call.len() % 3 == 0 {
+                        txn.flush().unwrap();
+                    }
+                }
+            };
+            if threaded {
+                std::thread::scope(|scope| {
+                    let mut txn = store.begin_import().unwrap();
+                    txn.write_on(scope);
+                    run(&mut txn);
+                    txn.commit(None).unwrap();
+                });
+            } else {
+                let mut txn = store.begin_import().unwrap();
+                run(&mut txn);
+                txn.commit(None).unwrap();
+            }
+            for call in &calls {
+                for &(attr, user, v) in call {
+                    match v {
+                        Some(v) => model.insert((attr, user), value(v)),
+                        None => model.remove(&(attr, user)),
+                    };
+                }
+            }
+            for attr in 0..2 {
+                for user in 0..40 {
+                    prop_assert_eq!(
+                        store.attr_value(attr, user).unwrap(),
+                        model.get(&(attr, user)).cloned(),
+                        "attr {} user {}", attr, user
+                    );
+                }
+            }
+            let report = store.check().unwrap();
+            prop_assert!(report.violations.is_empty(), "{:?}", report.violations);
+        }
     }
 
     #[test]
