@@ -111,8 +111,8 @@ pub struct Interner {
     /// Users this import created.
     pending: Pending,
     /// Per new id of a batch, in key order: the position of its first row;
-    /// then the order of those by row, and the index each was given
-    /// (buffers reused across batches).
+    /// then those ids in row order, and the index each was given (buffers
+    /// reused across batches).
     fresh: Vec<u32>,
     order: Vec<u32>,
     assigned: Vec<u32>,
@@ -192,9 +192,14 @@ impl Interner {
         }
         if !self.fresh.is_empty() {
             let fresh = &self.fresh;
+            // Row order without a sort: positions are distinct and below
+            // the batch's length, so each new id's slot is its position.
             self.order.clear();
-            self.order.extend(0..fresh.len() as u32);
-            self.order.sort_unstable_by_key(|&k| fresh[k as usize]);
+            self.order.resize(out.len(), u32::MAX);
+            for (k, &pos) in fresh.iter().enumerate() {
+                self.order[pos as usize] = k as u32;
+            }
+            self.order.retain(|&k| k != u32::MAX);
             self.assigned.clear();
             self.assigned.resize(fresh.len(), 0);
             for &k in &self.order {

@@ -14,10 +14,13 @@
 //!
 //! Values written as SST files skip the memtable, its flush and the
 //! compaction that follows (a first load's files are ingested straight into
-//! the last level). They are only ever first values of new users, in
-//! ascending user order per attribute: a later change of such a value reads
-//! it back, which ingests the files first (`Stager::ingest_values`), so a
-//! key is never in a pending file and the memtable at once.
+//! the last level). They are only ever first values, in ascending user
+//! order per attribute (a user below the last one written goes to the
+//! batch instead): a later change of such a value reads it back, which
+//! ingests the files first (`Stager::ingest_values`), so a key is never in
+//! a pending file and the memtable at once. A rollback deletes them like
+//! any first value: by the undo log for users from before the import, by
+//! range for the users it created.
 
 use std::path::PathBuf;
 
@@ -47,10 +50,6 @@ impl NewIds {
     /// Bytes held (the import hands them off past a few MB).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ends.is_empty()
     }
 }
 
@@ -89,76 +88,112 @@ pub(crate) struct Job {
 /// What [`Stager::finish`] leaves to ingest.
 #[derive(Default)]
 pub(crate) struct Finished {
-    /// The SST file of new users, if any were created.
-    pub(crate) users: bool,
+    /// SST files of new users, for `users`.
+    pub(crate) users: Vec<PathBuf>,
     /// SST files of first values, for `attr_values`.
     pub(crate) values: Vec<PathBuf>,
 }
 
-/// Writes jobs: the batch without the WAL, the ids into the import's SST
-/// file of new users.
+/// Keys an SST file takes before the writer starts another. RocksDB's
+/// writer keeps 8 bytes per key for the file's filter until it finishes
+/// the file: one file per family of a 10M-user first load held 160 MB of
+/// them.
+const FILE_KEYS: usize = 1 << 20;
+
+/// An SST file being written.
+struct OpenFile<'s> {
+    writer: SstFileWriter<'s>,
+    path: PathBuf,
+    keys: usize,
+}
+
+impl OpenFile<'_> {
+    fn put(&mut self, key: &[u8], value: &[u8], family: &'static str) -> Result<()> {
+        self.keys += 1;
+        self.writer
+            .put(key, value)
+            .map_err(db_err("sst put", family))
+    }
+
+    fn finish(mut self, family: &'static str) -> Result<PathBuf> {
+        self.writer.finish().map_err(db_err("sst finish", family))?;
+        Ok(self.path)
+    }
+}
+
+/// Writes jobs: the batch without the WAL, ids and first values into SST
+/// files (`<prefix>-<n>.sst`) of at most [`FILE_KEYS`] keys.
 pub(crate) struct Writer<'s> {
     store: &'s Store,
-    sst: Option<SstFileWriter<'s>>,
-    path: PathBuf,
+    /// `<data dir>/import-<seq>`.
+    prefix: PathBuf,
+    /// Files numbered so far.
+    files: u32,
+    users: Option<OpenFile<'s>>,
     /// Open files of first values, by attribute.
-    values: Vec<(u32, SstFileWriter<'s>)>,
-    /// Value files written so far (numbered for their names).
-    value_files: u32,
-    /// Closed value files not yet ingested.
-    closed: Vec<PathBuf>,
+    values: Vec<(u32, OpenFile<'s>)>,
+    /// Closed files not yet ingested.
+    done: Finished,
 }
 
 impl<'s> Writer<'s> {
-    fn new(store: &'s Store, path: PathBuf) -> Writer<'s> {
+    fn new(store: &'s Store, prefix: PathBuf) -> Writer<'s> {
         Writer {
             store,
-            sst: None,
-            path,
+            prefix,
+            files: 0,
+            users: None,
             values: Vec::new(),
-            value_files: 0,
-            closed: Vec::new(),
+            done: Finished::default(),
         }
     }
 
+    fn open(&mut self, opts: &'s rocksdb::Options, family: &'static str) -> Result<OpenFile<'s>> {
+        let mut name = self.prefix.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("-{}.sst", self.files));
+        let path = self.prefix.with_file_name(name);
+        self.files += 1;
+        let writer = SstFileWriter::create(opts);
+        writer.open(&path).map_err(db_err("sst open", family))?;
+        Ok(OpenFile {
+            writer,
+            path,
+            keys: 0,
+        })
+    }
+
     fn write(&mut self, job: Job) -> Result<()> {
-        if !job.ids.is_empty() {
-            if self.sst.is_none() {
-                let w = SstFileWriter::create(self.store.sst_options());
-                w.open(&self.path).map_err(db_err("sst open", cf::USERS))?;
-                self.sst = Some(w);
-            }
-            if let Some(w) = &mut self.sst {
-                let mut start = 0usize;
-                for (i, &end) in job.ids.ends.iter().enumerate() {
-                    let id = &job.ids.bytes[start..end as usize];
-                    w.put(keys::user(job.ids.first + i as u32), id)
-                        .map_err(db_err("sst put", cf::USERS))?;
-                    start = end as usize;
-                }
+        let mut start = 0usize;
+        for (i, &end) in job.ids.ends.iter().enumerate() {
+            let mut file = match self.users.take() {
+                Some(f) => f,
+                None => self.open(self.store.sst_options(), cf::USERS)?,
+            };
+            let id = &job.ids.bytes[start..end as usize];
+            file.put(&keys::user(job.ids.first + i as u32), id, cf::USERS)?;
+            start = end as usize;
+            if file.keys >= FILE_KEYS {
+                self.done.users.push(file.finish(cf::USERS)?);
+            } else {
+                self.users = Some(file);
             }
         }
         for (attr, run) in &job.values {
-            let w = match self.values.iter().position(|(a, _)| a == attr) {
-                Some(i) => &mut self.values[i].1,
-                None => {
-                    let w = SstFileWriter::create(self.store.values_sst_options());
-                    w.open(self.value_path(self.value_files))
-                        .map_err(db_err("sst open", cf::ATTR_VALUES))?;
-                    self.value_files += 1;
-                    self.values.push((*attr, w));
-                    &mut self.values.last_mut().ok_or_else(thread_gone)?.1
-                }
+            let mut file = match self.values.iter().position(|(a, _)| a == attr) {
+                Some(i) => self.values.swap_remove(i).1,
+                None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?,
             };
             let mut start = 0usize;
             for (&user, &end) in run.users.iter().zip(&run.ends) {
-                w.put(
-                    keys::attr_user(*attr, user),
-                    &run.bytes[start..end as usize],
-                )
-                .map_err(db_err("sst put", cf::ATTR_VALUES))?;
+                if file.keys >= FILE_KEYS {
+                    self.done.values.push(file.finish(cf::ATTR_VALUES)?);
+                    file = self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?;
+                }
+                let value = &run.bytes[start..end as usize];
+                file.put(&keys::attr_user(*attr, user), value, cf::ATTR_VALUES)?;
                 start = end as usize;
             }
+            self.values.push((*attr, file));
         }
         if !job.batch.is_empty() {
             let mut wo = rocksdb::WriteOptions::default();
@@ -171,20 +206,10 @@ impl<'s> Writer<'s> {
         Ok(())
     }
 
-    /// `import-<seq>-v<n>.sst` next to the file of new users.
-    fn value_path(&self, n: u32) -> PathBuf {
-        let mut name = self.path.file_stem().unwrap_or_default().to_os_string();
-        name.push(format!("-v{n}.sst"));
-        self.path.with_file_name(name)
-    }
-
-    /// Closes the open value files (they join `closed`).
+    /// Closes the open value files.
     fn close_values(&mut self) -> Result<()> {
-        // Files were numbered in the order they were opened.
-        let first = self.value_files - self.values.len() as u32;
-        for (i, (_, mut w)) in std::mem::take(&mut self.values).into_iter().enumerate() {
-            w.finish().map_err(db_err("sst finish", cf::ATTR_VALUES))?;
-            self.closed.push(self.value_path(first + i as u32));
+        for (_, file) in std::mem::take(&mut self.values) {
+            self.done.values.push(file.finish(cf::ATTR_VALUES)?);
         }
         Ok(())
     }
@@ -192,24 +217,27 @@ impl<'s> Writer<'s> {
     /// Ingests every value file written so far into `attr_values`.
     fn ingest_values(&mut self) -> Result<()> {
         self.close_values()?;
-        let files = std::mem::take(&mut self.closed);
+        // The files may hold first values of users from before the import,
+        // logged for rollback in batches written without the WAL: those
+        // logs must be on disk before the values are.
+        self.store.flush_staged()?;
+        let files = std::mem::take(&mut self.done.values);
         ingest(self.store, cf::ATTR_VALUES, &files)
     }
 
     /// Closes every file; what there is to ingest.
     fn finish(&mut self) -> Result<Finished> {
         self.close_values()?;
-        let users = match self.sst.take() {
-            Some(mut w) => {
-                w.finish().map_err(db_err("sst finish", cf::USERS))?;
-                true
-            }
-            None => false,
-        };
-        Ok(Finished {
-            users,
-            values: std::mem::take(&mut self.closed),
-        })
+        if let Some(file) = self.users.take() {
+            self.done.users.push(file.finish(cf::USERS)?);
+        }
+        Ok(std::mem::take(&mut self.done))
+    }
+
+    /// Drops the open files unfinished (a rollback removes them).
+    fn abandon(&mut self) {
+        self.users = None;
+        self.values.clear();
     }
 }
 
@@ -254,9 +282,10 @@ fn thread_gone() -> Error {
 }
 
 impl<'s> Stager<'s> {
-    /// A writer that runs on the caller's thread; its SST file is `path`.
-    pub(crate) fn inline(store: &'s Store, path: PathBuf) -> Stager<'s> {
-        Stager::Inline(Writer::new(store, path))
+    /// A writer that runs on the caller's thread; its SST files are named
+    /// `<prefix>-<n>.sst`.
+    pub(crate) fn inline(store: &'s Store, prefix: PathBuf) -> Stager<'s> {
+        Stager::Inline(Writer::new(store, prefix))
     }
 
     /// Moves an inline writer that has written nothing yet onto a thread of
@@ -266,10 +295,10 @@ impl<'s> Stager<'s> {
         's: 'scope,
     {
         let Stager::Inline(w) = self else { return };
-        if w.sst.is_some() || w.value_files > 0 {
+        if w.files > 0 {
             return;
         }
-        let mut writer = Writer::new(w.store, w.path.clone());
+        let mut writer = Writer::new(w.store, w.prefix.clone());
         let (jobs, rx) = crossbeam::channel::bounded::<Msg>(1);
         let (done_tx, done) = crossbeam::channel::bounded(1);
         scope.spawn(move || {
@@ -358,10 +387,7 @@ impl<'s> Stager<'s> {
     pub(crate) fn abandon(&mut self) {
         let _ = self.settle();
         match self {
-            Stager::Inline(w) => {
-                w.sst = None;
-                w.values.clear();
-            }
+            Stager::Inline(w) => w.abandon(),
             Stager::Thread { jobs, .. } => *jobs = None,
         }
     }

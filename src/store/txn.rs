@@ -128,6 +128,14 @@ impl EncodedChange {
     }
 }
 
+/// The users of one attribute whose first values are in pending SST files.
+#[derive(Default)]
+struct InFiles {
+    users: RoaringBitmap,
+    /// The largest of them (the next must be above it).
+    last: Option<u32>,
+}
+
 /// Counts of attribute writes an import made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct AttrStats {
@@ -158,11 +166,10 @@ pub struct ImportTxn<'s> {
     /// First values of new users since the last hand-off, by attribute,
     /// bound for the stager's SST files.
     new_values: Vec<(u32, NewValues)>,
-    /// Per attribute, the last user whose value went to a pending (not yet
-    /// ingested) SST file: a user at or below it must not be read before
-    /// the files are ingested, nor go there again.
-    sst_last: HashMap<u32, u32>,
-    sst_path: std::path::PathBuf,
+    /// Per attribute, the users whose value went to a pending (not yet
+    /// ingested) SST file: they must not be read before the files are
+    /// ingested, and only users above the last may go there next.
+    in_files: HashMap<u32, InFiles>,
     undo_n: u64,
     undo_bitmap_n: u64,
     /// Users per attribute this batch gave a first value (see `UNDO_BITMAPS`).
@@ -224,11 +231,10 @@ impl<'s> ImportTxn<'s> {
             batch: WriteBatch::default(),
             batch_ops: 0,
             publish: WriteBatch::default(),
-            stager: Stager::inline(store, sst_path(store, seq)),
+            stager: Stager::inline(store, sst_prefix(store, seq)),
             new_ids: NewIds::default(),
             new_values: Vec::new(),
-            sst_last: HashMap::new(),
-            sst_path: sst_path(store, seq),
+            in_files: HashMap::new(),
             undo_n: 0,
             undo_bitmap_n: UNDO_BITMAPS,
             undo_new: HashMap::new(),
@@ -473,15 +479,12 @@ impl<'s> ImportTxn<'s> {
             // created, given this attribute by an earlier batch: a repeated
             // row), so those are ingested first; or in the batch still being
             // written.
-            let last = self.sst_last.get(&attr).copied();
-            let in_files = |i: &usize| {
-                let u = run[*i].user;
-                u >= self.first_new_user && last.is_some_and(|l| u <= l)
-            };
-            if need_read.iter().any(in_files) {
-                self.flush()?;
-                self.stager.ingest_values()?;
-                self.sst_last.clear();
+            if let Some(files) = self.in_files.get(&attr) {
+                if need_read.iter().any(|&i| files.users.contains(run[i].user)) {
+                    self.flush()?;
+                    self.stager.ingest_values()?;
+                    self.in_files.clear();
+                }
             }
             self.stager.settle()?;
             st.db()
@@ -492,11 +495,11 @@ impl<'s> ImportTxn<'s> {
                 .map_err(db_err("multi_get", cf::ATTR_VALUES))?
         };
         let indexed = self.indexed.contains(&attr);
-        // First values of new users go to SST files (see `stage.rs`);
-        // not those of an indexed attribute, whose index entries go with
-        // them in the batch.
+        // First values go to SST files while users ascend (see
+        // `stage.rs`); not those of an indexed attribute, whose index
+        // entries go with them in the batch.
         let to_files = !self.small && !indexed;
-        let mut sst_last = self.sst_last.get(&attr).copied();
+        let mut in_files = self.in_files.remove(&attr).unwrap_or_default();
         let mut new_values = match self.new_values.iter().position(|(a, _)| *a == attr) {
             Some(i) => self.new_values.swap_remove(i).1,
             None => NewValues::default(),
@@ -524,10 +527,14 @@ impl<'s> ImportTxn<'s> {
                 continue;
             }
             let new_user = c.user >= self.first_new_user;
-            if let (true, true, None, Some(v)) = (to_files, new_user, old, value) {
-                if sst_last.is_none_or(|l| c.user > l) {
+            if let (true, None, Some(v)) = (to_files, old, value) {
+                if in_files.last.is_none_or(|l| c.user > l) {
+                    in_files.last = Some(c.user);
+                    in_files.users.insert(c.user);
                     new_values.push(c.user, self.seq, v);
-                    sst_last = Some(c.user);
+                    if !new_user {
+                        undo_new.insert(c.user);
+                    }
                     if let Some(p) = &mut presence {
                         dirty |= p.insert(c.user);
                     }
@@ -605,8 +612,8 @@ impl<'s> ImportTxn<'s> {
         if !undo_new.is_empty() {
             self.undo_new.insert(attr, undo_new);
         }
-        if let Some(l) = sst_last {
-            self.sst_last.insert(attr, l);
+        if in_files.last.is_some() {
+            self.in_files.insert(attr, in_files);
         }
         if !new_values.is_empty() {
             self.new_values.push((attr, new_values));
@@ -671,9 +678,7 @@ impl<'s> ImportTxn<'s> {
             self.flush()?;
             let files = self.stager.finish()?;
             self.store.flush_staged()?;
-            if files.users {
-                self.ingest_users()?;
-            }
+            stage::ingest(self.store, cf::USERS, &files.users)?;
             stage::ingest(self.store, cf::ATTR_VALUES, &files.values)?;
         }
         let st = self.store;
@@ -727,18 +732,6 @@ impl<'s> ImportTxn<'s> {
             }
         }
         Ok(self.counters)
-    }
-
-    /// Ingests the SST file of new users the stager closed.
-    fn ingest_users(&self) -> Result<()> {
-        let mut io = rocksdb::IngestExternalFileOptions::default();
-        io.set_move_files(true);
-        self.store
-            .db()
-            .ingest_external_file_cf_opts(self.store.cf(cf::USERS), &io, vec![&self.sst_path])
-            .map_err(db_err("ingest", cf::USERS))?;
-        let _ = std::fs::remove_file(&self.sst_path);
-        Ok(())
     }
 
     /// Undoes everything this import wrote.
@@ -875,11 +868,11 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
     Ok(())
 }
 
-/// Removes import `seq`'s SST files (`import-<seq>.sst`, and the value
-/// files `import-<seq>-v<n>.sst`) that were not ingested.
+/// Removes import `seq`'s SST files that were not ingested:
+/// `import-<seq>-<n>.sst`, and `import-<seq>.sst` of earlier versions.
 fn remove_sst_files(store: &Store, seq: u32) {
     let users = format!("import-{seq}.sst");
-    let values = format!("import-{seq}-v");
+    let values = format!("import-{seq}-");
     let Ok(entries) = std::fs::read_dir(store.dir()) else {
         return;
     };
@@ -892,9 +885,9 @@ fn remove_sst_files(store: &Store, seq: u32) {
     }
 }
 
-/// Where import `seq` writes its new users before ingesting them.
-fn sst_path(store: &Store, seq: u32) -> std::path::PathBuf {
-    store.dir().join(format!("import-{seq}.sst"))
+/// How import `seq`'s SST files begin (`import-<seq>-<n>.sst`).
+fn sst_prefix(store: &Store, seq: u32) -> std::path::PathBuf {
+    store.dir().join(format!("import-{seq}"))
 }
 
 /// Rolls back an import a previous process left unfinished.
@@ -1041,6 +1034,12 @@ mod tests {
             for chunk in all("y").chunks(20_000) {
                 txn.set_attrs(chunk).unwrap();
             }
+            // First values of older users go to files too.
+            let b = txn.attr("b");
+            let firsts: Vec<AttrChange> = (0..n).map(|u| change(b, u, "b")).collect();
+            for chunk in firsts.chunks(20_000) {
+                txn.set_attrs(chunk).unwrap();
+            }
             for (i, chunk) in more.chunks(20_000).enumerate() {
                 txn.set_attrs(chunk).unwrap();
                 if i == 3 {
@@ -1073,6 +1072,12 @@ mod tests {
             assert_eq!(store.counters().user_count, n);
             assert_eq!(store.distinct_id(n).unwrap(), None);
             assert_eq!(values_of_new_users(&store), 0, "crash {crash}");
+            let of_b = store
+                .db()
+                .iterator_cf(store.cf(cf::ATTR_VALUES), rocksdb::IteratorMode::Start)
+                .filter(|kv| kv.as_ref().is_ok_and(|(k, _)| keys::read_u32(k) == Some(1)))
+                .count();
+            assert_eq!(of_b, 0, "first values of older users remain, crash {crash}");
             for u in (0..n).step_by(9973) {
                 assert_eq!(
                     store.attr_value(0, u).unwrap(),
