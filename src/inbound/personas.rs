@@ -58,6 +58,19 @@ pub struct Users {
     created: HashMap<String, u32>,
     /// Where the committer publishes its table for the parsing threads.
     shared: Option<Shared>,
+    /// The store, for bringing the table file up to date on a thread of
+    /// its own (without it, the commit thread does it and every call waits).
+    owner: Option<Arc<Store>>,
+    /// The table being brought up to date off the commit thread.
+    refreshing: Option<crossbeam::channel::Receiver<store::Result<store::TableReader>>>,
+    /// Users created in memory past which the table is refreshed
+    /// (`MAX_CREATED_IN_MEMORY` unless a test sets it).
+    max_created: Option<usize>,
+    /// Refreshed tables taken over without a stall.
+    adopted: u64,
+    /// Times the table was dropped, to be read again by the commit thread
+    /// (a stall).
+    resets: u64,
 }
 
 type Shared = Arc<std::sync::RwLock<Option<Arc<store::TableReader>>>>;
@@ -97,6 +110,95 @@ impl Users {
         }
         self.table = None;
         self.created.clear();
+        // A refresh started before would bring back an older table.
+        self.refreshing = None;
+        self.resets += 1;
+    }
+
+    /// Keeps what this knows consistent with the store's `count` users and
+    /// its memory bounded. Past the users it may keep in memory, a thread
+    /// brings the table file up to date and reopens it while calls go on
+    /// (at 10M users that took the commit thread about 1 s, a stall for
+    /// every call, every million users); the next group takes it over.
+    fn maintain(&mut self, count: u32) {
+        self.adopt_refreshed();
+        // Another writer (an import through the API) may have added users
+        // since the table was last read: what this knows must cover them.
+        if self.known().is_some_and(|k| k != count as usize) {
+            self.reset();
+            return;
+        }
+        let max = self.max_created.unwrap_or(MAX_CREATED_IN_MEMORY);
+        if self.created.len() <= max {
+            return;
+        }
+        if self.refreshing.is_none() && !self.start_refresh() {
+            self.reset();
+        } else if self.created.len() > 2 * max {
+            // A refresh that does not end: stop growing.
+            self.reset();
+        }
+    }
+
+    fn start_refresh(&mut self) -> bool {
+        let Some(store) = self.owner.clone() else {
+            return false;
+        };
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("personas-table".into())
+            .spawn(move || {
+                let _ = tx.send(store.fingerprint_reader());
+            });
+        match spawned {
+            Ok(_) => {
+                self.refreshing = Some(rx);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to refresh the fingerprint table");
+                false
+            }
+        }
+    }
+
+    /// Takes over a refreshed table, if one is ready: the users it covers
+    /// leave the in-memory map.
+    fn adopt_refreshed(&mut self) {
+        let Some(rx) = &self.refreshing else {
+            return;
+        };
+        let table = match rx.try_recv() {
+            Err(crossbeam::channel::TryRecvError::Empty) => return,
+            Err(crossbeam::channel::TryRecvError::Disconnected) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "refreshing the fingerprint table failed; calls go on with the users kept in memory");
+                None
+            }
+            Ok(Ok(t)) => Some(t),
+        };
+        self.refreshing = None;
+        let Some(table) = table else {
+            return;
+        };
+        let covers = table.covers();
+        if self.table.as_ref().is_none_or(|t| t.covers() > covers) {
+            return;
+        }
+        self.created.retain(|_, idx| *idx >= covers);
+        let table = Arc::new(table);
+        if let Some(shared) = &self.shared {
+            *shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(table.clone());
+        }
+        self.table = Some(table);
+        self.adopted += 1;
+        tracing::debug!(
+            covers,
+            kept = self.created.len(),
+            "fingerprint table refreshed off the commit thread"
+        );
     }
 
     /// Users this knows of, when it has looked at the table.
@@ -278,14 +380,7 @@ impl Applied {
 /// each had committed alone.
 fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<Vec<Applied>> {
     let mut txn: ImportTxn<'_> = store.begin_small()?;
-    // Another writer (an import through the API) may have added users since
-    // the table was last read: what `Users` knows must cover every user.
-    let known = users.known();
-    if known.is_some_and(|k| k != txn.store().counters().user_count as usize)
-        || users.created.len() > MAX_CREATED_IN_MEMORY
-    {
-        users.reset();
-    }
+    users.maintain(txn.store().counters().user_count);
     let mut out = Vec::with_capacity(group.len());
     let mut created: HashMap<String, u32> = HashMap::new();
     let mut changes: Vec<AttrChange> = Vec::new();
@@ -415,6 +510,7 @@ impl Committer {
         let table = Shared::default();
         let users = Users {
             shared: Some(table.clone()),
+            owner: Some(store.clone()),
             ..Users::default()
         };
         let thread = std::thread::Builder::new()
@@ -627,6 +723,68 @@ mod tests {
             Ok(_) => panic!("accepted {body}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn the_table_is_refreshed_off_the_commit_thread_and_nobody_created_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut users = Users {
+            owner: Some(store.clone()),
+            max_created: Some(40),
+            ..Users::default()
+        };
+        let identify = |ids: &mut dyn Iterator<Item = u32>| {
+            let events: Vec<String> = ids
+                .map(|i| format!(r#"{{"type":"identify","userId":"u{i}","traits":{{"n":{i}}}}}"#))
+                .collect();
+            parse(
+                Endpoint::Batch,
+                format!(r#"{{"batch":[{}]}}"#, events.join(",")).as_bytes(),
+            )
+            .unwrap()
+        };
+        for round in 0..30u32 {
+            // 20 new users, and 5 of the earlier ones again.
+            let earlier = (0..5).map(|k| (round * 7 + k) % (round * 20).max(1));
+            let events = identify(&mut (round * 20..round * 20 + 20).chain(earlier));
+            apply(&store, &mut users, &[&events]).unwrap();
+            if users.refreshing.is_some() {
+                // Calls go on while the table is refreshed...
+                let again = identify(&mut (0..3).map(|k| round * 20 + k));
+                apply(&store, &mut users, &[&again]).unwrap();
+                // ...and a later group takes the refreshed table over.
+                let t = std::time::Instant::now();
+                while users.refreshing.as_ref().is_some_and(|r| r.is_empty())
+                    && t.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        assert_eq!(store.counters().user_count, 600, "a user was created twice");
+        assert!(
+            users.adopted >= 2,
+            "refreshed tables taken over: {}",
+            users.adopted
+        );
+        assert_eq!(
+            users.resets, 0,
+            "the commit thread re-read the table itself"
+        );
+        assert!(
+            users.created.len() <= 80,
+            "kept {} in memory",
+            users.created.len()
+        );
+        for i in (0..600).step_by(37) {
+            let idx = store.user_index(&format!("u{i}")).unwrap().unwrap();
+            assert_eq!(
+                store.attr_value(store.attr_id("n").unwrap(), idx).unwrap(),
+                Some(Value::Num(i.to_string()))
+            );
+        }
+        assert!(store.check().unwrap().violations.is_empty());
     }
 
     #[test]

@@ -193,7 +193,13 @@ impl FingerprintTable {
     }
 
     pub(crate) fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("bin.tmp");
+        // Two writers may save at once (an import's commit, Personas'
+        // refresh thread): each writes a file of its own, and each rename
+        // puts a whole table in place (one covering fewer users than the
+        // store has is completed at the next load).
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("bin.tmp{n}"));
         let io = |source| Error::Io {
             path: tmp.clone(),
             source,
@@ -226,6 +232,22 @@ impl FingerprintTable {
             path: path.to_path_buf(),
             source,
         })
+    }
+}
+
+/// Removes table files a killed process left half-written (nothing else
+/// holds the data dir while it opens).
+pub(crate) fn remove_unfinished_saves(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("fingerprints.bin.tmp")
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

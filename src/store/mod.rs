@@ -351,6 +351,7 @@ impl Store {
         store.check_schema(fresh)?;
         store.load_state()?;
         txn::recover(&store)?;
+        fingerprints::remove_unfinished_saves(&store.dir);
         Ok(store)
     }
 
