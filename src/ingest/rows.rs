@@ -7,7 +7,7 @@
 
 use std::io::BufRead;
 
-use crate::store::{codec, EncodedChange, Value};
+use crate::store::{self, codec, EncodedChange};
 
 use super::interner::Probe;
 use super::{Error, Sink};
@@ -192,11 +192,71 @@ fn csv_reason(e: &csv::Error) -> String {
     }
 }
 
+/// One NDJSON object's fields in file order, borrowed from the line: keys
+/// without escapes and every value stay in the line's bytes (a `BTreeMap`
+/// of owned keys, and a `Value` per field, cost more than the rest of the
+/// line's import).
+struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(entry) = map.next_entry()? {
+                    fields.push(entry);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The distinct id a raw JSON value gives: a string (borrowed when it has
+/// no escape) or a number as written.
+fn ndjson_id<'a>(
+    raw: Option<&'a serde_json::value::RawValue>,
+    id_column: &str,
+) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    use std::borrow::Cow;
+    // A raw value holds no surrounding whitespace; its text is valid JSON.
+    match raw.map(|r| r.get()) {
+        None | Some("null") => Err(format!("missing id field '{id_column}'")),
+        Some(t) if t.starts_with('"') && !t.contains('\\') => {
+            // No escape: the id is the text between the quotes.
+            let inner = t.get(1..t.len() - 1).unwrap_or_default();
+            Ok(Cow::Borrowed(check_id(inner.as_bytes(), id_column)?))
+        }
+        Some(t) if t.starts_with('"') => {
+            let id: String = serde_json::from_str(t).map_err(|e| e.to_string())?;
+            Ok(Cow::Owned(check_id(id.as_bytes(), id_column)?.to_vec()))
+        }
+        Some(t) if t.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            Ok(Cow::Borrowed(t.as_bytes()))
+        }
+        Some(_) => Err(format!(
+            "id field '{id_column}' must be a string or a number"
+        )),
+    }
+}
+
 pub(crate) fn read_ndjson(reader: &mut dyn BufRead, sink: &mut Sink<'_, '_>) -> Result<(), Error> {
     let id_column = sink.id_column().to_string();
     let mut batch = Batch::default();
     let mut line = Vec::with_capacity(1024);
-    'lines: loop {
+    // Per line: (field, where its value starts in the batch's arena, its
+    // length or a deletion); reused.
+    let mut encoded: Vec<(usize, u32, u32)> = Vec::new();
+    loop {
         line.clear();
         let n = reader
             .read_until(b'\n', &mut line)
@@ -211,11 +271,8 @@ pub(crate) fn read_ndjson(reader: &mut dyn BufRead, sink: &mut Sink<'_, '_>) -> 
             continue;
         }
         // Raw values keep numbers exactly as written (no float round trip).
-        let obj: Vec<(String, &serde_json::value::RawValue)> = match serde_json::from_slice::<
-            std::collections::BTreeMap<String, &serde_json::value::RawValue>,
-        >(text)
-        {
-            Ok(o) => o.into_iter().collect(),
+        let fields = match serde_json::from_slice::<Fields<'_>>(text) {
+            Ok(o) => o.0,
             Err(e) => {
                 let reason = if std::str::from_utf8(text).is_err() {
                     "invalid UTF-8".to_string()
@@ -226,50 +283,58 @@ pub(crate) fn read_ndjson(reader: &mut dyn BufRead, sink: &mut Sink<'_, '_>) -> 
                 continue;
             }
         };
-        let raw_id = obj.iter().find(|(k, _)| *k == id_column).map(|(_, v)| *v);
-        let id: Result<Vec<u8>, String> = match raw_id.map(|r| r.get().trim()) {
-            None | Some("null") => Err(format!("missing id field '{id_column}'")),
-            Some(t) if t.starts_with('"') => serde_json::from_str::<String>(t)
-                .map_err(|e| e.to_string())
-                .and_then(|s| check_id(s.as_bytes(), &id_column).map(<[u8]>::to_vec)),
-            Some(t) if t.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
-                Ok(t.as_bytes().to_vec())
-            }
-            Some(_) => Err(format!(
-                "id field '{id_column}' must be a string or a number"
-            )),
-        };
-        let id = match id {
+        // A repeated key: the last one counts (as in a map).
+        let raw_id = fields
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == id_column)
+            .map(|(_, v)| *v);
+        let id = match ndjson_id(raw_id, &id_column) {
             Ok(id) => id,
             Err(reason) => {
                 sink.bad_line(line_no, reason)?;
                 continue;
             }
         };
-        if let Some((k, _)) = obj.iter().find(|(k, _)| k.trim().is_empty()) {
+        if let Some((k, _)) = fields.iter().find(|(k, _)| {
+            k.bytes().all(|b| b.is_ascii_whitespace()) || (!k.is_ascii() && k.trim().is_empty())
+        }) {
             sink.bad_line(line_no, format!("empty attribute name {k:?}"))?;
             continue;
         }
-        let mut values = Vec::with_capacity(obj.len());
-        for (k, v) in &obj {
-            if *k != id_column {
-                match Value::from_raw(v) {
-                    Ok(value) => values.push((k.as_str(), value)),
-                    Err(e) => {
-                        sink.bad_line(line_no, format!("field '{k}': {e}"))?;
-                        continue 'lines;
-                    }
+        // Values go straight into the batch's arena; a bad one takes the
+        // line's back out.
+        let arena_len = batch.values.len();
+        encoded.clear();
+        let mut bad = None;
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if *k == id_column {
+                continue;
+            }
+            let start = batch.values.len();
+            match store::Value::encode_raw_body(v, &mut batch.values) {
+                Ok(true) => encoded.push((i, start as u32, (batch.values.len() - start) as u32)),
+                Ok(false) => encoded.push((i, 0, EncodedChange::DELETE)),
+                Err(e) => {
+                    bad = Some(format!("field '{k}': {e}"));
+                    break;
                 }
             }
         }
+        if let Some(reason) = bad {
+            batch.values.truncate(arena_len);
+            sink.bad_line(line_no, reason)?;
+            continue;
+        }
         let pos = batch.push_id(&id);
-        for (k, value) in values {
-            let attr = sink.parts().0.attr(k);
-            batch.push_change(
-                pos,
+        for &(i, start, len) in &encoded {
+            let attr = sink.parts().0.attr(&fields[i].0);
+            batch.changes.push(EncodedChange {
                 attr,
-                value.map(|v| move |out: &mut Vec<u8>| v.encode_body(out)),
-            );
+                user: pos,
+                start,
+                len,
+            });
         }
         if batch.spans.len() >= BATCH_ROWS {
             batch.flush(sink)?;
@@ -277,4 +342,91 @@ pub(crate) fn read_ndjson(reader: &mut dyn BufRead, sink: &mut Sink<'_, '_>) -> 
         }
     }
     batch.flush(sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Store, Value};
+
+    fn import(
+        store: &Store,
+        text: &str,
+        skip_invalid: bool,
+    ) -> Result<super::super::Summary, super::Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.ndjson");
+        std::fs::write(&path, text).unwrap();
+        let opts = super::super::Options {
+            skip_invalid,
+            ..Default::default()
+        };
+        super::super::import_users(store, &path, &opts)
+    }
+
+    /// The borrowed NDJSON path: escaped and numeric ids, a repeated key
+    /// (the last counts, as in a map), escaped values, `null` deleting.
+    #[test]
+    fn ndjson_fields_read_as_a_map_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let text = concat!(
+            r#"{"distinct_id":"a\u0062","plan":"a","plan":"b","note":"x\"y"}"#,
+            "\n",
+            r#"{"distinct_id":42,"plan":null,"n":1.50}"#,
+            "\n",
+            r#"{"plan":"c","distinct_id":"ab","distinct_id":"cd"}"#,
+            "\n",
+        );
+        let s = import(&store, text, false).unwrap();
+        assert_eq!((s.lines, s.users_new), (3, 3));
+        let value = |id: &str, attr: &str| {
+            let user = store.user_index(id).unwrap().unwrap();
+            store
+                .attr_value(store.attr_id(attr).unwrap(), user)
+                .unwrap()
+        };
+        assert_eq!(value("ab", "plan"), Some(Value::Str("b".into())));
+        assert_eq!(value("ab", "note"), Some(Value::Str("x\"y".into())));
+        assert_eq!(value("42", "n"), Some(Value::Num("1.50".into())));
+        assert_eq!(value("42", "plan"), None);
+        assert_eq!(value("cd", "plan"), Some(Value::Str("c".into())));
+    }
+
+    #[test]
+    fn ndjson_bad_lines_name_their_line_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (text, reason) in [
+            (
+                "{\"distinct_id\":\"a\"}\n{\"distinct_id\":\"b\",\"\\u00a0\":1}\n",
+                "empty attribute name",
+            ),
+            (
+                "{\"distinct_id\":\"a\"}\n{\"distinct_id\":\"  \"}\n",
+                "empty id",
+            ),
+            (
+                "{\"distinct_id\":\"a\"}\n{\"distinct_id\":[1]}\n",
+                "must be a string or a number",
+            ),
+            (
+                "{\"distinct_id\":\"a\"}\n{\"plan\":\"x\"}\n",
+                "missing id field",
+            ),
+        ] {
+            let e = import(&store, text, false).unwrap_err().to_string();
+            assert!(
+                e.contains(":2: ") && e.contains(reason),
+                "{e} (wanted {reason})"
+            );
+            assert_eq!(store.counters().user_count, 0, "{e}");
+        }
+        let s = import(
+            &store,
+            "{\"distinct_id\":\"a\",\"p\":1}\n{\"distinct_id\":\"\"}\n{\"distinct_id\":\"b\"}\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!((s.users_new, s.skipped), (2, 1));
+    }
 }

@@ -201,6 +201,48 @@ impl Value {
         })
     }
 
+    /// [`Value::from_raw`] then [`Value::encode_body`] in one step, without
+    /// a `Value` in between for the common cases (a string with no escape,
+    /// a number, a boolean): appends `[tag][bytes]` and returns `true`, or
+    /// returns `false` for `null` (a deletion) and appends nothing.
+    pub fn encode_raw_body(
+        raw: &serde_json::value::RawValue,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        // JSON's whitespace is ASCII.
+        let text = raw.get().trim_ascii();
+        let b = text.as_bytes();
+        match b.first() {
+            Some(b'n') => Ok(false),
+            Some(b't') => {
+                out.push(TAG_TRUE);
+                Ok(true)
+            }
+            Some(b'f') => {
+                out.push(TAG_FALSE);
+                Ok(true)
+            }
+            Some(b'"') if b.len() >= 2 && !b.contains(&b'\\') => {
+                // Valid JSON already (the raw value was parsed): the bytes
+                // between the quotes are the string.
+                out.push(TAG_STR);
+                out.extend_from_slice(&b[1..b.len() - 1]);
+                Ok(true)
+            }
+            Some(b'{' | b'[' | b'"') => {
+                if let Some(v) = Value::from_raw(raw)? {
+                    v.encode_body(out);
+                }
+                Ok(true)
+            }
+            _ => {
+                out.push(TAG_NUM);
+                out.extend_from_slice(b);
+                Ok(true)
+            }
+        }
+    }
+
     /// Appends the stored form: `[write seq u32 BE][tag][bytes]`.
     pub fn encode(&self, seq: u32, out: &mut Vec<u8>) {
         out.extend_from_slice(&seq.to_be_bytes());
@@ -492,6 +534,39 @@ mod tests {
             write_json_str(s.as_bytes(), &mut out);
             let back: String = serde_json::from_slice(&out[1..]).unwrap();
             proptest::prop_assert_eq!(back, s);
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-step encoding of a raw JSON value is the one through
+        /// `Value`, for strings (escaped or not), numbers and the rest.
+        #[test]
+        fn raw_values_encode_as_through_a_value(
+            s in "(\\PC|[\"\\\\\u{0}-\u{1f}])*",
+            n in proptest::num::i64::ANY,
+            pick in 0usize..7,
+        ) {
+            let json = match pick {
+                0 => serde_json::to_string(&s).unwrap(),
+                1 => n.to_string(),
+                2 => format!("{}.5e3", n),
+                3 => "true".into(),
+                4 => "null".into(),
+                5 => format!(r#"{{ "a" : [1, {}] }}"#, serde_json::to_string(&s).unwrap()),
+                _ => format!(" {} ", serde_json::to_string(&s).unwrap()),
+            };
+            let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&json).unwrap();
+            let mut want = Vec::new();
+            let present = match Value::from_raw(&raw).unwrap() {
+                Some(v) => {
+                    v.encode_body(&mut want);
+                    true
+                }
+                None => false,
+            };
+            let mut got = Vec::new();
+            proptest::prop_assert_eq!(Value::encode_raw_body(&raw, &mut got).unwrap(), present);
+            proptest::prop_assert_eq!(got, want);
         }
     }
 
