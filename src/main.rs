@@ -5,6 +5,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    segsync::cli::exit_quietly_on_broken_pipe();
     let args = match segsync::cli::Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

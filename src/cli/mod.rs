@@ -110,6 +110,7 @@ pub enum Command {
     Workers(worker::WorkersArgs),
 }
 
+pub use output::exit_quietly_on_broken_pipe;
 pub use remote::Exit;
 
 /// The runner `serve` uses to run commands for CLI clients.

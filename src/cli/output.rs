@@ -13,6 +13,27 @@ thread_local! {
     static SHARED_STORE: RefCell<Option<Arc<Store>>> = const { RefCell::new(None) };
 }
 
+/// Makes a closed stdout (`segsync sync list --json | head -1`) end the
+/// process quietly with status 141, what a C tool killed by SIGPIPE gives
+/// (a shell's pipeline ignores it; a supervisor of `serve` still sees a
+/// failure), instead of a panic message and 101: Rust ignores SIGPIPE, so
+/// `println!` panics on the broken pipe.
+pub fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 /// Writes a line of the command's output.
 pub(crate) fn out_line(line: std::fmt::Arguments<'_>) {
     let captured = CAPTURE.with(|c| {
