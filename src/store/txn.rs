@@ -5,13 +5,15 @@
 //! until commit by construction:
 //!
 //! - new users take indexes at and above the committed `user_count`, which
-//!   only the commit advances; a rollback deletes that range;
+//!   only the commit advances; a rollback deletes that range, and every
+//!   value of those users, per attribute, by range;
 //! - every attribute write that replaces a value from before this import
 //!   first logs the old value in the `undo` family (in the same batch), so a
-//!   rollback can restore it; a write where there was no value is logged
-//!   once per batch and attribute, as a bitmap of the users (a first load
-//!   logs a few bitmaps, not a record per value); the commit drops the log
-//!   with one range delete;
+//!   rollback can restore it; a first value of an older user is logged
+//!   once per batch and attribute, as a bitmap of the users; the commit
+//!   drops the log with one range delete;
+//! - staged writes (batches, SST files of new users and of first values)
+//!   go through `stage.rs`, on a writer thread for bulk imports;
 //! - presence bitmaps, the attribute catalogue, segment snapshots and the
 //!   counters are written only by the commit batch (synced).
 //!
