@@ -86,11 +86,7 @@ impl Users {
             Some(t) => t.clone(),
             None => {
                 let t = Arc::new(store.fingerprint_reader()?);
-                if let Some(shared) = &self.shared {
-                    *shared
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t.clone());
-                }
+                self.publish(Some(t.clone()));
                 self.table.insert(t).clone()
             }
         };
@@ -100,14 +96,19 @@ impl Users {
         store.find_user_with(&table, id)
     }
 
-    /// Forgets the table and the users created since (read again on next
-    /// use); the parsing threads stop using the old table at once.
-    fn reset(&mut self) {
+    /// Gives the parsing threads `table` to look ids up in (`None`: none).
+    fn publish(&self, table: Option<Arc<store::TableReader>>) {
         if let Some(shared) = &self.shared {
             *shared
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = table;
         }
+    }
+
+    /// Forgets the table and the users created since (read again on next
+    /// use); the parsing threads stop using the old table at once.
+    fn reset(&mut self) {
+        self.publish(None);
         self.table = None;
         self.created.clear();
         // A refresh started before would bring back an older table.
@@ -187,11 +188,7 @@ impl Users {
         }
         self.created.retain(|_, idx| *idx >= covers);
         let table = Arc::new(table);
-        if let Some(shared) = &self.shared {
-            *shared
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(table.clone());
-        }
+        self.publish(Some(table.clone()));
         self.table = Some(table);
         self.adopted += 1;
         tracing::debug!(

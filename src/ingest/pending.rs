@@ -81,7 +81,6 @@ pub(crate) struct Pending {
     runs: Vec<Vec<Created>>,
     /// This batch's users, appended in key order as it is resolved.
     current: Vec<Created>,
-    len: usize,
 }
 
 impl Default for Pending {
@@ -90,7 +89,6 @@ impl Default for Pending {
             bloom: Bloom::with_blocks_log2(FIRST_BLOCKS_LOG2),
             runs: Vec::new(),
             current: Vec::new(),
-            len: 0,
         }
     }
 }
@@ -121,7 +119,6 @@ impl Pending {
         debug_assert!(self.current.last().is_none_or(|(f, _)| f.key <= fp.key));
         self.current.push((fp, idx));
         self.bloom.insert(fp);
-        self.len += 1;
     }
 
     /// Rewrites the indexes of this batch's users (the interner gives them
@@ -148,14 +145,20 @@ impl Pending {
                 merge_into(a, b);
             }
         }
-        if self.len > self.bloom.capacity() {
+        if self.len() > self.bloom.capacity() {
             self.grow_bloom();
         }
     }
 
+    /// Users created so far.
+    fn len(&self) -> usize {
+        self.runs.iter().map(Vec::len).sum::<usize>() + self.current.len()
+    }
+
     fn grow_bloom(&mut self) {
+        let len = self.len();
         let mut log2 = self.bloom.blocks.len().trailing_zeros();
-        while (1usize << log2) * KEYS_PER_BLOCK < self.len {
+        while (1usize << log2) * KEYS_PER_BLOCK < len {
             log2 += 2;
         }
         self.bloom = Bloom::with_blocks_log2(log2);
@@ -249,7 +252,7 @@ mod tests {
                 pending.end_batch();
                 prop_assert!(pending.runs.windows(2).all(|w| w[0].len() >= 2 * w[1].len()));
             }
-            prop_assert_eq!(pending.len, model.len());
+            prop_assert_eq!(pending.len(), model.len());
             let all = pending.finish();
             prop_assert!(all.is_sorted_by_key(|(f, _)| f.key));
             let got: HashMap<Fingerprint, u32> = all.iter().copied().collect();

@@ -372,9 +372,7 @@ fn parse_line(
         .find(|(k, _)| *k == id_column)
         .map(|(_, v)| *v);
     let id = ndjson_id(raw_id, id_column)?;
-    if let Some((k, _)) = fields.iter().find(|(k, _)| {
-        k.bytes().all(|b| b.is_ascii_whitespace()) || (!k.is_ascii() && k.trim().is_empty())
-    }) {
+    if let Some((k, _)) = fields.iter().find(|(k, _)| k.trim().is_empty()) {
         return Err(format!("empty attribute name {k:?}"));
     }
     // Values go straight into the batch's arena; a bad one takes the

@@ -238,17 +238,7 @@ impl FingerprintTable {
 /// Removes table files a killed process left half-written (nothing else
 /// holds the data dir while it opens).
 pub(crate) fn remove_unfinished_saves(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with("fingerprints.bin.tmp")
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    super::remove_files(dir, |name| name.starts_with("fingerprints.bin.tmp"));
 }
 
 /// `(covers, count)` from a file header, if it is ours and of this version.

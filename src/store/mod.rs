@@ -180,7 +180,7 @@ pub struct Store {
     db: DB,
     /// Options of the SST files imports write new users into.
     sst_opts: Options,
-    /// Options of the SST files imports write new users' first values into
+    /// Options of the SST files imports write first values into
     /// (compressed like the family's own files: syncs read them).
     values_sst_opts: Options,
     dir: PathBuf,
@@ -198,6 +198,19 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+/// Removes the files of `dir` whose names `unwanted` picks (what a killed
+/// import or table save left behind).
+pub(crate) fn remove_files(dir: &Path, unwanted: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if unwanted(&e.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

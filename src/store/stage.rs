@@ -2,9 +2,9 @@
 //!
 //! An import stages three kinds of writes before its commit: batches of
 //! attribute writes (RocksDB without the WAL), the ids of the users it
-//! creates (one SST file, ingested at commit), and the first values of
-//! those users (SST files per attribute, ingested at commit or when the
-//! import needs to read one back). Writing them took half of a first load's
+//! creates (SST files, ingested at commit), and first values (SST files per
+//! attribute, ingested at commit or when the import needs to read one
+//! back). Writing them took half of a first load's
 //! import thread (the memtable inserts of a batch and the SST writer's
 //! blocks), while the other core idled; so a bulk import hands them to a
 //! writer thread and goes on resolving and encoding the next batch. One job
@@ -53,9 +53,9 @@ impl NewIds {
     }
 }
 
-/// First values of new users for one attribute, users ascending (each
-/// after every user of that attribute's pending file): stored values
-/// (`seq ++ body`) laid end to end.
+/// First values of one attribute, users ascending (each after every user
+/// of that attribute's pending file): stored values (`seq ++ body`) laid
+/// end to end.
 #[derive(Default)]
 pub(crate) struct NewValues {
     users: Vec<u32>,
@@ -78,7 +78,7 @@ impl NewValues {
 }
 
 /// One hand-off: a batch of attribute writes, the ids created meanwhile and
-/// new users' first values per attribute.
+/// first values per attribute.
 pub(crate) struct Job {
     pub(crate) batch: WriteBatch,
     pub(crate) ids: NewIds,
@@ -239,6 +239,15 @@ impl<'s> Writer<'s> {
         self.users = None;
         self.values.clear();
     }
+
+    /// Carries out `msg`, inline or on the writer thread alike.
+    fn handle(&mut self, msg: Msg) -> Result<Finished> {
+        match msg {
+            Msg::Write(job) => self.write(job).map(|()| Finished::default()),
+            Msg::IngestValues => self.ingest_values().map(|()| Finished::default()),
+            Msg::Finish => self.finish(),
+        }
+    }
 }
 
 /// Moves SST files into family `name` (and removes them).
@@ -303,12 +312,7 @@ impl<'s> Stager<'s> {
         let (done_tx, done) = crossbeam::channel::bounded(1);
         scope.spawn(move || {
             for msg in rx {
-                let r = match msg {
-                    Msg::Write(job) => writer.write(job).map(|()| Finished::default()),
-                    Msg::IngestValues => writer.ingest_values().map(|()| Finished::default()),
-                    Msg::Finish => writer.finish(),
-                };
-                if done_tx.send(r).is_err() {
+                if done_tx.send(writer.handle(msg)).is_err() {
                     break;
                 }
             }
@@ -320,65 +324,65 @@ impl<'s> Stager<'s> {
         };
     }
 
-    /// Writes `job` (on the thread: once the job before it is written).
-    pub(crate) fn submit(&mut self, job: Job) -> Result<()> {
+    /// Hands `msg` over once the message before it is done: inline, it is
+    /// done at once, with its result; on the thread, it is in flight, and
+    /// [`Stager::settle`] gives its result.
+    fn send(&mut self, msg: Msg) -> Result<Finished> {
         self.settle()?;
         match self {
-            Stager::Inline(w) => w.write(job),
+            Stager::Inline(w) => w.handle(msg),
             Stager::Thread {
                 jobs, in_flight, ..
             } => {
                 let jobs = jobs.as_ref().ok_or_else(thread_gone)?;
-                jobs.send(Msg::Write(job)).map_err(|_| thread_gone())?;
+                jobs.send(msg).map_err(|_| thread_gone())?;
                 *in_flight = true;
-                Ok(())
+                Ok(Finished::default())
             }
         }
     }
 
-    /// Waits until every submitted job is written, with its result.
+    /// Writes `job` (on the thread: once the job before it is written).
+    pub(crate) fn submit(&mut self, job: Job) -> Result<()> {
+        self.send(Msg::Write(job)).map(drop)
+    }
+
+    /// Waits until every submitted job is written (failing as it failed).
     pub(crate) fn settle(&mut self) -> Result<()> {
-        if let Stager::Thread {
-            done, in_flight, ..
-        } = self
-        {
-            if *in_flight {
+        self.wait().map(drop)
+    }
+
+    fn wait(&mut self) -> Result<Finished> {
+        match self {
+            Stager::Thread {
+                done, in_flight, ..
+            } if *in_flight => {
                 *in_flight = false;
-                done.recv().map_err(|_| thread_gone())??;
+                done.recv().map_err(|_| thread_gone())?
             }
+            _ => Ok(Finished::default()),
         }
-        Ok(())
+    }
+
+    /// Hands `msg` over and waits for its result.
+    fn call(&mut self, msg: Msg) -> Result<Finished> {
+        let inline = self.send(msg)?;
+        match self {
+            Stager::Inline(_) => Ok(inline),
+            Stager::Thread { .. } => self.wait(),
+        }
     }
 
     /// Writes what was submitted, then ingests every file of first values
     /// written so far (before the import reads one of them back).
     pub(crate) fn ingest_values(&mut self) -> Result<()> {
-        self.settle()?;
-        match self {
-            Stager::Inline(w) => w.ingest_values(),
-            Stager::Thread {
-                jobs, in_flight, ..
-            } => {
-                let jobs = jobs.as_ref().ok_or_else(thread_gone)?;
-                jobs.send(Msg::IngestValues).map_err(|_| thread_gone())?;
-                *in_flight = true;
-                self.settle()
-            }
-        }
+        self.call(Msg::IngestValues).map(drop)
     }
 
     /// Writes what was submitted and closes every file; what there is to
     /// ingest.
     pub(crate) fn finish(&mut self) -> Result<Finished> {
-        self.settle()?;
-        match self {
-            Stager::Inline(w) => w.finish(),
-            Stager::Thread { jobs, done, .. } => {
-                let jobs = jobs.as_ref().ok_or_else(thread_gone)?;
-                jobs.send(Msg::Finish).map_err(|_| thread_gone())?;
-                done.recv().map_err(|_| thread_gone())?
-            }
-        }
+        self.call(Msg::Finish)
     }
 
     /// Stops writing: waits for the job in flight (whatever its result) and

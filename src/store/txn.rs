@@ -161,12 +161,13 @@ pub struct ImportTxn<'s> {
     batch_ops: usize,
     /// Records only the commit may write (snapshots): never flushed early.
     publish: WriteBatch,
-    /// Writes staged batches and new users' ids (see `stage.rs`).
+    /// Writes staged batches, new users' ids and first values (see
+    /// `stage.rs`).
     stager: Stager<'s>,
     /// Ids of users created since the last hand-off to the stager.
     new_ids: NewIds,
-    /// First values of new users since the last hand-off, by attribute,
-    /// bound for the stager's SST files.
+    /// First values since the last hand-off, by attribute, bound for the
+    /// stager's SST files.
     new_values: Vec<(u32, NewValues)>,
     /// Per attribute, the users whose value went to a pending (not yet
     /// ingested) SST file: they must not be read before the files are
@@ -835,17 +836,15 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
             attr = found;
             continue;
         }
-        let end = match attr.checked_add(1) {
-            Some(next) => keys::attr_user(next, 0).to_vec(),
-            None => vec![0xff; 9],
-        };
+        let next = attr.checked_add(1);
+        let end = next.map_or(vec![0xff; 9], |n| keys::attr_user(n, 0).to_vec());
         batch.delete_range_cf(
             values_cf,
             keys::attr_user(attr, first_new_user).to_vec(),
             end,
         );
-        match attr.checked_add(1) {
-            Some(next) => attr = next,
+        match next {
+            Some(n) => attr = n,
             None => break,
         }
     }
@@ -874,17 +873,10 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
 /// `import-<seq>-<n>.sst`, and `import-<seq>.sst` of earlier versions.
 fn remove_sst_files(store: &Store, seq: u32) {
     let users = format!("import-{seq}.sst");
-    let values = format!("import-{seq}-");
-    let Ok(entries) = std::fs::read_dir(store.dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name == users || (name.starts_with(&values) && name.ends_with(".sst")) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    let numbered = format!("import-{seq}-");
+    super::remove_files(store.dir(), |name| {
+        name == users || (name.starts_with(&numbered) && name.ends_with(".sst"))
+    });
 }
 
 /// How import `seq`'s SST files begin (`import-<seq>-<n>.sst`).
