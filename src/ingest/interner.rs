@@ -14,7 +14,7 @@ use super::pending::Pending;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Probe {
     key: u64,
-    check: u32,
+    check: u16,
     pos: u32,
 }
 
@@ -148,8 +148,7 @@ impl Interner {
     /// merge; the interner forgets them (its map is freed before the merge
     /// allocates).
     pub fn finish(&mut self) -> store::Result<(&mut FingerprintTable, NewUsers)> {
-        let created = std::mem::take(&mut self.pending).finish();
-        let new = NewUsers::from_pairs(created);
+        let new = NewUsers(std::mem::take(&mut self.pending).finish());
         Ok((self.table()?, new))
     }
 
@@ -235,11 +234,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, id)| Probe::new(id.as_bytes(), i as u32))
                 .collect();
-            let mut expected: Vec<(u64, u32, u32)> =
+            let mut expected: Vec<(u64, u16, u32)> =
                 probes.iter().map(|p| (p.key, p.check, p.pos)).collect();
             radix.sort(&mut probes);
             assert!(probes.is_sorted_by_key(|p| p.key), "n = {n}");
-            let mut got: Vec<(u64, u32, u32)> =
+            let mut got: Vec<(u64, u16, u32)> =
                 probes.iter().map(|p| (p.key, p.check, p.pos)).collect();
             expected.sort_unstable();
             got.sort_unstable();
@@ -290,7 +289,7 @@ mod tests {
         let store = store::Store::open(dir.path()).unwrap();
         let mut txn = store.begin_import().unwrap();
         let mut interner = empty_interner();
-        let probe = |check: u32, pos: u32| Probe {
+        let probe = |check: u16, pos: u32| Probe {
             key: 42,
             check,
             pos,

@@ -9,9 +9,9 @@
 //! ~1.6 bytes a user, read in key order because batches are resolved in key
 //! order, and the rare "maybe" searches a handful of sorted runs. The runs
 //! are what the commit merges into the table anyway, so they cost nothing
-//! extra: 16 bytes a user, already sorted.
+//! extra: 12 bytes a user, already sorted.
 
-use crate::store::Fingerprint;
+use crate::store::{Fingerprint, Run};
 
 /// One created user.
 pub(crate) type Created = (Fingerprint, u32);
@@ -76,9 +76,9 @@ impl Bloom {
 /// See the module docs.
 pub(crate) struct Pending {
     bloom: Bloom,
-    /// Earlier batches' users, each run sorted by key, sizes falling by at
-    /// least half along the list (so there are at most log2 of them).
-    runs: Vec<Vec<Created>>,
+    /// Earlier batches' users, sizes falling by at least half along the
+    /// list (so there are at most log2 of them).
+    runs: Vec<Run>,
     /// This batch's users, appended in key order as it is resolved.
     current: Vec<Created>,
 }
@@ -109,7 +109,7 @@ impl Pending {
         if self.runs.is_empty() || !self.bloom.may_contain(fp) {
             return None;
         }
-        self.runs.iter().find_map(|run| find(run, fp))
+        self.runs.iter().find_map(|run| run.find(fp))
     }
 
     /// Records a user created for `fp`. Within a batch, keys must not
@@ -134,15 +134,15 @@ impl Pending {
         if self.current.is_empty() {
             return;
         }
-        let run = std::mem::take(&mut self.current);
-        self.runs.push(run);
+        sort_batch(&mut self.current);
+        self.runs.push(Run::from_sorted(self.current.drain(..)));
         while let [.., a, b] = &self.runs[..] {
             if a.len() >= 2 * b.len() {
                 break;
             }
             let b = self.runs.pop().unwrap_or_default();
             if let Some(a) = self.runs.last_mut() {
-                merge_into(a, b);
+                a.merge(b);
             }
         }
         if self.len() > self.bloom.capacity() {
@@ -152,7 +152,7 @@ impl Pending {
 
     /// Users created so far.
     fn len(&self) -> usize {
-        self.runs.iter().map(Vec::len).sum::<usize>() + self.current.len()
+        self.runs.iter().map(Run::len).sum::<usize>() + self.current.len()
     }
 
     fn grow_bloom(&mut self) {
@@ -162,50 +162,40 @@ impl Pending {
             log2 += 2;
         }
         self.bloom = Bloom::with_blocks_log2(log2);
-        for &(fp, _) in self.runs.iter().flatten().chain(&self.current) {
+        for run in &self.runs {
+            for (fp, _) in run.iter() {
+                self.bloom.insert(fp);
+            }
+        }
+        for &(fp, _) in &self.current {
             self.bloom.insert(fp);
         }
     }
 
-    /// Every created user, sorted by key (merged in place: no second copy).
-    pub(crate) fn finish(mut self) -> Vec<Created> {
-        self.end_batch();
-        let mut all = self.runs.pop().unwrap_or_default();
-        while let Some(mut bigger) = self.runs.pop() {
-            merge_into(&mut bigger, all);
+    /// Every created user (merged in place: no second copy).
+    pub(crate) fn finish(self) -> Run {
+        // The filter goes first: the merges below are the import's peak.
+        let Pending {
+            bloom,
+            mut runs,
+            mut current,
+        } = self;
+        drop(bloom);
+        sort_batch(&mut current);
+        let mut all = Run::from_sorted(current);
+        while let Some(mut bigger) = runs.pop() {
+            bigger.merge(all);
             all = bigger;
         }
         all
     }
 }
 
-/// `fp`'s index in a run sorted by key (equal keys in any check order).
-fn find(run: &[Created], fp: Fingerprint) -> Option<u32> {
-    let at = run.partition_point(|(f, _)| f.key < fp.key);
-    run[at..]
-        .iter()
-        .take_while(|(f, _)| f.key == fp.key)
-        .find(|(f, _)| f.check == fp.check)
-        .map(|&(_, idx)| idx)
-}
-
-/// Merges sorted `b` into sorted `a` from the back: `a` grows in place (a
-/// large allocation is remapped, not copied) and nothing else is allocated.
-fn merge_into(a: &mut Vec<Created>, b: Vec<Created>) {
-    let (mut i, mut j) = (a.len(), b.len());
-    let zero = (Fingerprint { key: 0, check: 0 }, 0);
-    a.reserve_exact(j);
-    a.resize(i + j, zero);
-    let mut w = i + j;
-    while j > 0 {
-        w -= 1;
-        if i > 0 && a[i - 1].0.key > b[j - 1].0.key {
-            a[w] = a[i - 1];
-            i -= 1;
-        } else {
-            a[w] = b[j - 1];
-            j -= 1;
-        }
+/// Sorts a batch's users by whole fingerprint: they came in key order, but
+/// ids of one key with different checks may have come in any order.
+fn sort_batch(batch: &mut [Created]) {
+    if !batch.is_sorted_by_key(|&(fp, _)| fp) {
+        batch.sort_unstable_by_key(|&(fp, _)| fp);
     }
 }
 
@@ -215,7 +205,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    fn fp(key: u64, check: u32) -> Fingerprint {
+    fn fp(key: u64, check: u16) -> Fingerprint {
         Fingerprint { key, check }
     }
 
@@ -226,7 +216,7 @@ mod tests {
         #[test]
         fn behaves_like_a_map(
             batches in proptest::collection::vec(
-                proptest::collection::vec((0u64..400, 0u32..3), 0..120),
+                proptest::collection::vec((0u64..400, 0u16..3), 0..120),
                 0..40,
             )
         ) {
@@ -253,8 +243,8 @@ mod tests {
                 prop_assert!(pending.runs.windows(2).all(|w| w[0].len() >= 2 * w[1].len()));
             }
             prop_assert_eq!(pending.len(), model.len());
-            let all = pending.finish();
-            prop_assert!(all.is_sorted_by_key(|(f, _)| f.key));
+            let all: Vec<Created> = pending.finish().iter().collect();
+            prop_assert!(all.is_sorted_by_key(|&(f, _)| f));
             let got: HashMap<Fingerprint, u32> = all.iter().copied().collect();
             prop_assert_eq!(got.len(), all.len());
             prop_assert_eq!(got, model);

@@ -14,6 +14,12 @@ use super::{Error, Sink};
 
 /// Rows per batch.
 const BATCH_ROWS: usize = 262_144;
+/// Attribute changes per batch: a file of many columns ends its batches
+/// sooner, so a batch's buffers (its changes, encoded values and staged
+/// writes) stay near one size whatever the width. At five attributes a
+/// row, a batch of 262K rows held 86 MB of them. A little under a power of
+/// two, so the row that fills a batch does not double its change list.
+const BATCH_CELLS: usize = (1 << 19) - 4096;
 
 /// A batch of rows: ids in one arena, values encoded in another, changes
 /// pointing at row positions (the `user` of each change is the row's
@@ -38,6 +44,10 @@ impl Batch {
     fn push_change(&mut self, pos: u32, attr: u32, encode: Option<impl FnOnce(&mut Vec<u8>)>) {
         let c = EncodedChange::encode(&mut self.values, attr, pos, encode);
         self.changes.push(c);
+    }
+
+    fn is_full(&self) -> bool {
+        self.spans.len() >= BATCH_ROWS || self.changes.len() >= BATCH_CELLS
     }
 
     fn flush(&mut self, sink: &mut Sink<'_, '_>) -> Result<(), Error> {
@@ -174,7 +184,7 @@ pub(crate) fn read_csv(reader: &mut dyn BufRead, sink: &mut Sink<'_, '_>) -> Res
                 batch.push_change(pos, attr, encode);
             }
         }
-        if batch.spans.len() >= BATCH_ROWS {
+        if batch.is_full() {
             batch.flush(sink)?;
             sink.progress();
         }
@@ -315,7 +325,7 @@ fn parse_ndjson(
             ..Parsed::default()
         };
         let mut eof = false;
-        while p.batch.spans.len() < BATCH_ROWS && p.bad.len() < BATCH_ROWS {
+        while !p.batch.is_full() && p.bad.len() < BATCH_ROWS {
             line.clear();
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) => {

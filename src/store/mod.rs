@@ -35,6 +35,7 @@ use crate::error::{Classify, Fault};
 pub use backup::{bytes_under, BackupInfo};
 pub use check::{CheckReport, Violation};
 pub use codec::{Value, ValueRef};
+pub(crate) use fingerprints::Run;
 pub use fingerprints::{Fingerprint, FingerprintTable, NewUsers, TableReader};
 pub(crate) use records::Write;
 pub use retention::{Policy as RetentionPolicy, Pruned};
@@ -222,9 +223,30 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const WRITE_BUFFERS_BYTES: usize = 128 << 20;
 
 fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    cf_options_with(name, cache, true)
+}
+
+/// Options of the SST files an import writes into family `name` and
+/// ingests at commit: as the family's own, but without a Bloom filter.
+///
+/// A filter only answers "absent" cheaply, and the reads of these files
+/// are hits (a user's id; the values a sync renders, which it scans) or
+/// misses RocksDB rules out without one (a new attribute's keys lie
+/// outside every file's key range: keys start with the attribute). Kept,
+/// the filters were the largest thing RocksDB held after a first load —
+/// 79 MB of table readers for 10M users with 5 attributes, outside the
+/// block cache's bound — and the SST writers' largest buffers while
+/// building them (33 MB).
+fn import_sst_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    cf_options_with(name, cache, false)
+}
+
+fn cf_options_with(name: &str, cache: &rocksdb::Cache, bloom: bool) -> Options {
     let mut o = Options::default();
     let mut table = BlockBasedOptions::default();
-    table.set_bloom_filter(10.0, false);
+    if bloom {
+        table.set_bloom_filter(10.0, false);
+    }
     table.set_block_cache(cache);
     o.set_block_based_table_factory(&table);
     match name {
@@ -348,9 +370,9 @@ impl Store {
             }
         })?;
 
-        let mut sst_opts = cf_options(cf::USERS, &cache);
+        let mut sst_opts = import_sst_options(cf::USERS, &cache);
         sst_opts.set_compression_type(rocksdb::DBCompressionType::None);
-        let values_sst_opts = cf_options(cf::ATTR_VALUES, &cache);
+        let values_sst_opts = import_sst_options(cf::ATTR_VALUES, &cache);
         let store = Store {
             db,
             sst_opts,
