@@ -374,8 +374,12 @@ impl Applied {
 /// Applies every request of a group in one transaction, in arrival order,
 /// and tells what each applied. A later request sees what an earlier one of
 /// the same group did (users it created, identifiers it set), exactly as if
-/// each had committed alone.
-fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<Vec<Applied>> {
+/// each had committed alone. Values move out of the events (they are spent).
+fn apply(
+    store: &Store,
+    users: &mut Users,
+    group: &mut [&mut [Event]],
+) -> store::Result<Vec<Applied>> {
     let mut txn: ImportTxn<'_> = store.begin_small()?;
     users.maintain(txn.store().counters().user_count);
     let mut out = Vec::with_capacity(group.len());
@@ -385,10 +389,24 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
     // a later event of the group must not fill them in again.
     let mut filled: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
     let (uid_attr, anon_attr) = (txn.attr(UID_ATTRIBUTE), txn.attr(ANONYMOUS_ID_ATTRIBUTE));
-    for events in group {
+    // Whether the users the parsing threads found have their identifiers
+    // yet, read in one batch rather than one read per event.
+    let mut ask: Vec<(u32, u32)> = Vec::new();
+    for e in group.iter().flat_map(|events| events.iter()) {
+        if let Some(user) = e.user {
+            for (attr, v) in [(uid_attr, &e.user_id), (anon_attr, &e.anonymous_id)] {
+                if v.is_some() {
+                    ask.push((attr, user));
+                }
+            }
+        }
+    }
+    txn.prefetch_presence(&mut ask)?;
+    drop(ask);
+    for events in group.iter_mut() {
         let mut applied = Applied::default();
         let changes_before = changes.len();
-        for e in events.iter() {
+        for e in events.iter_mut() {
             let Some(id) = e.distinct_id() else {
                 continue;
             };
@@ -406,21 +424,19 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
             };
             // Identifiers are filled in, never overwritten: an imported uid that
             // differs from the distinct id stays (a trait named uid may change it).
-            for (attr, v) in [(uid_attr, &e.user_id), (anon_attr, &e.anonymous_id)] {
-                if let Some(v) = v {
-                    if !filled.contains(&(attr, user)) && !txn.has_value(attr, user)? {
-                        filled.insert((attr, user));
-                        changes.push(AttrChange {
-                            attr,
-                            user,
-                            value: Some(Value::Str(v.clone())),
-                        });
-                    }
+            for (attr, v) in [(uid_attr, &mut e.user_id), (anon_attr, &mut e.anonymous_id)] {
+                if v.is_some() && !filled.contains(&(attr, user)) && !txn.has_value(attr, user)? {
+                    filled.insert((attr, user));
+                    changes.push(AttrChange {
+                        attr,
+                        user,
+                        value: v.take().map(Value::Str),
+                    });
                 }
             }
-            match &e.kind {
+            match &mut e.kind {
                 Kind::Identify { traits } => {
-                    for (name, value, flag) in traits {
+                    for (name, value, flag) in traits.iter_mut() {
                         let attr = txn.attr(name);
                         if attr == uid_attr || attr == anon_attr {
                             // A trait named for an identifier sets it; a
@@ -430,7 +446,7 @@ fn apply(store: &Store, users: &mut Users, group: &[&[Event]]) -> store::Result<
                         changes.push(AttrChange {
                             attr,
                             user,
-                            value: value.clone(),
+                            value: value.take(),
                         });
                         if let Some(member) = flag {
                             txn.change_live(name, SOURCE, &[user], *member);
@@ -618,8 +634,9 @@ fn commit_loop(
                 Err(_) => break,
             }
         }
-        let lists: Vec<&[Event]> = group.iter().map(|(e, _)| e.as_slice()).collect();
-        let replies = apply_and_answer(store, &mut users, &lists);
+        let mut lists: Vec<&mut [Event]> =
+            group.iter_mut().map(|(e, _)| e.as_mut_slice()).collect();
+        let replies = apply_and_answer(store, &mut users, &mut lists);
         drop(lists);
         crate::metrics::personas_group(group.len() as u64);
         for ((_, done), reply) in group.drain(..).zip(replies) {
@@ -631,7 +648,7 @@ fn commit_loop(
 /// Applies a group and answers each of its requests, in order: what each
 /// applied, or 500 for all when the transaction failed (then nothing of it
 /// is stored, and what `users` learnt inside it is void).
-fn apply_and_answer(store: &Store, users: &mut Users, group: &[&[Event]]) -> Vec<Reply> {
+fn apply_and_answer(store: &Store, users: &mut Users, group: &mut [&mut [Event]]) -> Vec<Reply> {
     match apply(store, users, group) {
         Ok(applied) => {
             let events: usize = group.iter().map(|e| e.len()).sum();
@@ -662,11 +679,11 @@ pub fn handle(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let events = match check(store, endpoint, authorization, body) {
+    let mut events = match check(store, endpoint, authorization, body) {
         Ok(e) => e,
         Err(r) => return r,
     };
-    apply_and_answer(store, users, &[&events])
+    apply_and_answer(store, users, &mut [&mut events])
         .pop()
         .unwrap_or_else(|| Reply::error(500, "internal error (see the server log)"))
 }
@@ -744,12 +761,12 @@ mod tests {
         for round in 0..30u32 {
             // 20 new users, and 5 of the earlier ones again.
             let earlier = (0..5).map(|k| (round * 7 + k) % (round * 20).max(1));
-            let events = identify(&mut (round * 20..round * 20 + 20).chain(earlier));
-            apply(&store, &mut users, &[&events]).unwrap();
+            let mut events = identify(&mut (round * 20..round * 20 + 20).chain(earlier));
+            apply(&store, &mut users, &mut [&mut events]).unwrap();
             if users.refreshing.is_some() {
                 // Calls go on while the table is refreshed...
-                let again = identify(&mut (0..3).map(|k| round * 20 + k));
-                apply(&store, &mut users, &[&again]).unwrap();
+                let mut again = identify(&mut (0..3).map(|k| round * 20 + k));
+                apply(&store, &mut users, &mut [&mut again]).unwrap();
                 // ...and a later group takes the refreshed table over.
                 let t = std::time::Instant::now();
                 while users.refreshing.as_ref().is_some_and(|r| r.is_empty())

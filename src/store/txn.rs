@@ -186,6 +186,10 @@ pub struct ImportTxn<'s> {
     /// A small transaction's presence changes per attribute (gained, lost):
     /// it never loads a presence bitmap, it merges these into them.
     presence_delta: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
+    /// Committed presence a small transaction read ahead in one batch
+    /// ([`ImportTxn::prefetch_presence`]), per attribute: users who have a
+    /// value, and users who have none.
+    prefetched: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
     stats: AttrStats,
     keybuf: Vec<[u8; 8]>,
     valbuf: Vec<u8>,
@@ -245,6 +249,7 @@ impl<'s> ImportTxn<'s> {
             presence: HashMap::new(),
             presence_dirty: Vec::new(),
             presence_delta: HashMap::new(),
+            prefetched: HashMap::new(),
             stats: AttrStats::default(),
             keybuf: Vec::new(),
             valbuf: Vec::new(),
@@ -361,12 +366,56 @@ impl<'s> ImportTxn<'s> {
             // Created by this transaction: nothing committed to look up.
             return Ok(false);
         }
+        if let Some((with, without)) = self.prefetched.get(&attr) {
+            if with.contains(user) {
+                return Ok(true);
+            }
+            if without.contains(user) {
+                return Ok(false);
+            }
+        }
         Ok(self
             .store
             .db()
             .get_pinned_cf(self.store.cf(cf::ATTR_VALUES), keys::attr_user(attr, user))
             .map_err(db_err("get", cf::ATTR_VALUES))?
             .is_some())
+    }
+
+    /// Reads ahead, in one sorted batch, whether each committed `(attr,
+    /// user)` has a value, for [`ImportTxn::has_value`] to answer without a
+    /// read of its own. Real-time calls ask that of every event's
+    /// identifiers; one point read each was a third of the commit thread's
+    /// time on batches of known users. Pairs are sorted in place.
+    pub fn prefetch_presence(&mut self, pairs: &mut [(u32, u32)]) -> Result<()> {
+        if !self.small || pairs.is_empty() {
+            return Ok(());
+        }
+        pairs.sort_unstable();
+        let first_new = self.first_new_user;
+        self.keybuf.clear();
+        let mut asked = Vec::with_capacity(pairs.len());
+        for &(attr, user) in pairs.iter() {
+            if user < first_new && asked.last() != Some(&(attr, user)) {
+                asked.push((attr, user));
+                self.keybuf.push(keys::attr_user(attr, user));
+            }
+        }
+        let cf = self.store.cf(cf::ATTR_VALUES);
+        let found =
+            self.store
+                .db()
+                .batched_multi_get_cf(cf, self.keybuf.iter().map(|k| &k[..]), true);
+        for (&(attr, user), got) in asked.iter().zip(found) {
+            let present = got.map_err(db_err("multi_get", cf::ATTR_VALUES))?.is_some();
+            let (with, without) = self.prefetched.entry(attr).or_default();
+            if present {
+                with.insert(user);
+            } else {
+                without.insert(user);
+            }
+        }
+        Ok(())
     }
 
     /// Whether a small transaction gave (`Some(true)`) or took
@@ -911,6 +960,77 @@ mod tests {
             user,
             value: Some(Value::Str(v.into())),
         }
+    }
+
+    #[test]
+    fn prefetched_presence_answers_as_reads_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        let (a, b) = (txn.attr("a"), txn.attr("b"));
+        for u in 0..50u32 {
+            txn.new_user(format!("p{u}").as_bytes()).unwrap();
+        }
+        let set: Vec<AttrChange> = (0..50)
+            .filter(|u: &u32| u.is_multiple_of(3))
+            .map(|u| change(a, u, "x"))
+            .chain(
+                (0..50)
+                    .filter(|u: &u32| u.is_multiple_of(5))
+                    .map(|u| change(b, u, "y")),
+            )
+            .collect();
+        txn.set_attrs(&set).unwrap();
+        txn.commit(None).unwrap();
+
+        let expected = |attr: u32, u: u32| {
+            if attr == a {
+                u.is_multiple_of(3)
+            } else {
+                u.is_multiple_of(5)
+            }
+        };
+        let mut txn = store.begin_small().unwrap();
+        let fresh = txn.new_user(b"p-new").unwrap();
+        // Repeats, both attributes, half the users, and one this
+        // transaction created: in no particular order.
+        let mut ask: Vec<(u32, u32)> = (0..25u32)
+            .rev()
+            .flat_map(|u| [(b, u), (a, u), (a, u)])
+            .chain([(a, fresh)])
+            .collect();
+        txn.prefetch_presence(&mut ask).unwrap();
+        let prefetched: usize = txn
+            .prefetched
+            .values()
+            .map(|(w, wo)| (w.len() + wo.len()) as usize)
+            .sum();
+        assert_eq!(prefetched, 50, "each committed pair read once");
+        // A change of this transaction wins over what was read ahead.
+        txn.set_attrs(&[
+            change(a, 1, "now"),
+            AttrChange {
+                attr: a,
+                user: 0,
+                value: None,
+            },
+        ])
+        .unwrap();
+        for u in 0..50u32 {
+            for attr in [a, b] {
+                let want = match (attr == a, u) {
+                    (true, 1) => true,
+                    (true, 0) => false,
+                    _ => expected(attr, u),
+                };
+                assert_eq!(
+                    txn.has_value(attr, u).unwrap(),
+                    want,
+                    "attr {attr} user {u}"
+                );
+            }
+        }
+        assert!(!txn.has_value(a, fresh).unwrap());
     }
 
     #[test]
