@@ -19,7 +19,7 @@ const BATCH_ROWS: usize = 262_144;
 /// writes) stay near one size whatever the width. At five attributes a
 /// row, a batch of 262K rows held 86 MB of them. A little under a power of
 /// two, so the row that fills a batch does not double its change list.
-const BATCH_CELLS: usize = (1 << 19) - 4096;
+const BATCH_CELLS: usize = (1 << 18) - 4096;
 
 /// A batch of rows: ids in one arena, values encoded in another, changes
 /// pointing at row positions (the `user` of each change is the row's

@@ -193,6 +193,8 @@ pub struct ImportTxn<'s> {
     stats: AttrStats,
     keybuf: Vec<[u8; 8]>,
     valbuf: Vec<u8>,
+    /// [`sort_changes`]' second buffer, reused across calls.
+    sort_scratch: Vec<EncodedChange>,
     /// Attributes with an identity index to maintain.
     indexed: Vec<u32>,
     /// Segment memberships changed live, published at commit.
@@ -253,6 +255,7 @@ impl<'s> ImportTxn<'s> {
             stats: AttrStats::default(),
             keybuf: Vec::new(),
             valbuf: Vec::new(),
+            sort_scratch: Vec::new(),
             indexed,
             live: Vec::new(),
             changed: HashMap::new(),
@@ -483,8 +486,8 @@ impl<'s> ImportTxn<'s> {
         if !self.small && !self.batch.is_empty() {
             self.flush()?;
         }
-        // Stable sort keeps file order among duplicates, so dedup keeps the last.
-        changes.sort_by_key(|c| (c.attr, c.user));
+        // File order kept among duplicates, so dedup keeps the last.
+        sort_changes(changes, &mut self.sort_scratch);
         dedup_keep_last(changes, |c| (c.attr, c.user));
         let mut start = 0;
         while start < changes.len() {
@@ -811,6 +814,54 @@ impl Drop for ImportTxn<'_> {
 }
 
 /// Keeps the last of each run of equal keys (the input is sorted by key).
+/// Attribute ids [`sort_changes`] buckets by (a store has far fewer).
+const BUCKETED_ATTRS: u32 = 1 << 16;
+
+/// Sorts `changes` by (attribute, user), keeping file order among equal
+/// pairs: a counting pass by attribute (an import has few) into `scratch`,
+/// which then trades places with `changes`, and a sort of an attribute's
+/// run only where its users do not ascend already (in a first load they
+/// do: users are numbered in row order). A comparison sort of each batch
+/// was 14 % of a 5-attribute first load's time.
+fn sort_changes(changes: &mut Vec<EncodedChange>, scratch: &mut Vec<EncodedChange>) {
+    let max = changes.iter().map(|c| c.attr).max().unwrap_or(0);
+    if max >= BUCKETED_ATTRS {
+        changes.sort_by_key(|c| (c.attr, c.user));
+        return;
+    }
+    let buckets = max as usize + 1;
+    let mut starts = vec![0usize; buckets + 1];
+    for c in changes.iter() {
+        starts[c.attr as usize + 1] += 1;
+    }
+    for a in 0..buckets {
+        starts[a + 1] += starts[a];
+    }
+    let mut next = starts.clone();
+    scratch.clear();
+    scratch.resize(
+        changes.len(),
+        EncodedChange {
+            attr: 0,
+            user: 0,
+            start: 0,
+            len: 0,
+        },
+    );
+    for c in changes.iter() {
+        let at = &mut next[c.attr as usize];
+        scratch[*at] = *c;
+        *at += 1;
+    }
+    std::mem::swap(changes, scratch);
+    for w in starts.windows(2) {
+        let run = &mut changes[w[0]..w[1]];
+        if !run.is_sorted_by_key(|c| c.user) {
+            run.sort_by_key(|c| c.user);
+        }
+    }
+}
+
 fn dedup_keep_last<T>(changes: &mut Vec<T>, key: impl Fn(&T) -> (u32, u32)) {
     let mut w = 0;
     for r in 0..changes.len() {
@@ -1288,6 +1339,34 @@ mod tests {
             }
             let report = store.check().unwrap();
             prop_assert!(report.violations.is_empty(), "{:?}", report.violations);
+        }
+    }
+
+    proptest::proptest! {
+        /// The bucketed sort orders as a stable sort by (attribute, user)
+        /// does: duplicates (deletions among them) stay in file order.
+        #[test]
+        fn sort_changes_is_a_stable_sort(
+            raw in proptest::collection::vec((0u32..6, 0u32..40, proptest::bool::ANY), 0..300),
+            wide in proptest::bool::ANY,
+        ) {
+            let changes: Vec<EncodedChange> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, &(a, u, del))| EncodedChange {
+                    // Past the bucketed range too, for the fallback.
+                    attr: if wide && a == 5 { BUCKETED_ATTRS + 3 } else { a },
+                    user: u,
+                    start: i as u32,
+                    len: if del { EncodedChange::DELETE } else { 1 },
+                })
+                .collect();
+            let mut want = changes.clone();
+            want.sort_by_key(|c| (c.attr, c.user));
+            let mut got = changes;
+            let mut scratch = vec![EncodedChange { attr: 9, user: 9, start: 9, len: 9 }; 3];
+            sort_changes(&mut got, &mut scratch);
+            proptest::prop_assert_eq!(got, want);
         }
     }
 
