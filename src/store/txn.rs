@@ -562,6 +562,12 @@ impl<'s> ImportTxn<'s> {
         let mut undo_new = self.undo_new.remove(&attr).unwrap_or_default();
         let mut changed = self.changed.remove(&attr).unwrap_or_default();
         let mut dirty = false;
+        // Users this run gives a value to (for the presence bitmap) and of
+        // those, whose value goes to files: ascending, so each bitmap takes
+        // them in one append or union after the loop instead of an insert
+        // per value (a tenth of a 5-attribute first load).
+        let mut gained: Vec<u32> = Vec::new();
+        let mut filed: Vec<u32> = Vec::new();
         let mut olds = need_read.iter().zip(old_values).peekable();
         for (i, c) in run.iter().enumerate() {
             let old = match olds.peek() {
@@ -585,14 +591,12 @@ impl<'s> ImportTxn<'s> {
             if let (true, None, Some(v)) = (to_files, old, value) {
                 if in_files.last.is_none_or(|l| c.user > l) {
                     in_files.last = Some(c.user);
-                    in_files.users.insert(c.user);
+                    filed.push(c.user);
                     new_values.push(c.user, self.seq, v);
                     if !new_user {
                         undo_new.insert(c.user);
                     }
-                    if let Some(p) = &mut presence {
-                        dirty |= p.insert(c.user);
-                    }
+                    gained.push(c.user);
                     self.stats.set += 1;
                     self.batch_ops += 1;
                     continue;
@@ -641,8 +645,8 @@ impl<'s> ImportTxn<'s> {
                             );
                         }
                     }
-                    match &mut presence {
-                        Some(p) => dirty |= p.insert(c.user),
+                    match &presence {
+                        Some(_) => gained.push(c.user),
                         None => self.set_delta_presence(attr, c.user, true, old.is_some()),
                     }
                     self.stats.set += 1;
@@ -657,6 +661,10 @@ impl<'s> ImportTxn<'s> {
                 }
             }
             self.batch_ops += 3;
+        }
+        add_ascending(&mut in_files.users, &filed);
+        if let Some(p) = &mut presence {
+            dirty |= add_ascending(p, &gained);
         }
         if let Some(p) = presence {
             self.presence.insert(attr, p);
@@ -814,6 +822,25 @@ impl Drop for ImportTxn<'_> {
 }
 
 /// Keeps the last of each run of equal keys (the input is sorted by key).
+/// Adds `users` (strictly ascending) to `bitmap`: appended when they all
+/// lie above it, as a first load's do, else by a union. Whether it grew.
+fn add_ascending(bitmap: &mut RoaringBitmap, users: &[u32]) -> bool {
+    let Some(&first) = users.first() else {
+        return false;
+    };
+    let before = bitmap.len();
+    if bitmap.max().is_none_or(|m| first > m) && bitmap.append(users.iter().copied()).is_ok() {
+        return true;
+    }
+    // Strictly ascending by contract, so this cannot fail; if it did, the
+    // values go in one by one.
+    match RoaringBitmap::from_sorted_iter(users.iter().copied()) {
+        Ok(more) => *bitmap |= more,
+        Err(_) => bitmap.extend(users.iter().copied()),
+    }
+    bitmap.len() != before
+}
+
 /// Attribute ids [`sort_changes`] buckets by (a store has far fewer).
 const BUCKETED_ATTRS: u32 = 1 << 16;
 
@@ -1368,6 +1395,23 @@ mod tests {
             sort_changes(&mut got, &mut scratch);
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn ascending_users_are_appended_or_united() {
+        let mut b: RoaringBitmap = [5u32, 100].into_iter().collect();
+        assert!(!add_ascending(&mut b, &[]));
+        // Above the bitmap: appended.
+        assert!(add_ascending(&mut b, &[200, 70_000, 70_001]));
+        // Among its values: a union, which may add nothing.
+        assert!(add_ascending(&mut b, &[1, 100, 150]));
+        assert!(!add_ascending(&mut b, &[1, 5, 70_001]));
+        let want = [1u32, 5, 100, 150, 200, 70_000, 70_001];
+        assert_eq!(b.iter().collect::<Vec<_>>(), want);
+        // Into an empty bitmap.
+        let mut e = RoaringBitmap::new();
+        assert!(add_ascending(&mut e, &[3, 4]));
+        assert_eq!(e.len(), 2);
     }
 
     #[test]
