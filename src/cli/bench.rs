@@ -291,7 +291,12 @@ fn first_load(
     format: &'static str,
     path: &std::path::Path,
 ) -> anyhow::Result<FormatFigure> {
-    let store_dir = dir.join(format!("store-{}", format.replace([' ', ','], "")));
+    let name = format.replace([' ', ','], "");
+    let store_dir = dir.join(format!("store-{name}"));
+    // Its messages go to a file: a pipe nobody reads while it runs would
+    // stop the import once full (the summary on stdout is a few hundred
+    // bytes).
+    let log_path = dir.join(format!("import-{name}.log"));
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("--data-dir")
         .arg(&store_dir)
@@ -299,7 +304,7 @@ fn first_load(
         .arg(path)
         .env_remove("SEGSYNC_SERVER")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
     // The kernel's mark only grows; the last reading before the child
     // exits is its peak (to within the 5 ms between readings).
@@ -319,9 +324,12 @@ fn first_load(
     if !out.status.success() {
         anyhow::bail!(
             "the {format} first load failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .trim()
         );
     }
+    std::fs::remove_file(&log_path)?;
     let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let field = |name: &str| {
         s[name]

@@ -285,11 +285,6 @@ fn table_bits(n: usize) -> u32 {
 pub struct NewUsers(pub(crate) Run);
 
 impl NewUsers {
-    /// Collects `(fingerprint, user index)` pairs, in any order.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (Fingerprint, u32)>) -> NewUsers {
-        NewUsers(Run::from_unsorted(pairs.into_iter().collect()))
-    }
-
     /// How many.
     pub fn len(&self) -> usize {
         self.0.len()

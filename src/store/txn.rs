@@ -389,27 +389,28 @@ impl<'s> ImportTxn<'s> {
     /// user)` has a value, for [`ImportTxn::has_value`] to answer without a
     /// read of its own. Real-time calls ask that of every event's
     /// identifiers; one point read each was a third of the commit thread's
-    /// time on batches of known users. Pairs are sorted in place.
-    pub fn prefetch_presence(&mut self, pairs: &mut [(u32, u32)]) -> Result<()> {
+    /// time on batches of known users. `pairs` is sorted, deduplicated and
+    /// left with the committed users only.
+    pub fn prefetch_presence(&mut self, pairs: &mut Vec<(u32, u32)>) -> Result<()> {
+        let first_new = self.first_new_user;
+        pairs.retain(|&(_, user)| user < first_new);
         if !self.small || pairs.is_empty() {
             return Ok(());
         }
         pairs.sort_unstable();
-        let first_new = self.first_new_user;
+        pairs.dedup();
         self.keybuf.clear();
-        let mut asked = Vec::with_capacity(pairs.len());
-        for &(attr, user) in pairs.iter() {
-            if user < first_new && asked.last() != Some(&(attr, user)) {
-                asked.push((attr, user));
-                self.keybuf.push(keys::attr_user(attr, user));
-            }
-        }
+        self.keybuf.extend(
+            pairs
+                .iter()
+                .map(|&(attr, user)| keys::attr_user(attr, user)),
+        );
         let cf = self.store.cf(cf::ATTR_VALUES);
         let found =
             self.store
                 .db()
                 .batched_multi_get_cf(cf, self.keybuf.iter().map(|k| &k[..]), true);
-        for (&(attr, user), got) in asked.iter().zip(found) {
+        for (&(attr, user), got) in pairs.iter().zip(found) {
             let present = got.map_err(db_err("multi_get", cf::ATTR_VALUES))?.is_some();
             let (with, without) = self.prefetched.entry(attr).or_default();
             if present {
@@ -821,7 +822,6 @@ impl Drop for ImportTxn<'_> {
     }
 }
 
-/// Keeps the last of each run of equal keys (the input is sorted by key).
 /// Adds `users` (strictly ascending) to `bitmap`: appended when they all
 /// lie above it, as a first load's do, else by a union. Whether it grew.
 fn add_ascending(bitmap: &mut RoaringBitmap, users: &[u32]) -> bool {
@@ -889,6 +889,7 @@ fn sort_changes(changes: &mut Vec<EncodedChange>, scratch: &mut Vec<EncodedChang
     }
 }
 
+/// Keeps the last of each run of equal keys (the input is sorted by key).
 fn dedup_keep_last<T>(changes: &mut Vec<T>, key: impl Fn(&T) -> (u32, u32)) {
     let mut w = 0;
     for r in 0..changes.len() {
