@@ -128,16 +128,37 @@ pub fn merge_presence<'a>(
     existing: Option<&[u8]>,
     operands: impl IntoIterator<Item = &'a [u8]>,
 ) -> Option<Vec<u8>> {
-    let mut bm = match existing {
-        Some(b) => decode_bitmap("attribute presence bitmap", b).ok()?,
-        None => RoaringBitmap::new(),
-    };
+    let mut bm = stored_bitmap("attribute presence bitmap", existing)?;
     for op in operands {
         let (added, removed) = decode_presence_delta(op)?;
         bm |= added;
         bm -= removed;
     }
     Some(encode_bitmap(&bm))
+}
+
+/// RocksDB's merge for `attr_changes` buckets: the union of the stored
+/// bitmap (if any) and every operand, each written by [`encode_bitmap`].
+/// Union is associative, so the same function composes operands without
+/// the base (partial merge). `None` (RocksDB reports corruption) when a
+/// value or an operand cannot be decoded.
+pub fn union_bitmaps<'a>(
+    existing: Option<&[u8]>,
+    operands: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Vec<u8>> {
+    let mut bm = stored_bitmap("attribute change bitmap", existing)?;
+    for op in operands {
+        bm |= decode_bitmap("attribute change bitmap", op).ok()?;
+    }
+    Some(encode_bitmap(&bm))
+}
+
+/// A merge's base: the stored bitmap, or the empty one when there is none.
+fn stored_bitmap(what: &'static str, existing: Option<&[u8]>) -> Option<RoaringBitmap> {
+    match existing {
+        Some(b) => decode_bitmap(what, b).ok(),
+        None => Some(RoaringBitmap::new()),
+    }
 }
 
 /// Decodes a bitmap written by [`encode_bitmap`].
@@ -409,6 +430,20 @@ pub fn write_json_str(s: &[u8], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn change_buckets_merge_as_the_union() {
+        use super::*;
+        let bm = |v: &[u32]| encode_bitmap(&v.iter().copied().collect());
+        let (base, a, b) = (bm(&[1, 70_000]), bm(&[2, 1]), bm(&[9_000_000]));
+        let all = union_bitmaps(Some(&base), [&a[..], &b[..]]).unwrap();
+        let got = decode_bitmap("t", &all).unwrap();
+        assert_eq!(got.iter().collect::<Vec<_>>(), [1, 2, 70_000, 9_000_000]);
+        // Composed without the base first, then applied: the same.
+        let partial = union_bitmaps(None, [&a[..], &b[..]]).unwrap();
+        assert_eq!(union_bitmaps(Some(&base), [&partial[..]]).unwrap(), all);
+        assert_eq!(union_bitmaps(None, [&b"\x7fjunk"[..]]), None);
+    }
+
     #[test]
     fn presence_deltas_apply_in_order() {
         use super::*;

@@ -8,6 +8,11 @@
 //! `attr_history`, which already holds every replaced or deleted value
 //! under the write that replaced it, so syncs see the changes made before
 //! the upgrade too.
+//!
+//! 3 → 4 and 4 → 5 rewrite nothing: from then on real-time writes leave
+//! merge operands (presence deltas; change buckets' users) on top of the
+//! bitmaps older schemas wrote whole, which the merge operators take as
+//! their base. Only the version moves, so an older build refuses the store.
 
 use std::collections::BTreeMap;
 
@@ -180,6 +185,33 @@ mod tests {
             store.attr_present(2).unwrap().iter().collect::<Vec<_>>(),
             [5, 7]
         );
+    }
+
+    #[test]
+    fn a_schema_4_change_bucket_takes_merges_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = keys::attr_change(3, ChangeKey::Bucket, 1024);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(store.cf(cf::META), keys::SCHEMA_VERSION, 4u32.to_be_bytes());
+            // Schema 4 rewrote the whole bucket at each real-time commit.
+            let old: RoaringBitmap = [10u32, 11].into_iter().collect();
+            batch.put_cf(
+                store.cf(cf::ATTR_CHANGES),
+                bucket,
+                codec::encode_bitmap(&old),
+            );
+            store.write_sync(batch, cf::META).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(schema_of(&store), Some(SCHEMA_VERSION));
+        let mut batch = WriteBatch::default();
+        let changed = std::collections::HashMap::from([(3, [12u32].into_iter().collect())]);
+        store.record_changes(&mut batch, 1030, &changed, true);
+        store.write_sync(batch, cf::META).unwrap();
+        let since = store.attr_changed_since(3, 1024).unwrap();
+        assert_eq!(since.iter().collect::<Vec<_>>(), [10, 11, 12]);
     }
 
     #[test]

@@ -771,7 +771,7 @@ impl<'s> ImportTxn<'s> {
         for (name, id) in &self.new_attrs {
             batch.put_cf(meta, keys::attr_name(name), keys::attr(*id));
         }
-        st.record_changes(&mut batch, self.seq, &self.changed, self.small)?;
+        st.record_changes(&mut batch, self.seq, &self.changed, self.small);
         self.counters.write_seq = self.seq;
         batch.put_cf(meta, keys::COUNTERS, codec::encode_record(&self.counters));
         if !self.small {
