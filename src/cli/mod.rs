@@ -151,6 +151,18 @@ fn uses_store(c: &Command) -> bool {
     )
 }
 
+impl Args {
+    /// Whether this is a bulk import from a file (`users import`, `segment
+    /// import`): the binary tunes the allocator for those (see `main.rs`).
+    pub fn is_bulk_import(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Users(users::UsersCmd::Import(_))
+                | Command::Segment(segment::SegmentCmd::Import { .. })
+        )
+    }
+}
+
 /// Whether the command only reads (what a viewer token may run).
 fn reads_only(c: &Command) -> bool {
     use destination::DestinationCmd as D;
@@ -376,5 +388,20 @@ mod tests {
             }
         }
         assert!(checked >= 10, "only {checked} error types found");
+    }
+
+    #[test]
+    fn only_file_imports_count_as_bulk_imports() {
+        use clap::Parser;
+        let bulk = |argv: &[&str]| {
+            let mut full = vec!["segsync"];
+            full.extend_from_slice(argv);
+            super::Args::try_parse_from(full).unwrap().is_bulk_import()
+        };
+        assert!(bulk(&["users", "import", "u.csv"]));
+        assert!(bulk(&["segment", "import", "vip", "ids.txt"]));
+        assert!(!bulk(&["segment", "list"]));
+        assert!(!bulk(&["sync", "run", "1"]));
+        assert!(!bulk(&["serve"]));
     }
 }
