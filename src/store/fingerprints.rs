@@ -526,7 +526,25 @@ pub struct TableReader {
     file: Option<std::fs::File>,
     covers: u32,
     count: u64,
+    /// The first fingerprint of every block.
     fences: Vec<Fingerprint>,
+    /// Per key prefix, the first fence of that prefix or above (2^16 + 1
+    /// entries, 256 KB): a lookup searches the two or three fences of its
+    /// prefix instead of binary-searching all of them (2.5 MB at 10M
+    /// users, a cache miss a step; 5 % of a Personas batch load).
+    fence_starts: Vec<u32>,
+}
+
+/// [`TableReader::fence_starts`] of `fences` (sorted).
+fn fence_starts(fences: &[Fingerprint]) -> Vec<u32> {
+    let mut starts = vec![0u32; (1 << PREFIX_BITS) + 1];
+    for f in fences {
+        starts[f.prefix() + 1] += 1;
+    }
+    for p in 0..1 << PREFIX_BITS {
+        starts[p + 1] += starts[p];
+    }
+    starts
 }
 
 impl TableReader {
@@ -539,6 +557,7 @@ impl TableReader {
                 covers: 0,
                 count: 0,
                 fences: Vec::new(),
+                fence_starts: fence_starts(&[]),
             });
         }
         let (file, count) = open_covering(path, users)?;
@@ -553,8 +572,20 @@ impl TableReader {
             file: Some(file),
             covers: users,
             count,
+            fence_starts: fence_starts(&fences),
             fences,
         })
+    }
+
+    /// How many fences are ≤ `fp` (the block `fp` would be in, plus one):
+    /// those of lower prefixes, and a search among its own prefix's.
+    fn fences_up_to(&self, fp: Fingerprint) -> usize {
+        let p = fp.prefix();
+        let (lo, hi) = (
+            self.fence_starts[p] as usize,
+            self.fence_starts[p + 1] as usize,
+        );
+        lo + self.fences[lo..hi].partition_point(|f| *f <= fp)
     }
 
     /// Users the table covers.
@@ -567,7 +598,7 @@ impl TableReader {
     /// Shared between threads: positioned reads into a buffer of its own.
     pub(crate) fn find(&self, fp: Fingerprint) -> Option<Option<u32>> {
         use std::os::unix::fs::FileExt;
-        let block = self.fences.partition_point(|f| *f <= fp);
+        let block = self.fences_up_to(fp);
         let Some(file) = &self.file else {
             return Some(None);
         };
@@ -727,6 +758,42 @@ mod tests {
         }
         let empty = TableReader::open(&dir.path().join("none.bin"), 0).unwrap();
         assert_eq!(empty.find(Fingerprint::of(b"r1")), Some(None));
+    }
+
+    #[test]
+    fn fences_are_searched_within_their_prefix_as_in_all_of_them() {
+        // Fences crowded into a few prefixes (ties included) and spread.
+        let mut fences: Vec<Fingerprint> = (0..3000u64)
+            .map(|k| crowded(k, (k % 3) as u16))
+            .chain((0..500u64).map(|k| Fingerprint::of(&k.to_le_bytes())))
+            .collect();
+        fences.sort();
+        let r = TableReader {
+            file: None,
+            covers: 0,
+            count: fences.len() as u64,
+            fence_starts: fence_starts(&fences),
+            fences: fences.clone(),
+        };
+        let probes = fences
+            .iter()
+            .copied()
+            .chain((0..4000u64).map(|k| crowded(k * 7 + 1, 1)))
+            .chain((500..2500u64).map(|k| Fingerprint::of(&k.to_le_bytes())))
+            .chain([
+                Fingerprint { key: 0, check: 0 },
+                Fingerprint {
+                    key: u64::MAX,
+                    check: u16::MAX,
+                },
+            ]);
+        for fp in probes {
+            assert_eq!(
+                r.fences_up_to(fp),
+                fences.partition_point(|f| *f <= fp),
+                "{fp:?}"
+            );
+        }
     }
 
     #[test]
