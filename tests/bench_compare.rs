@@ -9,6 +9,7 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
     let out = Command::new(assert_cmd::cargo::cargo_bin("segsync"))
         .args(["bench", "--users", "20000", "--compare", "--json"])
         .args(["--throttled-rpm", "600", "--throttled-seconds", "1"])
+        .args(["--personas-seconds", "1"])
         .output()
         .unwrap();
     assert!(
@@ -30,6 +31,11 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
     );
     let ceiling = (requests - 1) as f64 * 60.0 / 25_000.0;
     assert!((cohort["ceiling_seconds"].as_f64().unwrap() - ceiling).abs() < 1e-9);
+    // Both batch loads ran against `serve`: half known users, new only.
+    let p = &r["personas"];
+    for figure in ["batch_events_per_s", "batch_new_events_per_s"] {
+        assert!(p[figure].as_f64().unwrap() > 0.0, "{figure}: {p}");
+    }
     let c = &r["compare"];
     let ours = c["snapshot_diff_segsync_s"].as_f64().unwrap();
     assert!(ours > 0.0, "{c}");

@@ -5,7 +5,8 @@
 //! measured rate on a fixed schedule for the latency a source sees when
 //! the server is not saturated.
 //!
-//! Half the calls update users the store has, half create new ones. The
+//! Half the calls update users the store has, half create new ones; last,
+//! the batches run again with new users only. The
 //! load runs on a runtime of its own, so it competes with the server for
 //! the machine's cores as an outside load generator on the same machine
 //! would (a figure from `wrk` is in the issue note for comparison).
@@ -36,8 +37,12 @@ pub struct Personas {
     pub identify_p50_ms: f64,
     /// 99th percentile at saturation.
     pub identify_p99_ms: f64,
-    /// Events per second in batch calls of 100.
+    /// Events per second in batch calls of 100, half of them for random
+    /// users the store has.
     pub batch_events_per_s: f64,
+    /// The same with every event for a new user (what an event source
+    /// sending sign-ups looks like; no old values to read).
+    pub batch_new_events_per_s: f64,
     /// The rate of the half-load phase (calls per second offered).
     pub half_load_per_s: f64,
     /// Median latency at half load, from each call's scheduled time.
@@ -218,6 +223,18 @@ pub(crate) fn run(store: Arc<Store>, known: u64, secs: f64) -> anyhow::Result<Pe
         let (batches_per_s, _) = saturate(&load, BATCH_CONNECTIONS, secs, BATCH_EVENTS).await?;
         let half = identify_per_s / 2.0;
         let half_lat = at_rate(&load, CONNECTIONS, half, secs).await?;
+        // Last: its new users (about 850K at 10M) bring the committer to
+        // its table refresh (every 1M users created), whose stall would
+        // otherwise fall into the half-load phase's few seconds. Ids of
+        // their own, far above the first load's.
+        let new_only = Arc::new(Load {
+            client: load.client.clone(),
+            base: base.clone(),
+            known: 0,
+            next_new: AtomicU64::new(1 << 40),
+        });
+        let (new_batches_per_s, _) =
+            saturate(&new_only, BATCH_CONNECTIONS, secs, BATCH_EVENTS).await?;
         let metrics = load
             .client
             .get(format!("{base}/metrics"))
@@ -232,6 +249,7 @@ pub(crate) fn run(store: Arc<Store>, known: u64, secs: f64) -> anyhow::Result<Pe
             identify_p50_ms: percentile(&lat, 0.5),
             identify_p99_ms: percentile(&lat, 0.99),
             batch_events_per_s: batches_per_s * BATCH_EVENTS as f64,
+            batch_new_events_per_s: new_batches_per_s * BATCH_EVENTS as f64,
             half_load_per_s: half,
             half_load_p50_ms: percentile(&half_lat, 0.5),
             half_load_p99_ms: percentile(&half_lat, 0.99),
@@ -252,8 +270,8 @@ pub(crate) fn print(p: &Personas) {
         p.identify_per_s, p.identify_p50_ms, p.identify_p99_ms, p.calls_per_commit
     );
     println!(
-        "personas batch of {BATCH_EVENTS}        {:.0} events/s",
-        p.batch_events_per_s
+        "personas batch of {BATCH_EVENTS}        {:.0} events/s (half for known users), {:.0} events/s (new users only)",
+        p.batch_events_per_s, p.batch_new_events_per_s
     );
     println!(
         "personas at half load         {:.0} calls/s offered: p50 {:.2} ms, p99 {:.2} ms (after {:.1} s waiting for compactions)",
