@@ -261,10 +261,16 @@ impl RunBuilder {
     }
 
     fn finish(mut self, bits: u32) -> Run {
-        for p in 0..1 << PREFIX_BITS {
-            self.starts[p + 1] += self.starts[p];
-        }
+        counts_to_starts(&mut self.starts);
         Run::build(self.slots, &self.starts, bits)
+    }
+}
+
+/// Turns entries per prefix (at `p + 1`, 0 at 0) into where each prefix
+/// starts, in place (the last element then ends the last prefix).
+fn counts_to_starts(starts: &mut [u32]) {
+    for p in 0..starts.len().saturating_sub(1) {
+        starts[p + 1] += starts[p];
     }
 }
 
@@ -541,9 +547,7 @@ fn fence_starts(fences: &[Fingerprint]) -> Vec<u32> {
     for f in fences {
         starts[f.prefix() + 1] += 1;
     }
-    for p in 0..1 << PREFIX_BITS {
-        starts[p + 1] += starts[p];
-    }
+    counts_to_starts(&mut starts);
     starts
 }
 
