@@ -663,11 +663,7 @@ impl Store {
     /// tail from `users` if imports left it behind) and returns how many
     /// users it covers. A current file is only read for its header.
     pub fn refresh_fingerprints(&self) -> Result<u32> {
-        let users = self.counters().user_count;
-        if fingerprints::file_covers(&fingerprints::table_path(self)) == Some(users) {
-            return Ok(users);
-        }
-        Ok(self.fingerprints()?.covers())
+        fingerprints::refresh(self)
     }
 
     /// Waits (at most `max`) until RocksDB runs no flush or compaction, and
