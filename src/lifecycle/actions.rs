@@ -264,7 +264,6 @@ pub fn edit(
 ) -> Result<SyncRecord, ActionError> {
     let s = SyncRecord::update(store, id, |s, writes| {
         rules::check(s.status, Action::Edit, false)?;
-        rules::check(s.status, Action::Edit, false)?;
         if let Some(f) = e.every {
             match s.schedule {
                 Schedule::Once => {
@@ -830,7 +829,14 @@ pub enum Step {
 pub fn schedule_step(store: &Store, id: u32, now: DateTime<Utc>) -> Result<Step, ActionError> {
     Ok(SyncRecord::update(store, id, |s, _| {
         let t = schedule::Timing::of(s);
-        let last_slot = s.last_slot_ms.and_then(DateTime::from_timestamp_millis);
+        let mut last_slot = s.last_slot_ms.and_then(DateTime::from_timestamp_millis);
+        if s.schedule == Schedule::Once && s.last_execution.is_some() {
+            // A one-time sync runs once: a run started by hand (`sync
+            // run`, before the scheduler got to its slot) is that run, as
+            // `next_run` shows. Else a server started later sent the whole
+            // segment a second time.
+            last_slot = last_slot.or(Some(t.start));
+        }
         Ok::<_, ActionError>(match s.status {
             SyncStatus::Active => {
                 if let Some(slot) = schedule::due(s.schedule, &t, last_slot, now) {

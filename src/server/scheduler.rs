@@ -220,6 +220,32 @@ mod tests {
     }
 
     #[test]
+    fn a_one_time_sync_run_by_hand_is_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // Run with `sync run` while no server was there to take its slot.
+        let mut s = sync(1, Schedule::Once, t0, None);
+        s.last_execution = Some(1);
+        s.save(&st.store).unwrap();
+        assert_eq!(actions::next_run(&s, t0), None);
+        pass(&st, t0 + chrono::Duration::hours(2)).unwrap();
+        let s = SyncRecord::load(&st.store, 1).unwrap().unwrap();
+        assert_eq!(s.last_slot_ms, None, "its slot was run again");
+        assert_eq!(s.status, SyncStatus::Inactive);
+        assert!(st.threads.lock().unwrap().is_empty());
+        // Never run: its slot is due.
+        let s = sync(2, Schedule::Once, t0, None);
+        s.save(&st.store).unwrap();
+        assert_eq!(
+            actions::schedule_step(&st.store, 2, t0 + chrono::Duration::hours(2)).unwrap(),
+            Step::RunDue(t0)
+        );
+    }
+
+    #[test]
     fn failed_and_paused_syncs_do_not_run() {
         let dir = tempfile::tempdir().unwrap();
         let st = state(dir.path());
