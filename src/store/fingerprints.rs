@@ -724,28 +724,42 @@ impl TableReader {
         }
         let (file, count) = open_covering(path, users)?;
         // One pass over the file (from the page cache, after a refresh
-        // wrote it): every block's first entry, and every entry into the
-        // filter.
+        // wrote it): every block's first entry, every entry into the
+        // filter, and the checksum and order checked, as a load checks
+        // them. A body damaged after it was written would otherwise give
+        // wrong misses, and a miss creates the user again.
         let mut fences = Vec::with_capacity(count.div_ceil(BLOCK_ENTRIES) as usize);
         let mut filter = Filter::with_entries(count);
         let mut r = BufReader::with_capacity(1 << 20, &file);
         let mut header = [0u8; 20];
         r.read_exact(&mut header).ok()?;
         let mut buf = vec![0u8; ENTRY_BYTES * BLOCK_ENTRIES as usize * 64];
+        let mut hasher = Xxh3::new();
+        let mut last: Option<Fingerprint> = None;
         let mut left = count;
         while left > 0 {
             // Whole blocks at a time, so a chunk starts with a fence.
             let n = left.min(BLOCK_ENTRIES * 64) as usize;
             let bytes = &mut buf[..n * ENTRY_BYTES];
             r.read_exact(bytes).ok()?;
+            hasher.update(bytes);
             for (i, e) in bytes.chunks_exact(ENTRY_BYTES).enumerate() {
                 let fp = decode_entry(e)?.0;
+                if last.is_some_and(|l| l >= fp) {
+                    return None;
+                }
+                last = Some(fp);
                 if (i as u64).is_multiple_of(BLOCK_ENTRIES) {
                     fences.push(fp);
                 }
                 filter.insert(fp);
             }
             left -= n as u64;
+        }
+        let mut sum = [0u8; 8];
+        r.read_exact(&mut sum).ok()?;
+        if u64::from_le_bytes(sum) != hasher.digest() {
+            return None;
         }
         drop(r);
         Some(TableReader {
@@ -1038,6 +1052,29 @@ mod tests {
         }
         let empty = TableReader::open(&dir.path().join("none.bin"), 0).unwrap();
         assert_eq!(empty.find(Fingerprint::of(b"r1")), Some(None));
+    }
+
+    #[test]
+    fn a_damaged_table_file_is_rebuilt_for_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        for u in 0..3000u32 {
+            txn.new_user(format!("d{u}").as_bytes()).unwrap();
+        }
+        txn.commit(None).unwrap();
+        store.fingerprint_reader().unwrap();
+        let path = table_path(&store);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // One entry's user index changed; the header still covers everyone.
+        bytes[20 + ENTRY_BYTES * 1000 + 10] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(TableReader::open(&path, 3000).is_none(), "damage not seen");
+        let r = store.fingerprint_reader().unwrap();
+        for u in 0..3000u32 {
+            let id = format!("d{u}");
+            assert_eq!(store.find_user_with(&r, &id).unwrap(), Some(u), "{id}");
+        }
     }
 
     #[test]

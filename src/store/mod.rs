@@ -693,13 +693,19 @@ impl Store {
     /// The persisted fingerprint table, brought up to date and opened for
     /// many lookups with [`Store::find_user_with`].
     pub fn fingerprint_reader(&self) -> Result<fingerprints::TableReader> {
+        let path = fingerprints::table_path(self);
         let covers = self.refresh_fingerprints()?;
-        fingerprints::TableReader::open(&fingerprints::table_path(self), covers).ok_or(
-            Error::Corrupt {
-                what: "fingerprint table",
-                reason: format!("the table file does not cover {covers} users"),
-            },
-        )
+        if let Some(reader) = fingerprints::TableReader::open(&path, covers) {
+            return Ok(reader);
+        }
+        // Its header was fine but its body is not (damaged on disk): a load
+        // rebuilds a file it cannot read from `users`.
+        tracing::warn!(path = %path.display(), "the fingerprint table file is damaged; rebuilding it");
+        let covers = self.fingerprints()?.covers();
+        fingerprints::TableReader::open(&path, covers).ok_or(Error::Corrupt {
+            what: "fingerprint table",
+            reason: format!("the table file does not cover {covers} users"),
+        })
     }
 
     /// The user index of a distinct id among the users `reader` covers,
