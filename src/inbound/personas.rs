@@ -339,7 +339,8 @@ impl Users {
         let older = std::mem::take(&mut self.older);
         // The old table's file was replaced: its last close frees a file of
         // hundreds of MB, 50–65 ms at 16M users. Parsing threads may hold
-        // it a moment longer; whoever drops it last, not the commit thread.
+        // it a moment longer, so this thread waits until its reference is
+        // the last one and closes it then.
         let freed = std::thread::Builder::new()
             .name("personas-free".into())
             .spawn(move || {
