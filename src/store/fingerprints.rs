@@ -527,44 +527,68 @@ pub(crate) fn table_path(store: &Store) -> PathBuf {
 
 /// Reads the table file; `None` when it is missing, corrupt or of another version.
 fn read_file(path: &Path) -> Option<FingerprintTable> {
-    let file = std::fs::File::open(path).ok()?;
+    let (mut r, covers, count) = open_entries(std::fs::File::open(path).ok()?)?;
+    // Decoded straight into the run's slots: no second copy of the table.
+    let mut run = RunBuilder::with_capacity(usize::try_from(count).ok()?);
+    let whole = for_each_entry(&mut r, count, |_, fp, idx| {
+        run.push(fp, idx);
+        Ok(())
+    });
+    if !matches!(whole, Ok(true)) {
+        return None;
+    }
+    Some(FingerprintTable {
+        run: run.finish(table_bits(count as usize)),
+        covers,
+    })
+}
+
+/// `file` opened for one pass over its entries, past its header: with the
+/// users it covers and its entry count, if it is ours, of this version,
+/// and holds an entry for every user it covers.
+fn open_entries<R: Read>(file: R) -> Option<(BufReader<R>, u32, u64)> {
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut header = [0u8; 20];
     r.read_exact(&mut header).ok()?;
     let (covers, count) = parse_header(&header)?;
-    let count = usize::try_from(count).ok()?;
-    if count != covers as usize {
-        return None;
-    }
+    (count == u64::from(covers)).then_some((r, covers, count))
+}
+
+/// Hands each of the `count` entries `r` holds (after its header) to
+/// `each` in order, with its position, checking that they ascend and, at
+/// the end, the file's checksum. `Ok(false)` when the file is short, out of
+/// order or damaged: what `each` made of the entries is then void. An
+/// error of `each` is returned as it is.
+fn for_each_entry(
+    r: &mut impl Read,
+    count: u64,
+    mut each: impl FnMut(u64, Fingerprint, u32) -> Result<()>,
+) -> Result<bool> {
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; ENTRY_BYTES * 4096];
-    let mut left = count;
-    let mut bad = false;
     let mut last: Option<Fingerprint> = None;
-    // Decoded straight into the run's slots: no second copy of the table.
-    let mut run = RunBuilder::with_capacity(count);
-    while left > 0 {
-        let n = left.min(4096);
+    let mut at = 0u64;
+    while at < count {
+        let n = (count - at).min(4096) as usize;
         let bytes = &mut buf[..n * ENTRY_BYTES];
-        r.read_exact(bytes).ok()?;
+        if r.read_exact(bytes).is_err() {
+            return Ok(false);
+        }
         hasher.update(bytes);
         for e in bytes.chunks_exact(ENTRY_BYTES) {
-            let (fp, idx) = decode_entry(e)?;
-            bad |= last.is_some_and(|l| l >= fp);
+            let Some((fp, idx)) = decode_entry(e) else {
+                return Ok(false);
+            };
+            if last.is_some_and(|l| l >= fp) {
+                return Ok(false);
+            }
             last = Some(fp);
-            run.push(fp, idx);
+            each(at, fp, idx)?;
+            at += 1;
         }
-        left -= n;
     }
     let mut sum = [0u8; 8];
-    r.read_exact(&mut sum).ok()?;
-    if bad || u64::from_le_bytes(sum) != hasher.digest() {
-        return None;
-    }
-    Some(FingerprintTable {
-        run: run.finish(table_bits(count)),
-        covers,
-    })
+    Ok(r.read_exact(&mut sum).is_ok() && u64::from_le_bytes(sum) == hasher.digest())
 }
 
 /// How many users the table file covers, from its header alone (`None`
@@ -725,43 +749,26 @@ impl TableReader {
                 filter: Filter::default(),
             });
         }
-        let (file, count) = open_covering(path, users)?;
         // One pass over the file (from the page cache, after a refresh
         // wrote it): every block's first entry, every entry into the
         // filter, and the checksum and order checked, as a load checks
         // them. A body damaged after it was written would otherwise give
         // wrong misses, and a miss creates the user again.
+        let file = std::fs::File::open(path).ok()?;
+        let (mut r, covers, count) = open_entries(&file)?;
+        if covers != users {
+            return None;
+        }
         let mut fences = Vec::with_capacity(count.div_ceil(BLOCK_ENTRIES) as usize);
         let mut filter = Filter::with_entries(count);
-        let mut r = BufReader::with_capacity(1 << 20, &file);
-        let mut header = [0u8; 20];
-        r.read_exact(&mut header).ok()?;
-        let mut buf = vec![0u8; ENTRY_BYTES * BLOCK_ENTRIES as usize * 64];
-        let mut hasher = Xxh3::new();
-        let mut last: Option<Fingerprint> = None;
-        let mut left = count;
-        while left > 0 {
-            // Whole blocks at a time, so a chunk starts with a fence.
-            let n = left.min(BLOCK_ENTRIES * 64) as usize;
-            let bytes = &mut buf[..n * ENTRY_BYTES];
-            r.read_exact(bytes).ok()?;
-            hasher.update(bytes);
-            for (i, e) in bytes.chunks_exact(ENTRY_BYTES).enumerate() {
-                let fp = decode_entry(e)?.0;
-                if last.is_some_and(|l| l >= fp) {
-                    return None;
-                }
-                last = Some(fp);
-                if (i as u64).is_multiple_of(BLOCK_ENTRIES) {
-                    fences.push(fp);
-                }
-                filter.insert(fp);
+        let whole = for_each_entry(&mut r, count, |at, fp, _| {
+            if at.is_multiple_of(BLOCK_ENTRIES) {
+                fences.push(fp);
             }
-            left -= n as u64;
-        }
-        let mut sum = [0u8; 8];
-        r.read_exact(&mut sum).ok()?;
-        if u64::from_le_bytes(sum) != hasher.digest() {
+            filter.insert(fp);
+            Ok(())
+        });
+        if !matches!(whole, Ok(true)) {
             return None;
         }
         drop(r);
@@ -874,53 +881,24 @@ fn merge_into_file(
     users: u32,
     tail: &[(Fingerprint, u32)],
 ) -> Result<bool> {
-    let Ok(file) = std::fs::File::open(path) else {
+    let opened = std::fs::File::open(path).ok().and_then(open_entries);
+    let Some((mut r, _, count)) = opened.filter(|&(_, c, _)| c == covers) else {
         return Ok(false);
-    };
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut header = [0u8; 20];
-    if r.read_exact(&mut header).is_err() {
-        return Ok(false);
-    }
-    let count = match parse_header(&header) {
-        Some((c, n)) if c == covers && n == u64::from(covers) => n,
-        _ => return Ok(false),
     };
     let mut out = TableWriter::create(path, users, count + tail.len() as u64, true)?;
-    let mut hasher = Xxh3::new();
-    let mut buf = vec![0u8; ENTRY_BYTES * 4096];
-    let mut left = count;
-    let mut last: Option<Fingerprint> = None;
     let mut new = tail.iter().peekable();
-    while left > 0 {
-        let n = left.min(4096) as usize;
-        let bytes = &mut buf[..n * ENTRY_BYTES];
-        if r.read_exact(bytes).is_err() {
-            return Ok(false);
-        }
-        hasher.update(bytes);
-        for e in bytes.chunks_exact(ENTRY_BYTES) {
-            let Some((fp, idx)) = decode_entry(e) else {
-                return Ok(false);
-            };
-            if last.is_some_and(|l| l >= fp) {
-                return Ok(false);
+    let whole = for_each_entry(&mut r, count, |_, fp, idx| {
+        // On a tie the file's entry goes first, as `Run::merge` keeps it.
+        while let Some(&&(nfp, nidx)) = new.peek() {
+            if nfp >= fp {
+                break;
             }
-            last = Some(fp);
-            // On a tie the file's entry goes first, as `Run::merge` keeps it.
-            while let Some(&&(nfp, nidx)) = new.peek() {
-                if nfp >= fp {
-                    break;
-                }
-                out.push(nfp, nidx)?;
-                new.next();
-            }
-            out.push(fp, idx)?;
+            out.push(nfp, nidx)?;
+            new.next();
         }
-        left -= n as u64;
-    }
-    let mut sum = [0u8; 8];
-    if r.read_exact(&mut sum).is_err() || u64::from_le_bytes(sum) != hasher.digest() {
+        out.push(fp, idx)
+    })?;
+    if !whole {
         return Ok(false);
     }
     for &(fp, idx) in new {
