@@ -142,6 +142,13 @@ mod tests {
     use super::*;
     use crate::lifecycle::{Frequency, Schedule, SyncStatus};
 
+    /// The start of every sync these tests make.
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     fn state(dir: &std::path::Path) -> Arc<AppState> {
         Arc::new(
             AppState::new(
@@ -182,9 +189,7 @@ mod tests {
     fn end_date_makes_inactive_and_30_days_later_archived() {
         let dir = tempfile::tempdir().unwrap();
         let st = state(dir.path());
-        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t0 = t0();
         let end = t0 + chrono::Duration::days(3);
         let mut s = sync(1, Schedule::Every(Frequency::Daily), t0, Some(end));
         // Its last slot before the end already ran.
@@ -206,9 +211,7 @@ mod tests {
     fn a_one_time_sync_becomes_inactive_after_its_run() {
         let dir = tempfile::tempdir().unwrap();
         let st = state(dir.path());
-        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t0 = t0();
         let mut s = sync(1, Schedule::Once, t0, None);
         s.last_slot_ms = Some(t0.timestamp_millis());
         s.save(&st.store).unwrap();
@@ -223,9 +226,7 @@ mod tests {
     fn a_one_time_sync_run_by_hand_is_not_run_again() {
         let dir = tempfile::tempdir().unwrap();
         let st = state(dir.path());
-        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t0 = t0();
         // Run with `sync run` while no server was there to take its slot.
         let mut s = sync(1, Schedule::Once, t0, None);
         s.last_execution = Some(1);
@@ -249,9 +250,7 @@ mod tests {
     fn failed_and_paused_syncs_do_not_run() {
         let dir = tempfile::tempdir().unwrap();
         let st = state(dir.path());
-        let t0 = DateTime::parse_from_rfc3339("2026-11-01T09:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t0 = t0();
         for (id, status) in [(1, SyncStatus::Failed), (2, SyncStatus::Paused)] {
             let mut s = sync(id, Schedule::Every(Frequency::Hourly), t0, None);
             s.status = status;
