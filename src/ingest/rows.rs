@@ -30,8 +30,7 @@ struct Batch {
     spans: Vec<(u32, u32)>,
     values: Vec<u8>,
     changes: Vec<EncodedChange>,
-    /// The ids fingerprinted and sorted for the interner, by the parsing
-    /// thread ([`Batch::probe`]).
+    /// The ids fingerprinted for the interner ([`Batch::probe`]).
     probes: Vec<Probe>,
     /// Index of each row's user, once resolved.
     idx: Vec<u32>,
@@ -51,11 +50,9 @@ impl Batch {
         self.changes.push(c);
     }
 
-    /// Fingerprints the ids and sorts them as the interner walks its table:
-    /// on the parsing thread, as the id-list reader does (the importing
-    /// thread's comparison sort of each batch was a tenth of a 2-column
-    /// load's samples).
-    fn probe(&mut self, radix: &mut Radix) {
+    /// Fingerprints the ids for the interner, which walks its table in key
+    /// order: sorted here when `radix` is given, else by the interner.
+    fn probe(&mut self, radix: Option<&mut Radix>) {
         self.probes.clear();
         let ids = &self.ids;
         self.probes.extend(
@@ -64,7 +61,9 @@ impl Batch {
                 .enumerate()
                 .map(|(i, &(s, l))| Probe::new(&ids[s as usize..(s + l) as usize], i as u32)),
         );
-        radix.sort(&mut self.probes);
+        if let Some(radix) = radix {
+            radix.sort(&mut self.probes);
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -76,7 +75,7 @@ impl Batch {
             return Ok(());
         }
         if self.probes.len() != self.spans.len() {
-            self.probe(&mut Radix::default());
+            self.probe(None);
         }
         self.idx.clear();
         self.idx.resize(self.probes.len(), 0);
@@ -245,7 +244,10 @@ fn parse_csv<R: std::io::Read>(
             }
         }
         p.lines = last_line;
-        p.batch.probe(&mut radix);
+        // The importing thread's comparison sort of each batch was a tenth
+        // of a 2-column load's samples; this thread has room for it (the
+        // NDJSON parser does not: it is the busier of the two).
+        p.batch.probe(Some(&mut radix));
         if out.send(Ok(p)).is_err() || eof {
             return;
         }
@@ -436,7 +438,6 @@ fn parse_ndjson(
     let mut line = Vec::with_capacity(1024);
     let mut encoded: Vec<(usize, u32, u32)> = Vec::new();
     let mut lines = 0u64;
-    let mut radix = Radix::default();
     loop {
         let mut p = Parsed::on(recycled.try_recv().unwrap_or_default());
         let mut eof = false;
@@ -463,7 +464,6 @@ fn parse_ndjson(
             }
         }
         p.lines = lines;
-        p.batch.probe(&mut radix);
         // The importing thread stopped (an error): nothing more to do.
         if out.send(Ok(p)).is_err() || eof {
             return;
