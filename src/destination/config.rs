@@ -139,7 +139,8 @@ pub struct DestinationConfig {
     /// Retries after the first attempt (default 3).
     #[serde(default)]
     pub max_retries: Option<u32>,
-    /// Requests in flight at once (default 32).
+    /// Requests in flight at once (default 32); pages waiting out a retry
+    /// delay do not count.
     #[serde(default)]
     pub in_flight: Option<u32>,
 }

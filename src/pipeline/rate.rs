@@ -11,16 +11,24 @@
 //! (`governor` was the candidate; its clock is not tokio's.)
 //!
 //! **Below the ceiling it adapts (AIMD).** The configured rpm is a ceiling,
-//! not a target to hammer. When the destination says it is overloaded (429,
-//! 503, 504, a timeout), the whole destination slows down — once per round:
-//! answers to requests sent before the last decrease do not decrease again —
-//! to at most 90 % of the current rate and at least half of it, aiming at
-//! 90 % of the requests it accepted in the last minute (its demonstrated
-//! capacity). Every request to the destination also pauses: until the
-//! `Retry-After` it gave, or for an exponential backoff (from the retry
-//! delay, doubling per round without a success, up to 60 s). While answers
-//! are healthy the rate recovers additively (5 % every 5 s, never above the
-//! ceiling). One limiter is shared by every execution sending to the same
+//! not a target to hammer. When the destination says it is overloaded, the
+//! whole destination slows down — once per round: answers to requests sent
+//! before the last decrease do not decrease again — to at most 90 % of the
+//! current rate and at least half of it, aiming at 90 % of the requests it
+//! accepted in the last minute (its demonstrated capacity). Every request
+//! to the destination also pauses for an exponential backoff (from the
+//! retry delay, doubling per round without a success, up to 60 s). While
+//! answers are healthy the rate recovers additively (5 % every 5 s, never
+//! above the ceiling).
+//!
+//! **What counts as overloaded.** A 429 at once: it is the destination's
+//! own word that it is over its limit. A 503, a 504 or a timeout only once
+//! they are a fifth of the answers to requests sent this round (within the
+//! last minute), and at least [`FAULTS_TO_SLOW_DOWN`] of them: a fault now
+//! and then is not overload, and slowing the destination on each one made
+//! a steady 10 % of faults pull a 6000-rpm sync down to about 20 rpm (the
+//! failed page still waits out its own retry delay). A `Retry-After` on any
+//! of them pauses every request until then, whatever the share. One limiter is shared by every execution sending to the same
 //! destination ([`for_destination`]), so two syncs to one destination
 //! together stay under its rpm.
 
@@ -40,8 +48,15 @@ const INCREASE_SHARE: f64 = 0.05;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The slowest the limiter goes: one request a minute.
 const FLOOR_RPM: f64 = 1.0;
-/// Window of the accepted-requests count (the capacity estimate).
+/// Window of the accepted-requests count (the capacity estimate) and of
+/// the share of faults.
 const WINDOW: Duration = Duration::from_secs(60);
+/// Share of a round's answers that must be faults (503, 504, timeouts)
+/// before they slow the destination down.
+const FAULT_SHARE_TO_SLOW_DOWN: f64 = 0.2;
+/// Fewest faults of a round that slow the destination down: with a handful
+/// of answers, one fault would be a share of a fifth.
+pub const FAULTS_TO_SLOW_DOWN: usize = 5;
 
 /// What an answer says about the destination's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +92,11 @@ struct State {
     stalled_rounds: u32,
     /// When requests were accepted, over the last [`WINDOW`].
     accepted: VecDeque<Instant>,
+    /// The answers to requests sent this round (since the last decrease),
+    /// over the last [`WINDOW`]: when, and whether it was a fault.
+    round_answers: VecDeque<(Instant, bool)>,
+    /// How many of `round_answers` are faults.
+    round_faults: usize,
 }
 
 impl State {
@@ -129,6 +149,8 @@ impl RateLimiter {
                 backoff: Duration::ZERO,
                 stalled_rounds: 0,
                 accepted: VecDeque::new(),
+                round_answers: VecDeque::new(),
+                round_faults: 0,
             }),
         }
     }
@@ -172,9 +194,21 @@ impl RateLimiter {
         while st.accepted.front().is_some_and(|t| now - *t > WINDOW) {
             st.accepted.pop_front();
         }
+        while let Some(&(t, fault)) = st.round_answers.front() {
+            if now - t <= WINDOW {
+                break;
+            }
+            st.round_answers.pop_front();
+            st.round_faults -= usize::from(fault);
+        }
+        // Sent under the previous rate: already counted in its round.
+        let this_round = st.round_start.is_none_or(|r| sent >= r);
         match signal {
             Signal::Accepted => {
                 st.accepted.push_back(now);
+                if this_round {
+                    st.round_answers.push_back((now, false));
+                }
                 st.backoff = Duration::ZERO;
                 st.stalled_rounds = 0;
                 let due = st.last_change.is_none_or(|t| now - t >= INCREASE_EVERY);
@@ -184,32 +218,53 @@ impl RateLimiter {
                     st.last_change = Some(now);
                 }
             }
-            Signal::Throttled(after) | Signal::Overloaded(after) => {
+            Signal::Throttled(after) => {
                 if let Some(after) = after {
                     st.pause_until(now + after);
                 }
-                if st.round_start.is_some_and(|r| sent < r) {
-                    return; // sent under the previous rate: already counted
+                if this_round {
+                    self.slow_down(&mut st, now, after.is_none());
                 }
-                let capacity = 0.9 * st.accepted.len() as f64;
-                st.rpm = capacity
-                    .min(st.rpm * 0.9)
-                    .max(st.rpm * 0.5)
-                    .clamp(FLOOR_RPM, self.ceiling);
-                st.round_start = Some(now);
-                st.last_change = Some(now);
-                st.stalled_rounds += 1;
-                if after.is_none() {
-                    st.backoff = if st.backoff.is_zero() {
-                        self.base_backoff
-                    } else {
-                        (st.backoff * 2).min(MAX_BACKOFF)
-                    };
-                    let until = now + st.backoff;
-                    st.pause_until(until);
+            }
+            Signal::Overloaded(after) => {
+                if let Some(after) = after {
+                    st.pause_until(now + after);
+                }
+                if !this_round {
+                    return;
+                }
+                st.round_answers.push_back((now, true));
+                st.round_faults += 1;
+                let share = st.round_faults as f64 / st.round_answers.len() as f64;
+                if st.round_faults >= FAULTS_TO_SLOW_DOWN && share >= FAULT_SHARE_TO_SLOW_DOWN {
+                    self.slow_down(&mut st, now, after.is_none());
                 }
             }
             Signal::Neutral => {}
+        }
+    }
+
+    /// One round of slow-down: the rate decreases, a new round starts, and
+    /// without a `Retry-After` every request backs off.
+    fn slow_down(&self, st: &mut State, now: Instant, back_off: bool) {
+        let capacity = 0.9 * st.accepted.len() as f64;
+        st.rpm = capacity
+            .min(st.rpm * 0.9)
+            .max(st.rpm * 0.5)
+            .clamp(FLOOR_RPM, self.ceiling);
+        st.round_start = Some(now);
+        st.round_answers.clear();
+        st.round_faults = 0;
+        st.last_change = Some(now);
+        st.stalled_rounds += 1;
+        if back_off {
+            st.backoff = if st.backoff.is_zero() {
+                self.base_backoff
+            } else {
+                (st.backoff * 2).min(MAX_BACKOFF)
+            };
+            let until = now + st.backoff;
+            st.pause_until(until);
         }
     }
 
@@ -403,7 +458,7 @@ pub(crate) mod tests {
     async fn healthy_answers_recover_additively_up_to_the_ceiling() {
         let lim = limiter(1000);
         let s = lim.acquire().await;
-        lim.report(s, Signal::Overloaded(None));
+        lim.report(s, Signal::Throttled(None));
         let low = lim.rpm();
         assert!(low <= 900.0);
         for _ in 0..200 {
@@ -412,6 +467,66 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         assert_eq!(lim.rpm(), 1000.0, "back to the ceiling, never above");
+    }
+
+    /// Sends `minutes` of requests through the limiter, one at a time, and
+    /// answers each with a fault when `fault(i)` says so. Returns the
+    /// requests sent per minute.
+    async fn run_with_faults(lim: &RateLimiter, minutes: u64, fault: impl Fn(u64) -> bool) -> f64 {
+        let start = Instant::now();
+        let end = start + Duration::from_secs(60 * minutes);
+        let mut n = 0u64;
+        while Instant::now() < end {
+            let slot = lim.acquire().await;
+            let signal = if fault(n) {
+                Signal::Overloaded(None)
+            } else {
+                Signal::Accepted
+            };
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            lim.report(slot, signal);
+        }
+        n as f64 / (Instant::now() - start).as_secs_f64() * 60.0
+    }
+
+    /// The soak's case: a steady 10 % of 503s and timeouts, spread evenly,
+    /// is not overload. Slowing down at each one settled a 6000-rpm
+    /// destination near 20 rpm.
+    #[tokio::test(start_paused = true)]
+    async fn sporadic_faults_do_not_slow_the_destination() {
+        let lim = limiter(6000);
+        let per_min = run_with_faults(&lim, 10, |n| n % 10 == 9).await;
+        assert!(per_min >= 5900.0, "{per_min:.0} requests a minute");
+        assert_eq!(lim.rpm(), 6000.0);
+        assert_eq!(lim.stalled_rounds(), 0);
+    }
+
+    /// A destination that fails every request is slowed down at once (after
+    /// the few faults that make a share), and one failing every other
+    /// request keeps being slowed down.
+    #[tokio::test(start_paused = true)]
+    async fn faults_past_a_fifth_of_the_answers_slow_the_destination() {
+        let lim = limiter(6000);
+        let mut slots = Vec::new();
+        for _ in 0..FAULTS_TO_SLOW_DOWN {
+            slots.push(lim.acquire().await);
+        }
+        for (i, s) in slots.into_iter().enumerate() {
+            assert_eq!(lim.rpm(), 6000.0, "not yet, at fault {i}");
+            lim.report(s, Signal::Overloaded(None));
+        }
+        assert!(lim.rpm() <= 5400.0, "{}", lim.rpm());
+        assert_eq!(lim.stalled_rounds(), 1);
+        // Every request then backs off for the retry delay.
+        let decreased = Instant::now();
+        let next = lim.acquire().await;
+        assert!(next - decreased >= Duration::from_secs(3), "paused");
+
+        let lim = limiter(6000);
+        let per_min = run_with_faults(&lim, 10, |n| n % 2 == 1).await;
+        assert!(per_min < 600.0, "{per_min:.0} requests a minute");
+        assert!(lim.rpm() < 600.0, "{}", lim.rpm());
     }
 
     #[test]
