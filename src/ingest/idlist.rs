@@ -247,12 +247,7 @@ mod tests {
         let e = super::super::import_segment(&store, "s", &path, &Default::default())
             .unwrap_err()
             .to_string();
-        let read: u64 = e
-            .split("read failed after line ")
-            .nth(1)
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{e}"));
+        let read = super::super::line_read_before_failure(&e);
         assert!((50_000..500_000).contains(&read), "{e}");
         assert_eq!(store.counters().user_count, 0, "{e}");
     }

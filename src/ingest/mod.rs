@@ -193,7 +193,7 @@ impl<'s> Sink<'s, '_> {
     pub(crate) fn read_error(&self, e: std::io::Error) -> Error {
         Error::File {
             file: self.file.clone(),
-            reason: format!("read failed after line {}: {e}", self.lines),
+            reason: format!("{READ_FAILED_AFTER}{}: {e}", self.lines),
         }
     }
 
@@ -215,6 +215,21 @@ impl<'s> Sink<'s, '_> {
 enum Kind<'a> {
     Users,
     Segment(&'a str),
+}
+
+/// How a read error starts, before the line it names.
+const READ_FAILED_AFTER: &str = "read failed after line ";
+
+/// The line a read error (`…read failed after line N: …`) names, for tests
+/// of where a file stopped being readable.
+#[cfg(test)]
+pub(crate) fn line_read_before_failure(error: &str) -> u64 {
+    error
+        .split(READ_FAILED_AFTER)
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line read in: {error}"))
 }
 
 /// Imports users and their attributes from a CSV (with header) or NDJSON file.

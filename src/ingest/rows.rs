@@ -688,12 +688,7 @@ mod tests {
                 let e = super::super::import_users(&store, &path, &opts)
                     .unwrap_err()
                     .to_string();
-                let read: u64 = e
-                    .split("read failed after line ")
-                    .nth(1)
-                    .and_then(|rest| rest.split(':').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("{e}"));
+                let read = super::super::line_read_before_failure(&e);
                 assert!(read > 10_000, "{e}");
                 assert_eq!(store.counters().user_count, 0, "{e}");
             }

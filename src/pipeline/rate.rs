@@ -28,9 +28,11 @@
 //! and then is not overload, and slowing the destination on each one made
 //! a steady 10 % of faults pull a 6000-rpm sync down to about 20 rpm (the
 //! failed page still waits out its own retry delay). A `Retry-After` on any
-//! of them pauses every request until then, whatever the share. One limiter is shared by every execution sending to the same
-//! destination ([`for_destination`]), so two syncs to one destination
-//! together stay under its rpm.
+//! of them pauses every request until then, whatever the share.
+//!
+//! One limiter is shared by every execution sending to the same destination
+//! ([`for_destination`]), so two syncs to one destination together stay
+//! under its rpm.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -218,25 +220,22 @@ impl RateLimiter {
                     st.last_change = Some(now);
                 }
             }
-            Signal::Throttled(after) => {
-                if let Some(after) = after {
-                    st.pause_until(now + after);
-                }
-                if this_round {
-                    self.slow_down(&mut st, now, after.is_none());
-                }
-            }
-            Signal::Overloaded(after) => {
+            Signal::Throttled(after) | Signal::Overloaded(after) => {
                 if let Some(after) = after {
                     st.pause_until(now + after);
                 }
                 if !this_round {
                     return;
                 }
-                st.round_answers.push_back((now, true));
-                st.round_faults += 1;
-                let share = st.round_faults as f64 / st.round_answers.len() as f64;
-                if st.round_faults >= FAULTS_TO_SLOW_DOWN && share >= FAULT_SHARE_TO_SLOW_DOWN {
+                let overloaded = if let Signal::Overloaded(_) = signal {
+                    st.round_answers.push_back((now, true));
+                    st.round_faults += 1;
+                    let share = st.round_faults as f64 / st.round_answers.len() as f64;
+                    st.round_faults >= FAULTS_TO_SLOW_DOWN && share >= FAULT_SHARE_TO_SLOW_DOWN
+                } else {
+                    true // a 429: the destination's own word
+                };
+                if overloaded {
                     self.slow_down(&mut st, now, after.is_none());
                 }
             }

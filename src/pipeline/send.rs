@@ -603,11 +603,10 @@ impl PageOutcome {
 /// `in_flight` requests at once under the destination's rate limit, and
 /// reports each outcome to the checkpoint. It holds
 /// [`PAGES_HELD_PER_REQUEST`] times that many pages (the others wait out a
-/// retry delay), and starts a page only once a request slot is free.
-/// Stops taking pages
-/// once `stopped()` (shutdown or a failed page); the pages in flight always
-/// finish and are reported. Returns the rate it achieved, requests per
-/// minute.
+/// retry delay), and starts a page only once a request slot is free. Stops
+/// taking pages once `stopped()` (shutdown or a failed page); the pages in
+/// flight always finish and are reported. Returns the rate it achieved,
+/// requests per minute.
 pub(crate) async fn drive(
     sender: PageSender,
     in_flight: usize,
@@ -715,6 +714,36 @@ mod tests {
     /// 429, with or without `Retry-After`), a sync configured at 25000 rpm,
     /// 8 pages in flight, 40 ms per answer. Through the real retry loop and
     /// limiter. Returns (accepted per minute, share answered 429).
+    /// Delivers pages `0..pages` through `sender`'s real retry loop, at
+    /// most `held` at a time, answering every attempt at page `i` with
+    /// `answer(i)`; no page may give up. Returns the (virtual) seconds it
+    /// took.
+    async fn deliver_all<F, Fut>(
+        sender: &std::sync::Arc<PageSender>,
+        pages: u32,
+        held: usize,
+        answer: F,
+    ) -> f64
+    where
+        F: Fn(u32) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = (Verdict, Signal)> + Send,
+    {
+        let start = tokio::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let (mut next, mut delivered) = (0u32, 0u32);
+        while delivered < pages {
+            while tasks.len() < held && next < pages {
+                let (s, answer, index) = (sender.clone(), answer.clone(), next);
+                tasks.spawn(async move { s.deliver(index, None, || answer(index)).await });
+                next += 1;
+            }
+            let r = tasks.join_next().await.unwrap().unwrap();
+            assert!(r.is_ok(), "no page gives up: {r:?}");
+            delivered += 1;
+        }
+        (tokio::time::Instant::now() - start).as_secs_f64()
+    }
+
     async fn against_capacity_600(retry_after: bool) -> (f64, f64) {
         use std::collections::VecDeque;
         use std::sync::{Arc, Mutex};
@@ -760,21 +789,8 @@ mod tests {
             }
         };
 
-        let start = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        let (mut next, mut delivered) = (0u32, 0u32);
-        while delivered < PAGES {
-            while tasks.len() < 8 && next < PAGES {
-                let (s, rx) = (sender.clone(), receiver.clone());
-                let index = next;
-                tasks.spawn(async move { s.deliver(index, None, || answer(rx.clone())).await });
-                next += 1;
-            }
-            let r = tasks.join_next().await.unwrap().unwrap();
-            assert!(r.is_ok(), "no page gives up: {r:?}");
-            delivered += 1;
-        }
-        let elapsed = (Instant::now() - start).as_secs_f64();
+        let rx = receiver.clone();
+        let elapsed = deliver_all(&sender, PAGES, 8, move |_| answer(rx.clone())).await;
         let g = receiver.lock().unwrap();
         let attempts = g.1.len();
         let throttled = g.1.iter().filter(|(_, s)| *s == 429).count();
@@ -811,9 +827,8 @@ mod tests {
     /// own retry delay; the others keep the destination's rate.
     #[tokio::test(start_paused = true)]
     async fn sporadic_503s_retry_the_page_without_slowing_the_destination() {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        use std::sync::Arc;
-        use tokio::time::Instant;
+        use std::collections::HashSet;
+        use std::sync::{Arc, Mutex};
 
         const PAGES: u32 = 3000;
         let mut config = crate::destination::DestinationConfig::new(
@@ -825,39 +840,27 @@ mod tests {
         let dest = config.validate(1).unwrap();
         let sender = Arc::new(PageSender::new(dest, 1, 1).unwrap());
         // Every tenth page's first attempt fails: 1 answer in 11.
-        let answer = |index: u32, tries: Arc<AtomicU32>| async move {
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            if index % 10 == 9 && tries.fetch_add(1, Ordering::Relaxed) == 0 {
-                let reason = "HTTP 503".to_string();
-                (
-                    Verdict::Retry {
-                        after: None,
-                        reason,
-                    },
-                    Signal::Overloaded(None),
-                )
-            } else {
-                (Verdict::Delivered, Signal::Accepted)
+        let failed_once: Arc<Mutex<HashSet<u32>>> = Arc::default();
+        let answer = move |index: u32| {
+            let failed_once = failed_once.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                if index % 10 == 9 && failed_once.lock().unwrap().insert(index) {
+                    let reason = "HTTP 503".to_string();
+                    (
+                        Verdict::Retry {
+                            after: None,
+                            reason,
+                        },
+                        Signal::Overloaded(None),
+                    )
+                } else {
+                    (Verdict::Delivered, Signal::Accepted)
+                }
             }
         };
-        let start = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        let (mut next, mut delivered) = (0u32, 0u32);
-        while delivered < PAGES {
-            while tasks.len() < 16 * PAGES_HELD_PER_REQUEST && next < PAGES {
-                let (s, tries) = (sender.clone(), Arc::new(AtomicU32::new(0)));
-                let index = next;
-                tasks.spawn(async move {
-                    s.deliver(index, None, || answer(index, tries.clone()))
-                        .await
-                });
-                next += 1;
-            }
-            let r = tasks.join_next().await.unwrap().unwrap();
-            assert!(r.is_ok(), "no page gives up: {r:?}");
-            delivered += 1;
-        }
-        let per_min = f64::from(PAGES) / (Instant::now() - start).as_secs_f64() * 60.0;
+        let held = 16 * PAGES_HELD_PER_REQUEST;
+        let per_min = f64::from(PAGES) / deliver_all(&sender, PAGES, held, answer).await * 60.0;
         eprintln!("sporadic 503s: {per_min:.0} pages a minute of 6000");
         // 3000 pages in 30 s at the ceiling, plus the last retries' 3 s.
         assert!(per_min >= 5000.0, "{per_min:.0} pages a minute");
