@@ -134,8 +134,9 @@ impl EncodedChange {
 #[derive(Default)]
 struct InFiles {
     users: RoaringBitmap,
-    /// The largest of them (the next must be above it).
-    last: Option<u32>,
+    /// The largest of them per lane (users from before the import, users
+    /// it created; see `stage.rs`): the next of a lane must be above it.
+    last: [Option<u32>; 2],
 }
 
 /// Counts of attribute writes an import made.
@@ -191,6 +192,8 @@ pub struct ImportTxn<'s> {
     /// value, and users who have none.
     prefetched: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
     stats: AttrStats,
+    /// Values written to SST files rather than the batch.
+    filed: u64,
     keybuf: Vec<[u8; 8]>,
     valbuf: Vec<u8>,
     /// [`sort_changes`]' second buffer, reused across calls.
@@ -240,7 +243,7 @@ impl<'s> ImportTxn<'s> {
             batch: WriteBatch::default(),
             batch_ops: 0,
             publish: WriteBatch::default(),
-            stager: Stager::inline(store, sst_prefix(store, seq)),
+            stager: Stager::inline(store, sst_prefix(store, seq), counters.user_count),
             new_ids: NewIds::default(),
             new_values: Vec::new(),
             in_files: HashMap::new(),
@@ -253,6 +256,7 @@ impl<'s> ImportTxn<'s> {
             presence_delta: HashMap::new(),
             prefetched: HashMap::new(),
             stats: AttrStats::default(),
+            filed: 0,
             keybuf: Vec::new(),
             valbuf: Vec::new(),
             sort_scratch: Vec::new(),
@@ -551,7 +555,7 @@ impl<'s> ImportTxn<'s> {
                 .map_err(db_err("multi_get", cf::ATTR_VALUES))?
         };
         let indexed = self.indexed.contains(&attr);
-        // First values go to SST files while users ascend (see
+        // First values go to SST files while users ascend per lane (see
         // `stage.rs`); not those of an indexed attribute, whose index
         // entries go with them in the batch.
         let to_files = !self.small && !indexed;
@@ -590,8 +594,9 @@ impl<'s> ImportTxn<'s> {
             }
             let new_user = c.user >= self.first_new_user;
             if let (true, None, Some(v)) = (to_files, old, value) {
-                if in_files.last.is_none_or(|l| c.user > l) {
-                    in_files.last = Some(c.user);
+                let last = &mut in_files.last[usize::from(new_user)];
+                if last.is_none_or(|l| c.user > l) {
+                    *last = Some(c.user);
                     filed.push(c.user);
                     new_values.push(c.user, self.seq, v);
                     if !new_user {
@@ -599,6 +604,7 @@ impl<'s> ImportTxn<'s> {
                     }
                     gained.push(c.user);
                     self.stats.set += 1;
+                    self.filed += 1;
                     self.batch_ops += 1;
                     continue;
                 }
@@ -676,7 +682,7 @@ impl<'s> ImportTxn<'s> {
         if !undo_new.is_empty() {
             self.undo_new.insert(attr, undo_new);
         }
-        if in_files.last.is_some() {
+        if in_files.last.iter().any(Option::is_some) {
             self.in_files.insert(attr, in_files);
         }
         if !new_values.is_empty() {
@@ -1110,6 +1116,48 @@ mod tests {
             }
         }
         assert!(!txn.has_value(a, fresh).unwrap());
+    }
+
+    /// A users file for the members a snapshot created, with sign-ups
+    /// among them: the older users' first values still go to files, as
+    /// the new users' do, call after call.
+    #[test]
+    fn first_values_of_older_and_new_users_both_go_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        for u in 0..100u32 {
+            txn.new_user(format!("old-{u}").as_bytes()).unwrap();
+        }
+        txn.commit(None).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        let a = txn.attr("a");
+        let mut want = Vec::new();
+        for call in 0..10u32 {
+            let mut changes = Vec::new();
+            for u in call * 10..call * 10 + 10 {
+                changes.push(change(a, u, &format!("o{u}")));
+                if u % 5 == 0 {
+                    let new = txn.new_user(format!("new-{u}").as_bytes()).unwrap();
+                    changes.push(change(a, new, &format!("n{u}")));
+                }
+            }
+            txn.set_attrs(&changes).unwrap();
+            txn.flush().unwrap();
+            want.extend(changes);
+        }
+        assert_eq!(txn.filed, want.len() as u64, "every first value filed");
+        txn.commit(None).unwrap();
+        for c in &want {
+            assert_eq!(
+                store.attr_value(a, c.user).unwrap(),
+                c.value,
+                "user {}",
+                c.user
+            );
+        }
+        let report = store.check().unwrap();
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
     }
 
     #[test]
