@@ -20,10 +20,10 @@
 //! the users it creates: their keys never meet, so a file of `users.csv`
 //! rows for the members a snapshot created, with a sign-up here and there,
 //! still goes to files (one lane alone sent every row after the first
-//! sign-up to the batch: 0.19M rows/s instead of 0.7M). A later change of
-//! such a value reads it back, which
-//! ingests the files first (`Stager::ingest_values`), so a key is never in
-//! a pending file and the memtable at once. A rollback deletes them like
+//! sign-up to the batch: 0.23M rows/s instead of 0.81M in `segsync bench`).
+//! A later change of such a value reads it back, which ingests the files
+//! first (`Stager::ingest_values`), so a key is never in a pending file
+//! and the memtable at once. A rollback deletes them like
 //! any first value: by the undo log for users from before the import, by
 //! range for the users it created.
 
