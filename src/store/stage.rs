@@ -14,18 +14,22 @@
 //!
 //! Values written as SST files skip the memtable, its flush and the
 //! compaction that follows (a first load's files are ingested straight into
-//! the last level). They are only ever first values, in ascending user
-//! order per attribute and lane (a user below the last one written goes to
-//! the batch instead). The lanes are the users from before the import and
-//! the users it creates: their keys never meet, so a file of `users.csv`
-//! rows for the members a snapshot created, with a sign-up here and there,
-//! still goes to files (one lane alone sent every row after the first
-//! sign-up to the batch: 0.23M rows/s instead of 0.81M in `segsync bench`).
-//! A later change of such a value reads it back, which ingests the files
-//! first (`Stager::ingest_values`), so a key is never in a pending file
-//! and the memtable at once. A rollback deletes them like
-//! any first value: by the undo log for users from before the import, by
-//! range for the users it created.
+//! the last level). They are only ever first values. Each attribute has two
+//! lanes, the users from before the import and the users it creates, whose
+//! keys never meet: a lane writes its file directly while its users ascend
+//! (a first load, or a `users.csv` in the order a snapshot created its
+//! members, sign-ups among them: one lane for both sent every row after
+//! the first sign-up to the memtable, 0.23M rows/s instead of 0.81M in
+//! `segsync bench`). A lane whose users stop ascending hands its values to
+//! an external sort ([`Spill`]: sorted runs, merged into SST files of their
+//! own at ingestion) — a users file in an order of its own, which used to
+//! go through the memtable (10M rows, 5 attributes, over a snapshot's
+//! members: 53.7 s and 476 MB, now 35.6 s and 330 MB). A later change of
+//! such a value reads it back, which ingests the files first
+//! (`Stager::ingest_values`), so a key is never in a pending file and the
+//! memtable at once. A rollback deletes them like any first value: by the
+//! undo log for users from before the import, by range for the users it
+//! created; its files, runs included, by name.
 
 use std::path::PathBuf;
 
@@ -77,6 +81,13 @@ impl NewValues {
         self.ends.push(self.bytes.len() as u32);
     }
 
+    /// Appends a stored value as it is.
+    fn push_stored(&mut self, user: u32, value: &[u8]) {
+        self.users.push(user);
+        self.bytes.extend_from_slice(value);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
@@ -97,6 +108,134 @@ pub(crate) struct Finished {
     pub(crate) users: Vec<PathBuf>,
     /// SST files of first values, for `attr_values`.
     pub(crate) values: Vec<PathBuf>,
+    /// SST files of the sorted out-of-order first values, for
+    /// `attr_values` too, but ingested after `values`: they interleave with
+    /// those files' ranges (never with their keys), so together they would
+    /// all land in level 0.
+    pub(crate) spilled: Vec<PathBuf>,
+}
+
+/// Bytes of out-of-order first values held in memory before they are
+/// sorted and written to a run file.
+const SPILL_BYTES: usize = 32 << 20;
+
+/// First values of users below their lane's last one (a users file in an
+/// order of its own, not the order the users were created in): the batch
+/// would take each into the memtable, at a quarter of the files' speed
+/// and twice the memory. They are held, sorted and written to run files
+/// (`<prefix>-<n>.run`) past [`SPILL_BYTES`], and merged into SST files
+/// of ascending keys when the values are ingested: an external sort. A
+/// key is here at most once per ingest (a later change of the value reads
+/// it back, which ingests first).
+#[derive(Default)]
+struct Spill {
+    /// Key (as a big-endian number: the same order), and the value's span
+    /// in `bytes`.
+    entries: Vec<(u64, u32, u32)>,
+    bytes: Vec<u8>,
+    /// Sorted runs written so far.
+    runs: Vec<PathBuf>,
+    /// The largest key of the runs, and whether each run's keys all lie
+    /// above the run before it's (a file already in user order): then the
+    /// merge only concatenates them.
+    last_key: Option<u64>,
+    runs_ascend: bool,
+}
+
+impl Spill {
+    fn push(&mut self, key: [u8; 8], value: &[u8]) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(value);
+        self.entries
+            .push((u64::from_be_bytes(key), start, self.bytes.len() as u32));
+    }
+
+    fn held(&self) -> usize {
+        self.bytes.len() + self.entries.len() * std::mem::size_of::<(u64, u32, u32)>()
+    }
+
+    /// Sorts what is held, noting whether it lies above every run.
+    fn sort(&mut self) {
+        self.entries.sort_unstable_by_key(|e| e.0);
+        if let (Some(first), Some(last)) = (self.entries.first(), self.entries.last()) {
+            if self.runs.is_empty() {
+                self.runs_ascend = true;
+            }
+            self.runs_ascend &= self.last_key.is_none_or(|k| first.0 > k);
+            self.last_key = Some(last.0);
+        }
+    }
+
+    fn value(&self, i: usize) -> &[u8] {
+        let (_, start, end) = self.entries[i];
+        &self.bytes[start as usize..end as usize]
+    }
+
+    /// Sorts what is held and writes it to run file `path`.
+    fn write_run(&mut self, path: PathBuf) -> Result<()> {
+        use std::io::Write;
+        self.sort();
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+        for i in 0..self.entries.len() {
+            let value = self.value(i);
+            out.write_all(&self.entries[i].0.to_be_bytes())
+                .map_err(io)?;
+            out.write_all(&(value.len() as u32).to_le_bytes())
+                .map_err(io)?;
+            out.write_all(value).map_err(io)?;
+        }
+        out.flush().map_err(io)?;
+        self.entries.clear();
+        self.bytes.clear();
+        self.runs.push(path);
+        Ok(())
+    }
+}
+
+/// A run file read back in order.
+struct RunReader {
+    path: PathBuf,
+    input: std::io::BufReader<std::fs::File>,
+    /// The current record's value.
+    value: Vec<u8>,
+}
+
+impl RunReader {
+    fn open(path: &std::path::Path) -> Result<RunReader> {
+        let file = std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(RunReader {
+            path: path.to_path_buf(),
+            input: std::io::BufReader::with_capacity(1 << 16, file),
+            value: Vec::new(),
+        })
+    }
+
+    /// The next record's key (its value in `self.value`); `None` at the end.
+    fn next(&mut self) -> Result<Option<u64>> {
+        use std::io::Read;
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut key = [0u8; 8];
+        match self.input.read_exact(&mut key) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(io(e)),
+        }
+        let mut len = [0u8; 4];
+        self.input.read_exact(&mut len).map_err(io)?;
+        self.value.resize(u32::from_le_bytes(len) as usize, 0);
+        self.input.read_exact(&mut self.value).map_err(io)?;
+        Ok(Some(u64::from_be_bytes(key)))
+    }
 }
 
 /// Keys an SST file takes before the writer starts another. RocksDB's
@@ -126,6 +265,28 @@ impl OpenFile<'_> {
     }
 }
 
+/// Values a lane keeps a copy of, so that it can still hand them to the
+/// sort when its users turn out of order (far below [`FILE_KEYS`]: the copy
+/// covers the lane's one open file).
+const LANE_COPY_VALUES: usize = 1 << 16;
+
+/// One attribute's first values for one lane: written to its open file
+/// while users ascend; once they do not, sorted through the [`Spill`].
+#[derive(Default)]
+struct Lane<'s> {
+    file: Option<OpenFile<'s>>,
+    last: Option<u32>,
+    /// The values written so far, while there are few (a users file out of
+    /// order shows it within its first batches): handed to the sort, and
+    /// the file dropped, when the users stop ascending. Past
+    /// [`LANE_COPY_VALUES`] the lane keeps its files, and what comes out of
+    /// order after goes to the sort alone (its files then overlap the
+    /// lane's, which RocksDB compacts later).
+    copy: Option<NewValues>,
+    /// Everything of this lane goes to the sort.
+    sorting: bool,
+}
+
 /// Writes jobs: the batch without the WAL, ids and first values into SST
 /// files (`<prefix>-<n>.sst`) of at most [`FILE_KEYS`] keys.
 pub(crate) struct Writer<'s> {
@@ -137,11 +298,17 @@ pub(crate) struct Writer<'s> {
     /// Files numbered so far.
     files: u32,
     users: Option<OpenFile<'s>>,
-    /// Open files of first values, by attribute and lane (whether the
+    /// First values being written, by attribute and lane (whether the
     /// users are ones the import created).
-    values: Vec<((u32, bool), OpenFile<'s>)>,
+    values: Vec<((u32, bool), Lane<'s>)>,
     /// Closed files not yet ingested.
     done: Finished,
+    /// Out-of-order first values being sorted.
+    spill: Spill,
+    /// Bytes held before a run is written ([`SPILL_BYTES`]; less in tests).
+    spill_bytes: usize,
+    /// Values that went through the sort.
+    sorted: u64,
 }
 
 impl<'s> Writer<'s> {
@@ -154,14 +321,22 @@ impl<'s> Writer<'s> {
             users: None,
             values: Vec::new(),
             done: Finished::default(),
+            spill: Spill::default(),
+            spill_bytes: SPILL_BYTES,
+            sorted: 0,
         }
     }
 
-    fn open(&mut self, opts: &'s rocksdb::Options, family: &'static str) -> Result<OpenFile<'s>> {
+    /// The path of the next file, `<prefix>-<n>.<ext>`.
+    fn next_path(&mut self, ext: &str) -> PathBuf {
         let mut name = self.prefix.file_name().unwrap_or_default().to_os_string();
-        name.push(format!("-{}.sst", self.files));
-        let path = self.prefix.with_file_name(name);
+        name.push(format!("-{}.{ext}", self.files));
         self.files += 1;
+        self.prefix.with_file_name(name)
+    }
+
+    fn open(&mut self, opts: &'s rocksdb::Options, family: &'static str) -> Result<OpenFile<'s>> {
+        let path = self.next_path("sst");
         let writer = SstFileWriter::create(opts);
         writer.open(&path).map_err(db_err("sst open", family))?;
         Ok(OpenFile {
@@ -188,30 +363,75 @@ impl<'s> Writer<'s> {
             }
         }
         for (attr, run) in &job.values {
-            // Each lane's users ascend; a run interleaves them when one
-            // batch took several calls.
-            let mut lanes: [Option<OpenFile<'s>>; 2] = [None, None];
             let mut start = 0usize;
             for (&user, &end) in run.users.iter().zip(&run.ends) {
-                let new = user >= self.first_new_user;
-                let mut file = match lanes[usize::from(new)].take() {
-                    Some(f) => f,
-                    None => self.take_values_file((*attr, new))?,
-                };
-                if file.keys >= FILE_KEYS {
-                    self.done.values.push(file.finish(cf::ATTR_VALUES)?);
-                    file = self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?;
-                }
                 let value = &run.bytes[start..end as usize];
-                file.put(&keys::attr_user(*attr, user), value, cf::ATTR_VALUES)?;
                 start = end as usize;
-                lanes[usize::from(new)] = Some(file);
-            }
-            for (new, file) in [false, true].into_iter().zip(lanes) {
-                if let Some(file) = file {
-                    self.values.push(((*attr, new), file));
+                let lane = (*attr, user >= self.first_new_user);
+                let i = match self.values.iter().position(|(l, _)| *l == lane) {
+                    Some(i) => i,
+                    None => {
+                        self.values.push((
+                            lane,
+                            Lane {
+                                copy: Some(NewValues::default()),
+                                ..Lane::default()
+                            },
+                        ));
+                        self.values.len() - 1
+                    }
+                };
+                let l = &mut self.values[i].1;
+                let key = keys::attr_user(*attr, user);
+                if !l.sorting && l.last.is_some_and(|last| user <= last) {
+                    // Out of order: the sort takes over this lane.
+                    if let Some(copy) = l.copy.take() {
+                        if let Some(file) = l.file.take() {
+                            let path = file.path.clone();
+                            drop(file);
+                            let _ = std::fs::remove_file(path);
+                        }
+                        let mut s = 0usize;
+                        self.sorted += copy.users.len() as u64;
+                        for (&u, &e) in copy.users.iter().zip(&copy.ends) {
+                            self.spill
+                                .push(keys::attr_user(*attr, u), &copy.bytes[s..e as usize]);
+                            s = e as usize;
+                        }
+                        l.sorting = true;
+                    }
+                    self.sorted += 1;
+                    self.spill.push(key, value);
+                    continue;
                 }
+                if l.sorting {
+                    self.sorted += 1;
+                    self.spill.push(key, value);
+                    continue;
+                }
+                l.last = Some(user);
+                if let Some(copy) = &mut l.copy {
+                    if copy.users.len() < LANE_COPY_VALUES {
+                        copy.push_stored(user, value);
+                    } else {
+                        l.copy = None;
+                    }
+                }
+                let mut file = match l.file.take() {
+                    Some(f) if f.keys < FILE_KEYS => f,
+                    Some(f) => {
+                        self.done.values.push(f.finish(cf::ATTR_VALUES)?);
+                        self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?
+                    }
+                    None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?,
+                };
+                file.put(&key, value, cf::ATTR_VALUES)?;
+                self.values[i].1.file = Some(file);
             }
+        }
+        if self.spill.held() >= self.spill_bytes {
+            let path = self.next_path("run");
+            self.spill.write_run(path)?;
         }
         if !job.batch.is_empty() {
             let mut wo = rocksdb::WriteOptions::default();
@@ -224,37 +444,109 @@ impl<'s> Writer<'s> {
         Ok(())
     }
 
-    /// The open file of first values of `lane` (attribute, whether its
-    /// users are new), or a new one.
-    fn take_values_file(&mut self, lane: (u32, bool)) -> Result<OpenFile<'s>> {
-        match self.values.iter().position(|(l, _)| *l == lane) {
-            Some(i) => Ok(self.values.swap_remove(i).1),
-            None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES),
+    /// Closes the open value files (the lanes start again after).
+    fn close_values(&mut self) -> Result<()> {
+        for (_, lane) in std::mem::take(&mut self.values) {
+            if let Some(file) = lane.file {
+                self.done.values.push(file.finish(cf::ATTR_VALUES)?);
+            }
         }
+        Ok(())
     }
 
-    /// Closes the open value files.
-    fn close_values(&mut self) -> Result<()> {
-        for (_, file) in std::mem::take(&mut self.values) {
-            self.done.values.push(file.finish(cf::ATTR_VALUES)?);
+    /// Merges the spilled values (the runs and what is held) into SST
+    /// files of ascending keys, and removes the runs.
+    fn merge_spill(&mut self) -> Result<()> {
+        use std::cmp::Reverse;
+        if self.spill.entries.is_empty() && self.spill.runs.is_empty() {
+            return Ok(());
         }
+        self.spill.sort();
+        let mut runs = self
+            .spill
+            .runs
+            .iter()
+            .map(|p| RunReader::open(p))
+            .collect::<Result<Vec<_>>>()?;
+        // Sources: each run, then what is held (index `runs.len()`). When
+        // they ascend one after the other, the heap holds one at a time.
+        let held = runs.len();
+        let ascend = self.spill.runs_ascend;
+        let mut heap = std::collections::BinaryHeap::with_capacity(held + 1);
+        let mut next_source = 0usize;
+        let mut next_held = 0usize;
+        let mut file: Option<OpenFile<'s>> = None;
+        loop {
+            // Start the next sources: all of them at once, or one by one
+            // once the one before has ended.
+            while next_source <= held && (!ascend || heap.is_empty()) {
+                let src = next_source;
+                next_source += 1;
+                let first = if src == held {
+                    self.spill.entries.first().map(|e| e.0)
+                } else {
+                    runs[src].next()?
+                };
+                if let Some(key) = first {
+                    heap.push(Reverse((key, src)));
+                }
+            }
+            let Some(Reverse((key, src))) = heap.pop() else {
+                break;
+            };
+            let mut out = match file.take() {
+                Some(f) if f.keys < FILE_KEYS => f,
+                Some(f) => {
+                    self.done.spilled.push(f.finish(cf::ATTR_VALUES)?);
+                    self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?
+                }
+                None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?,
+            };
+            let value = if src == held {
+                self.spill.value(next_held)
+            } else {
+                &runs[src].value
+            };
+            out.put(&key.to_be_bytes(), value, cf::ATTR_VALUES)?;
+            file = Some(out);
+            if src == held {
+                next_held += 1;
+                if let Some(e) = self.spill.entries.get(next_held) {
+                    heap.push(Reverse((e.0, held)));
+                }
+            } else if let Some(key) = runs[src].next()? {
+                heap.push(Reverse((key, src)));
+            }
+        }
+        if let Some(f) = file {
+            self.done.spilled.push(f.finish(cf::ATTR_VALUES)?);
+        }
+        drop(runs);
+        for run in std::mem::take(&mut self.spill.runs) {
+            let _ = std::fs::remove_file(run);
+        }
+        self.spill = Spill::default();
         Ok(())
     }
 
     /// Ingests every value file written so far into `attr_values`.
     fn ingest_values(&mut self) -> Result<()> {
         self.close_values()?;
+        self.merge_spill()?;
         // The files may hold first values of users from before the import,
         // logged for rollback in batches written without the WAL: those
         // logs must be on disk before the values are.
         self.store.flush_staged()?;
         let files = std::mem::take(&mut self.done.values);
-        ingest(self.store, cf::ATTR_VALUES, &files)
+        ingest(self.store, cf::ATTR_VALUES, &files)?;
+        let spilled = std::mem::take(&mut self.done.spilled);
+        ingest(self.store, cf::ATTR_VALUES, &spilled)
     }
 
     /// Closes every file; what there is to ingest.
     fn finish(&mut self) -> Result<Finished> {
         self.close_values()?;
+        self.merge_spill()?;
         if let Some(file) = self.users.take() {
             self.done.users.push(file.finish(cf::USERS)?);
         }
@@ -265,6 +557,7 @@ impl<'s> Writer<'s> {
     fn abandon(&mut self) {
         self.users = None;
         self.values.clear();
+        self.spill = Spill::default();
     }
 
     /// Carries out `msg`, inline or on the writer thread alike.
@@ -302,7 +595,7 @@ pub(crate) enum Msg {
 
 /// An import's writer, inline or on a thread; see the module docs.
 pub(crate) enum Stager<'s> {
-    Inline(Writer<'s>),
+    Inline(Box<Writer<'s>>),
     Thread {
         jobs: Option<Sender<Msg>>,
         done: Receiver<Result<Finished>>,
@@ -321,7 +614,7 @@ impl<'s> Stager<'s> {
     /// A writer that runs on the caller's thread; its SST files are named
     /// `<prefix>-<n>.sst`.
     pub(crate) fn inline(store: &'s Store, prefix: PathBuf, first_new_user: u32) -> Stager<'s> {
-        Stager::Inline(Writer::new(store, prefix, first_new_user))
+        Stager::Inline(Box::new(Writer::new(store, prefix, first_new_user)))
     }
 
     /// Moves an inline writer that has written nothing yet onto a thread of
@@ -335,6 +628,7 @@ impl<'s> Stager<'s> {
             return;
         }
         let mut writer = Writer::new(w.store, w.prefix.clone(), w.first_new_user);
+        writer.spill_bytes = w.spill_bytes;
         let (jobs, rx) = crossbeam::channel::bounded::<Msg>(1);
         let (done_tx, done) = crossbeam::channel::bounded(1);
         scope.spawn(move || {
@@ -366,6 +660,24 @@ impl<'s> Stager<'s> {
                 *in_flight = true;
                 Ok(Finished::default())
             }
+        }
+    }
+
+    /// Makes the writer (not yet on its thread) write a sorted run past
+    /// `bytes` held, so that tests reach the merge of several runs.
+    #[cfg(test)]
+    pub(crate) fn set_spill_bytes(&mut self, bytes: usize) {
+        if let Stager::Inline(w) = self {
+            w.spill_bytes = bytes;
+        }
+    }
+
+    /// Values the inline writer sent through the sort.
+    #[cfg(test)]
+    pub(crate) fn sorted(&self) -> u64 {
+        match self {
+            Stager::Inline(w) => w.sorted,
+            Stager::Thread { .. } => 0,
         }
     }
 

@@ -130,13 +130,11 @@ impl EncodedChange {
     }
 }
 
-/// The users of one attribute whose first values are in pending SST files.
+/// The users of one attribute whose first values are in pending SST files
+/// (or in the stager's sort, see `stage.rs`).
 #[derive(Default)]
 struct InFiles {
     users: RoaringBitmap,
-    /// The largest of them per lane (users from before the import, users
-    /// it created; see `stage.rs`): the next of a lane must be above it.
-    last: [Option<u32>; 2],
 }
 
 /// Counts of attribute writes an import made.
@@ -278,6 +276,12 @@ impl<'s> ImportTxn<'s> {
         if !self.small {
             self.stager.spawn_on(scope);
         }
+    }
+
+    /// See `Stager::set_spill_bytes`; call it before `write_on`.
+    #[cfg(test)]
+    pub(crate) fn set_spill_bytes(&mut self, bytes: usize) {
+        self.stager.set_spill_bytes(bytes);
     }
 
     /// The write sequence this import commits as.
@@ -555,9 +559,10 @@ impl<'s> ImportTxn<'s> {
                 .map_err(db_err("multi_get", cf::ATTR_VALUES))?
         };
         let indexed = self.indexed.contains(&attr);
-        // First values go to SST files while users ascend per lane (see
-        // `stage.rs`); not those of an indexed attribute, whose index
-        // entries go with them in the batch.
+        // First values go to SST files (directly while a lane's users
+        // ascend, else through the stager's sort, see `stage.rs`); not those
+        // of an indexed attribute, whose index entries go with them in the
+        // batch.
         let to_files = !self.small && !indexed;
         let mut in_files = self.in_files.remove(&attr).unwrap_or_default();
         let mut new_values = match self.new_values.iter().position(|(a, _)| *a == attr) {
@@ -594,20 +599,16 @@ impl<'s> ImportTxn<'s> {
             }
             let new_user = c.user >= self.first_new_user;
             if let (true, None, Some(v)) = (to_files, old, value) {
-                let last = &mut in_files.last[usize::from(new_user)];
-                if last.is_none_or(|l| c.user > l) {
-                    *last = Some(c.user);
-                    filed.push(c.user);
-                    new_values.push(c.user, self.seq, v);
-                    if !new_user {
-                        undo_new.insert(c.user);
-                    }
-                    gained.push(c.user);
-                    self.stats.set += 1;
-                    self.filed += 1;
-                    self.batch_ops += 1;
-                    continue;
+                new_values.push(c.user, self.seq, v);
+                filed.push(c.user);
+                if !new_user {
+                    undo_new.insert(c.user);
                 }
+                gained.push(c.user);
+                self.stats.set += 1;
+                self.filed += 1;
+                self.batch_ops += 1;
+                continue;
             }
             // A value from before this import is logged for rollback and
             // kept as history (removals are sent with the value last
@@ -682,7 +683,7 @@ impl<'s> ImportTxn<'s> {
         if !undo_new.is_empty() {
             self.undo_new.insert(attr, undo_new);
         }
-        if in_files.last.iter().any(Option::is_some) {
+        if !in_files.users.is_empty() {
             self.in_files.insert(attr, in_files);
         }
         if !new_values.is_empty() {
@@ -750,6 +751,7 @@ impl<'s> ImportTxn<'s> {
             self.store.flush_staged()?;
             stage::ingest(self.store, cf::USERS, &files.users)?;
             stage::ingest(self.store, cf::ATTR_VALUES, &files.values)?;
+            stage::ingest(self.store, cf::ATTR_VALUES, &files.spilled)?;
         }
         let st = self.store;
         let mut batch = std::mem::take(&mut self.publish);
@@ -1004,12 +1006,14 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
 }
 
 /// Removes import `seq`'s SST files that were not ingested:
-/// `import-<seq>-<n>.sst`, and `import-<seq>.sst` of earlier versions.
+/// `import-<seq>-<n>.sst` (and the sort's `.run` files), and
+/// `import-<seq>.sst` of earlier versions.
 fn remove_sst_files(store: &Store, seq: u32) {
     let users = format!("import-{seq}.sst");
     let numbered = format!("import-{seq}-");
     super::remove_files(store.dir(), |name| {
-        name == users || (name.starts_with(&numbered) && name.ends_with(".sst"))
+        name == users
+            || (name.starts_with(&numbered) && (name.ends_with(".sst") || name.ends_with(".run")))
     });
 }
 
@@ -1118,6 +1122,14 @@ mod tests {
         assert!(!txn.has_value(a, fresh).unwrap());
     }
 
+    /// Each change's value is what the store holds.
+    fn assert_stored(store: &Store, attr: u32, changes: &[AttrChange]) {
+        for c in changes {
+            let got = store.attr_value(attr, c.user).unwrap();
+            assert_eq!(got, c.value, "user {}", c.user);
+        }
+    }
+
     /// A users file for the members a snapshot created, with sign-ups
     /// among them: the older users' first values still go to files, as
     /// the new users' do, call after call.
@@ -1147,17 +1159,77 @@ mod tests {
             want.extend(changes);
         }
         assert_eq!(txn.filed, want.len() as u64, "every first value filed");
+        txn.stager.settle().unwrap();
+        assert_eq!(txn.stager.sorted(), 0, "each lane ascends: nothing to sort");
         txn.commit(None).unwrap();
-        for c in &want {
-            assert_eq!(
-                store.attr_value(a, c.user).unwrap(),
-                c.value,
-                "user {}",
-                c.user
-            );
-        }
+        assert_stored(&store, a, &want);
         let report = store.check().unwrap();
         assert!(report.violations.is_empty(), "{:?}", report.violations);
+    }
+
+    /// A users file in an order of its own: older users' first values come
+    /// below their lane's last user, call after call. They are sorted
+    /// (through run files when there are many) and still go to files, and
+    /// an abandoned import leaves neither values nor runs behind.
+    #[test]
+    fn first_values_out_of_order_are_sorted_into_files() {
+        for commit in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let mut txn = store.begin_import().unwrap();
+            let a = txn.attr("a");
+            for u in 0..3000u32 {
+                txn.new_user(format!("old-{u}").as_bytes()).unwrap();
+            }
+            // Every tenth user has a value already: it is replaced.
+            let first: Vec<AttrChange> = (0..3000)
+                .step_by(10)
+                .map(|u| change(a, u, "before"))
+                .collect();
+            txn.set_attrs(&first).unwrap();
+            txn.commit(None).unwrap();
+            let mut txn = store.begin_import().unwrap();
+            txn.set_spill_bytes(4096);
+            let mut want = Vec::new();
+            // Descending blocks of 100: each call after the first is below
+            // the last user filed.
+            for call in (0..30u32).rev() {
+                let changes: Vec<AttrChange> = (call * 100..call * 100 + 100)
+                    .map(|u| change(a, u, &format!("v{u}")))
+                    .collect();
+                txn.set_attrs(&changes).unwrap();
+                txn.flush().unwrap();
+                want.extend(changes);
+            }
+            assert_eq!(txn.filed, 2700, "every first value filed");
+            assert_eq!(
+                txn.stager.sorted(),
+                2700,
+                "the first call's too, once out of order"
+            );
+            let runs = |dir: &std::path::Path| {
+                std::fs::read_dir(dir)
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".run"))
+                    .count()
+            };
+            txn.stager.settle().unwrap();
+            assert!(runs(store.dir()) > 1, "the values spilled to several runs");
+            if commit {
+                txn.commit(None).unwrap();
+                assert_stored(&store, a, &want);
+            } else {
+                drop(txn);
+                for u in 0..3000u32 {
+                    let want = (u % 10 == 0).then(|| Value::Str("before".into()));
+                    assert_eq!(store.attr_value(a, u).unwrap(), want, "user {u}");
+                }
+            }
+            assert_eq!(runs(store.dir()), 0, "no run left");
+            let report = store.check().unwrap();
+            assert!(report.violations.is_empty(), "{:?}", report.violations);
+        }
     }
 
     #[test]
@@ -1349,6 +1421,7 @@ mod tests {
                 1..10,
             ),
             threaded: bool,
+            tiny_spill: bool,
         ) {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path()).unwrap();
@@ -1387,12 +1460,18 @@ mod tests {
             if threaded {
                 std::thread::scope(|scope| {
                     let mut txn = store.begin_import().unwrap();
+                    if tiny_spill {
+                        txn.set_spill_bytes(64);
+                    }
                     txn.write_on(scope);
                     run(&mut txn);
                     txn.commit(None).unwrap();
                 });
             } else {
                 let mut txn = store.begin_import().unwrap();
+                if tiny_spill {
+                    txn.set_spill_bytes(64);
+                }
                 run(&mut txn);
                 txn.commit(None).unwrap();
             }
