@@ -119,14 +119,14 @@ pub(crate) struct Finished {
 /// sorted and written to a run file.
 const SPILL_BYTES: usize = 32 << 20;
 
-/// First values of users below their lane's last one (a users file in an
-/// order of its own, not the order the users were created in): the batch
-/// would take each into the memtable, at a quarter of the files' speed
-/// and twice the memory. They are held, sorted and written to run files
-/// (`<prefix>-<n>.run`) past [`SPILL_BYTES`], and merged into SST files
-/// of ascending keys when the values are ingested: an external sort. A
-/// key is here at most once per ingest (a later change of the value reads
-/// it back, which ingests first).
+/// First values of lanes whose users stopped ascending (a users file in an
+/// order of its own, not the order the users were created in; see
+/// [`Lane`]), which the memtable used to take at a quarter of the files'
+/// speed and with twice the memory. They are held, sorted and written to
+/// run files (`<prefix>-<n>.run`) past [`SPILL_BYTES`], and merged into
+/// SST files of ascending keys when the values are ingested: an external
+/// sort. A key is here at most once per ingest (a later change of the
+/// value reads it back, which ingests first).
 #[derive(Default)]
 struct Spill {
     /// Key (as a big-endian number: the same order), and the value's span
