@@ -81,6 +81,15 @@ impl NewValues {
         self.ends.push(self.bytes.len() as u32);
     }
 
+    /// Each user with its stored value, in the order pushed.
+    fn iter(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&e| e as usize));
+        self.users
+            .iter()
+            .zip(starts.zip(&self.ends))
+            .map(|(&u, (start, &end))| (u, &self.bytes[start..end as usize]))
+    }
+
     /// Appends a stored value as it is.
     fn push_stored(&mut self, user: u32, value: &[u8]) {
         self.users.push(user);
@@ -363,48 +372,39 @@ impl<'s> Writer<'s> {
             }
         }
         for (attr, run) in &job.values {
-            let mut start = 0usize;
-            for (&user, &end) in run.users.iter().zip(&run.ends) {
-                let value = &run.bytes[start..end as usize];
-                start = end as usize;
-                let lane = (*attr, user >= self.first_new_user);
-                let i = match self.values.iter().position(|(l, _)| *l == lane) {
+            // The run's two lanes, found once.
+            let mut lanes: [Option<usize>; 2] = [None, None];
+            for (user, value) in run.iter() {
+                let new = user >= self.first_new_user;
+                let i = match lanes[usize::from(new)] {
                     Some(i) => i,
                     None => {
-                        self.values.push((
-                            lane,
-                            Lane {
-                                copy: Some(NewValues::default()),
-                                ..Lane::default()
-                            },
-                        ));
-                        self.values.len() - 1
+                        let i = self.lane((*attr, new));
+                        lanes[usize::from(new)] = Some(i);
+                        i
                     }
                 };
                 let l = &mut self.values[i].1;
                 let key = keys::attr_user(*attr, user);
-                if !l.sorting && l.last.is_some_and(|last| user <= last) {
-                    // Out of order: the sort takes over this lane.
+                let out_of_order = l.last.is_some_and(|last| user <= last);
+                if out_of_order && !l.sorting {
+                    // The sort takes over the lane, with what it wrote if
+                    // it still has it all.
                     if let Some(copy) = l.copy.take() {
                         if let Some(file) = l.file.take() {
                             let path = file.path.clone();
                             drop(file);
                             let _ = std::fs::remove_file(path);
                         }
-                        let mut s = 0usize;
-                        self.sorted += copy.users.len() as u64;
-                        for (&u, &e) in copy.users.iter().zip(&copy.ends) {
-                            self.spill
-                                .push(keys::attr_user(*attr, u), &copy.bytes[s..e as usize]);
-                            s = e as usize;
-                        }
                         l.sorting = true;
+                        self.sorted += copy.users.len() as u64;
+                        for (u, v) in copy.iter() {
+                            self.spill.push(keys::attr_user(*attr, u), v);
+                        }
                     }
-                    self.sorted += 1;
-                    self.spill.push(key, value);
-                    continue;
                 }
-                if l.sorting {
+                let l = &mut self.values[i].1;
+                if l.sorting || out_of_order {
                     self.sorted += 1;
                     self.spill.push(key, value);
                     continue;
@@ -417,14 +417,8 @@ impl<'s> Writer<'s> {
                         l.copy = None;
                     }
                 }
-                let mut file = match l.file.take() {
-                    Some(f) if f.keys < FILE_KEYS => f,
-                    Some(f) => {
-                        self.done.values.push(f.finish(cf::ATTR_VALUES)?);
-                        self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?
-                    }
-                    None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?,
-                };
+                let file = l.file.take();
+                let mut file = self.with_room(file, |d| &mut d.values)?;
                 file.put(&key, value, cf::ATTR_VALUES)?;
                 self.values[i].1.file = Some(file);
             }
@@ -442,6 +436,37 @@ impl<'s> Writer<'s> {
                 .map_err(db_err("write", "*"))?;
         }
         Ok(())
+    }
+
+    /// The index of `lane` (attribute, whether its users are new) in
+    /// `values`, a new lane if it has none.
+    fn lane(&mut self, lane: (u32, bool)) -> usize {
+        if let Some(i) = self.values.iter().position(|(l, _)| *l == lane) {
+            return i;
+        }
+        let fresh = Lane {
+            copy: Some(NewValues::default()),
+            ..Lane::default()
+        };
+        self.values.push((lane, fresh));
+        self.values.len() - 1
+    }
+
+    /// `file` if it has room for another value, else a new file (the full
+    /// one closed into the list `done` picks).
+    fn with_room(
+        &mut self,
+        file: Option<OpenFile<'s>>,
+        done: fn(&mut Finished) -> &mut Vec<PathBuf>,
+    ) -> Result<OpenFile<'s>> {
+        match file {
+            Some(f) if f.keys < FILE_KEYS => Ok(f),
+            Some(f) => {
+                done(&mut self.done).push(f.finish(cf::ATTR_VALUES)?);
+                self.open(self.store.values_sst_options(), cf::ATTR_VALUES)
+            }
+            None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES),
+        }
     }
 
     /// Closes the open value files (the lanes start again after).
@@ -494,14 +519,7 @@ impl<'s> Writer<'s> {
             let Some(Reverse((key, src))) = heap.pop() else {
                 break;
             };
-            let mut out = match file.take() {
-                Some(f) if f.keys < FILE_KEYS => f,
-                Some(f) => {
-                    self.done.spilled.push(f.finish(cf::ATTR_VALUES)?);
-                    self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?
-                }
-                None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES)?,
-            };
+            let mut out = self.with_room(file.take(), |d| &mut d.spilled)?;
             let value = if src == held {
                 self.spill.value(next_held)
             } else {
@@ -538,9 +556,8 @@ impl<'s> Writer<'s> {
         // logs must be on disk before the values are.
         self.store.flush_staged()?;
         let files = std::mem::take(&mut self.done.values);
-        ingest(self.store, cf::ATTR_VALUES, &files)?;
         let spilled = std::mem::take(&mut self.done.spilled);
-        ingest(self.store, cf::ATTR_VALUES, &spilled)
+        ingest_values(self.store, &files, &spilled)
     }
 
     /// Closes every file; what there is to ingest.
@@ -568,6 +585,13 @@ impl<'s> Writer<'s> {
             Msg::Finish => self.finish(),
         }
     }
+}
+
+/// Moves first values into `attr_values`: the lanes' files, then the
+/// sort's (see [`Finished::spilled`] for why apart).
+pub(crate) fn ingest_values(store: &Store, files: &[PathBuf], spilled: &[PathBuf]) -> Result<()> {
+    ingest(store, cf::ATTR_VALUES, files)?;
+    ingest(store, cf::ATTR_VALUES, spilled)
 }
 
 /// Moves SST files into family `name` (and removes them).

@@ -130,13 +130,6 @@ impl EncodedChange {
     }
 }
 
-/// The users of one attribute whose first values are in pending SST files
-/// (or in the stager's sort, see `stage.rs`).
-#[derive(Default)]
-struct InFiles {
-    users: RoaringBitmap,
-}
-
 /// Counts of attribute writes an import made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct AttrStats {
@@ -168,10 +161,10 @@ pub struct ImportTxn<'s> {
     /// First values since the last hand-off, by attribute, bound for the
     /// stager's SST files.
     new_values: Vec<(u32, NewValues)>,
-    /// Per attribute, the users whose value went to a pending (not yet
-    /// ingested) SST file: they must not be read before the files are
-    /// ingested, and only users above the last may go there next.
-    in_files: HashMap<u32, InFiles>,
+    /// Per attribute, the users whose first value went to a pending (not
+    /// yet ingested) SST file or the stager's sort (see `stage.rs`): they
+    /// must not be read before the files are ingested.
+    in_files: HashMap<u32, RoaringBitmap>,
     undo_n: u64,
     undo_bitmap_n: u64,
     /// Users per attribute this batch gave a first value (see `UNDO_BITMAPS`).
@@ -543,8 +536,8 @@ impl<'s> ImportTxn<'s> {
             // created, given this attribute by an earlier batch: a repeated
             // row), so those are ingested first; or in the batch still being
             // written.
-            if let Some(files) = self.in_files.get(&attr) {
-                if need_read.iter().any(|&i| files.users.contains(run[i].user)) {
+            if let Some(filed) = self.in_files.get(&attr) {
+                if need_read.iter().any(|&i| filed.contains(run[i].user)) {
                     self.flush()?;
                     self.stager.ingest_values()?;
                     self.in_files.clear();
@@ -670,7 +663,7 @@ impl<'s> ImportTxn<'s> {
             }
             self.batch_ops += 3;
         }
-        add_ascending(&mut in_files.users, &filed);
+        add_ascending(&mut in_files, &filed);
         if let Some(p) = &mut presence {
             dirty |= add_ascending(p, &gained);
         }
@@ -683,7 +676,7 @@ impl<'s> ImportTxn<'s> {
         if !undo_new.is_empty() {
             self.undo_new.insert(attr, undo_new);
         }
-        if !in_files.users.is_empty() {
+        if !in_files.is_empty() {
             self.in_files.insert(attr, in_files);
         }
         if !new_values.is_empty() {
@@ -750,8 +743,7 @@ impl<'s> ImportTxn<'s> {
             let files = self.stager.finish()?;
             self.store.flush_staged()?;
             stage::ingest(self.store, cf::USERS, &files.users)?;
-            stage::ingest(self.store, cf::ATTR_VALUES, &files.values)?;
-            stage::ingest(self.store, cf::ATTR_VALUES, &files.spilled)?;
+            stage::ingest_values(self.store, &files.values, &files.spilled)?;
         }
         let st = self.store;
         let mut batch = std::mem::take(&mut self.publish);
