@@ -158,6 +158,78 @@ fn an_import_that_runs_out_of_space_stores_nothing_and_works_once_freed() {
     assert!(segsync(&data, &["check"]).status.success());
 }
 
+/// The check's figures, asserting it found nothing wrong.
+fn checked(data: &Path) -> serde_json::Value {
+    let out = segsync(data, &["check", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    report
+}
+
+/// A users file in an order of its own goes through the import's sort and
+/// its value files; a full disk there fails the same clear way and leaves
+/// no attribute, value or user behind.
+#[test]
+fn a_users_import_out_of_order_that_runs_out_of_space_stores_nothing() {
+    let Some(disk) = SmallDisk::mount(64) else {
+        return;
+    };
+    let env = Env::new();
+    let data = disk.path().join("data");
+    let members = ids_file(&env, "members.txt", 0, 200_000);
+    let out = segsync(&data, &["segment", "import", "seg", path_str(&members)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same users, last first, with two values each (about 18 MB).
+    let mut csv = String::from("distinct_id,uid,note\n");
+    for i in (0..200_000).rev() {
+        csv.push_str(&format!(
+            "user-{i:09},uid-{i:012}-aaaaaaaaaaaaaaaaaaaa,note {i} bbbbbbbbbbbbbbbbbbbbbbbbbbbb\n"
+        ));
+    }
+    let users = env.file("users.csv", csv.as_bytes());
+    disk.fill(2 << 20);
+    let out = segsync(&data, &["users", "import", path_str(&users)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the import cannot fit");
+    assert_ne!(out.status.code(), Some(101), "a panic: {err}");
+    assert!(err.to_lowercase().contains("no space left"), "{err}");
+    assert!(err.contains("free space and run it again"), "{err}");
+
+    disk.free_space();
+    let report = checked(&data);
+    assert_eq!(report["users"], 200_000, "{report}");
+    assert_eq!(
+        report["attributes"], 0,
+        "no attribute of the failed import: {report}"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("import-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "files of the failed import: {leftovers:?}"
+    );
+
+    let out = segsync(&data, &["users", "import", path_str(&users)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = checked(&data);
+    assert_eq!(report["users"], 200_000, "{report}");
+    assert_eq!(report["attributes"], 2, "{report}");
+}
+
 #[test]
 fn a_sync_that_cannot_checkpoint_stops_sending_and_resumes_once_freed() {
     let Some(disk) = SmallDisk::mount(64) else {

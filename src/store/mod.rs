@@ -107,7 +107,7 @@ pub enum Error {
         reason: String,
     },
     /// A file of the data dir could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}", io_message(path, source))]
     Io {
         /// The file.
         path: PathBuf,
@@ -151,6 +151,20 @@ fn db_message(op: &str, cf: &str, cause: &rocksdb::Error) -> String {
         )
     } else {
         format!("store {op} in column family {cf} failed: {text}")
+    }
+}
+
+/// A failed file operation of the data dir; a full disk says, as RocksDB's
+/// does, that nothing of the work is stored and what to do (an import's
+/// sort runs and SST files are the files it writes besides RocksDB's).
+fn io_message(path: &Path, source: &std::io::Error) -> String {
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        format!(
+            "no space left on the disk of the data dir (writing {}): nothing of the interrupted work is stored; free space and run it again ({source})",
+            path.display()
+        )
+    } else {
+        format!("{}: {source}", path.display())
     }
 }
 

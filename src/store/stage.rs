@@ -759,3 +759,32 @@ impl<'s> Stager<'s> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that cannot be written for a full disk says so as the store's
+    /// other errors do, and keeps its values for nothing: the import fails
+    /// and rolls back.
+    #[test]
+    fn a_run_on_a_full_disk_says_no_space_left() {
+        let full = PathBuf::from("/dev/full");
+        if !full.exists() {
+            eprintln!("SKIPPED: no /dev/full here");
+            return;
+        }
+        let mut spill = Spill::default();
+        for user in (0..1000u64).rev() {
+            spill.push(user.to_be_bytes(), b"some value");
+        }
+        let err = spill.write_run(full).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("no space left on the disk of the data dir (writing /dev/full)"),
+            "{text}"
+        );
+        assert!(text.contains("free space and run it again"), "{text}");
+        assert!(spill.runs.is_empty(), "no run recorded");
+    }
+}
