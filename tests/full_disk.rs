@@ -107,6 +107,27 @@ fn segsync(data: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs and expects success.
+fn segsync_ok(data: &Path, args: &[&str]) {
+    let out = segsync(data, args);
+    assert!(
+        out.status.success(),
+        "segsync {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs an import that cannot fit and expects it to fail with the store's
+/// full-disk error, never a panic; returns its stderr.
+fn out_of_space(data: &Path, args: &[&str]) -> String {
+    let out = segsync(data, args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the import cannot fit");
+    assert_ne!(out.status.code(), Some(101), "a panic: {err}");
+    assert!(err.to_lowercase().contains("no space left"), "{err}");
+    err
+}
+
 fn ids_file(env: &Env, name: &str, from: usize, to: usize) -> PathBuf {
     let ids: Vec<String> = (from..to).map(|i| format!("user-{i:09}")).collect();
     env.file(name, ids.join("\n").as_bytes())
@@ -120,20 +141,11 @@ fn an_import_that_runs_out_of_space_stores_nothing_and_works_once_freed() {
     let env = Env::new();
     let data = disk.path().join("data");
     let small = ids_file(&env, "small.txt", 0, 1000);
-    let out = segsync(&data, &["segment", "import", "seg", path_str(&small)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    segsync_ok(&data, &["segment", "import", "seg", path_str(&small)]);
     disk.fill(2 << 20);
     // 600K new users need far more than 2 MB.
     let big = ids_file(&env, "big.txt", 1000, 601_000);
-    let out = segsync(&data, &["segment", "import", "seg", path_str(&big)]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the import cannot fit");
-    assert_ne!(out.status.code(), Some(101), "a panic: {err}");
-    assert!(err.to_lowercase().contains("no space left"), "{err}");
+    out_of_space(&data, &["segment", "import", "seg", path_str(&big)]);
 
     disk.free_space();
     let out = segsync(&data, &["check"]);
@@ -149,12 +161,7 @@ fn an_import_that_runs_out_of_space_stores_nothing_and_works_once_freed() {
         "nothing of the failed import: {segs}"
     );
     assert_eq!(segs[0]["members"], 1000, "{segs}");
-    let out = segsync(&data, &["segment", "import", "seg", path_str(&big)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    segsync_ok(&data, &["segment", "import", "seg", path_str(&big)]);
     assert!(segsync(&data, &["check"]).status.success());
 }
 
@@ -179,12 +186,7 @@ fn a_users_import_out_of_order_that_runs_out_of_space_stores_nothing() {
     let env = Env::new();
     let data = disk.path().join("data");
     let members = ids_file(&env, "members.txt", 0, 200_000);
-    let out = segsync(&data, &["segment", "import", "seg", path_str(&members)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    segsync_ok(&data, &["segment", "import", "seg", path_str(&members)]);
     // The same users, last first, with two values each (about 18 MB).
     let mut csv = String::from("distinct_id,uid,note\n");
     for i in (0..200_000).rev() {
@@ -194,11 +196,7 @@ fn a_users_import_out_of_order_that_runs_out_of_space_stores_nothing() {
     }
     let users = env.file("users.csv", csv.as_bytes());
     disk.fill(2 << 20);
-    let out = segsync(&data, &["users", "import", path_str(&users)]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the import cannot fit");
-    assert_ne!(out.status.code(), Some(101), "a panic: {err}");
-    assert!(err.to_lowercase().contains("no space left"), "{err}");
+    let err = out_of_space(&data, &["users", "import", path_str(&users)]);
     assert!(err.contains("free space and run it again"), "{err}");
 
     disk.free_space();
@@ -219,12 +217,7 @@ fn a_users_import_out_of_order_that_runs_out_of_space_stores_nothing() {
         "files of the failed import: {leftovers:?}"
     );
 
-    let out = segsync(&data, &["users", "import", path_str(&users)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    segsync_ok(&data, &["users", "import", path_str(&users)]);
     let report = checked(&data);
     assert_eq!(report["users"], 200_000, "{report}");
     assert_eq!(report["attributes"], 2, "{report}");

@@ -256,14 +256,9 @@ impl Spill {
                 break;
             };
             let Reverse((key, src)) = *top;
-            let mut file = match out.take() {
-                Some(f) if f.keys < FILE_KEYS => f,
-                full => {
-                    if let Some(f) = full {
-                        files.push(f.finish(cf::ATTR_VALUES)?);
-                    }
-                    OpenFile::create(opts, path(files.len() as u32), cf::ATTR_VALUES)?
-                }
+            let mut file = match OpenFile::keep_if_room(out.take(), &mut files)? {
+                Some(f) => f,
+                None => OpenFile::create(opts, path(files.len() as u32), cf::ATTR_VALUES)?,
             };
             let value = if src == held {
                 self.value(next_held)
@@ -404,6 +399,19 @@ impl<'s> OpenFile<'s> {
             path,
             keys: 0,
         })
+    }
+
+    /// `file` while it has room for another key ([`FILE_KEYS`]); a full one
+    /// is finished into `done`, and `None` says to open the next.
+    fn keep_if_room(file: Option<Self>, done: &mut Vec<PathBuf>) -> Result<Option<Self>> {
+        match file {
+            Some(f) if f.keys < FILE_KEYS => Ok(Some(f)),
+            Some(f) => {
+                done.push(f.finish(cf::ATTR_VALUES)?);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 
     fn put(&mut self, key: &[u8], value: &[u8], family: &'static str) -> Result<()> {
@@ -598,12 +606,8 @@ impl<'s> Writer<'s> {
         file: Option<OpenFile<'s>>,
         done: fn(&mut Finished) -> &mut Vec<PathBuf>,
     ) -> Result<OpenFile<'s>> {
-        match file {
-            Some(f) if f.keys < FILE_KEYS => Ok(f),
-            Some(f) => {
-                done(&mut self.done).push(f.finish(cf::ATTR_VALUES)?);
-                self.open(self.store.values_sst_options(), cf::ATTR_VALUES)
-            }
+        match OpenFile::keep_if_room(file, done(&mut self.done))? {
+            Some(f) => Ok(f),
             None => self.open(self.store.values_sst_options(), cf::ATTR_VALUES),
         }
     }

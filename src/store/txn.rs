@@ -1257,10 +1257,11 @@ mod tests {
 
     #[test]
     fn rollback_restores_replaced_and_first_values_across_flushes() {
-        let n = 40_000u32; // 3 writes a change: several flushes of BATCH_OPS
-                           // A repeated row reads back a filed first value: the files are
-                           // ingested mid-import, and only then are their users logged. A
-                           // crash leaves the writer's lock held: a store each.
+        // 3 writes a change: several flushes of BATCH_OPS.
+        let n = 40_000u32;
+        // A repeated row reads back a filed first value: the files are
+        // ingested mid-import, and only then are their users logged. A
+        // crash leaves the writer's lock held: a store each.
         for (crash, repeat) in [(false, false), (true, false), (false, true), (true, true)] {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path()).unwrap();
