@@ -145,9 +145,9 @@ impl Interner {
     }
 
     /// The table and the users this import created, for the commit to
-    /// merge; the interner forgets them (its map is freed before the merge
-    /// allocates).
-    pub fn finish(&mut self) -> store::Result<(&mut FingerprintTable, NewUsers)> {
+    /// save together; the interner forgets the new users (its map is freed
+    /// before the commit writes).
+    pub fn finish(&mut self) -> store::Result<(&FingerprintTable, NewUsers)> {
         let new = NewUsers(std::mem::take(&mut self.pending).finish());
         Ok((self.table()?, new))
     }

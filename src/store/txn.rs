@@ -762,7 +762,7 @@ impl<'s> ImportTxn<'s> {
     /// given, the new users' fingerprints (every user [`ImportTxn::new_user`]
     /// created, as the caller's interner collected them) are merged into it
     /// and it is saved.
-    pub fn commit(mut self, table: Option<(&mut FingerprintTable, NewUsers)>) -> Result<Counters> {
+    pub fn commit(mut self, table: Option<(&FingerprintTable, NewUsers)>) -> Result<Counters> {
         let live = std::mem::take(&mut self.live);
         self.publish_live(live)?;
         if self.small {
@@ -822,8 +822,7 @@ impl<'s> ImportTxn<'s> {
             // its directory and rewriting its file (140 MB at 10M users)
             // would be pure cost.
             if !new.is_empty() || table.covers() != self.counters.user_count {
-                table.merge(new.0, self.counters.user_count);
-                table.save(&table_path(st))?;
+                table.save_merged(&new.0, self.counters.user_count, &table_path(st))?;
             }
         }
         Ok(self.counters)
