@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde_json::{json, value::RawValue};
 
-use super::{id_text, parse_basic, write_keys, Reply};
+use super::{id_text, parse_basic, write_keys, Reply, WriteKey};
 use crate::store::{self, AttrChange, Fingerprint, ImportTxn, Store, Value};
 
 /// Largest single identify or track body (Segment's own limit).
@@ -666,6 +666,36 @@ impl Default for GroupLimits {
     }
 }
 
+/// The write keys as last read, with the store's `inbound` version they
+/// reflect. Read for every call, they were 8 % of a server's samples under
+/// single identify calls (an iterator and a decode per call); a key added
+/// or removed is seen by the next call, since that bumps the version.
+#[derive(Default)]
+struct KeyCache(std::sync::RwLock<Option<(u64, Arc<Vec<WriteKey>>)>>);
+
+impl KeyCache {
+    fn get(&self, store: &Store) -> Result<Arc<Vec<WriteKey>>, super::Error> {
+        // Read before the records: a write in between only makes the next
+        // call read them again.
+        let version = store.inbound_version();
+        if let Some((at, keys)) = &*self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            if *at == version {
+                return Ok(keys.clone());
+            }
+        }
+        let keys = Arc::new(write_keys(store)?);
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((version, keys.clone()));
+        Ok(keys)
+    }
+}
+
 type Done = Box<dyn FnOnce(Reply) + Send>;
 
 enum Msg {
@@ -683,6 +713,7 @@ pub struct Committer {
     tx: crossbeam::channel::Sender<Msg>,
     /// The committer's fingerprint table, for resolving ids while parsing.
     table: Shared,
+    keys: KeyCache,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -707,6 +738,7 @@ impl Committer {
         Ok(Committer {
             tx,
             table,
+            keys: KeyCache::default(),
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -721,7 +753,8 @@ impl Committer {
         body: &[u8],
         done: impl FnOnce(Reply) + Send + 'static,
     ) {
-        let mut events = match check(store, endpoint, authorization, body) {
+        let keys = self.keys.get(store);
+        let mut events = match check(keys, endpoint, authorization, body) {
             Ok(e) => e,
             Err(r) => return done(r),
         };
@@ -854,7 +887,8 @@ pub fn handle(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let mut events = match check(store, endpoint, authorization, body) {
+    let keys = write_keys(store).map(Arc::new);
+    let mut events = match check(keys, endpoint, authorization, body) {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -865,7 +899,7 @@ pub fn handle(
 
 /// Authenticates, bounds and parses one call; a refusal is the reply.
 fn check(
-    store: &Store,
+    keys: Result<Arc<Vec<WriteKey>>, super::Error>,
     endpoint: Endpoint,
     authorization: Option<&str>,
     body: &[u8],
@@ -876,7 +910,7 @@ fn check(
             "Basic auth with a write key (as the user name) is required",
         ));
     };
-    match write_keys(store) {
+    match keys {
         Ok(keys)
             if keys.iter().any(|k| {
                 k.key.matches(&user) || (!password.is_empty() && k.key.matches(&password))
@@ -1007,6 +1041,35 @@ mod tests {
             assert_eq!(d.get(id), Some(user), "{id}");
         }
         assert_eq!(d.len(), 4);
+    }
+
+    #[test]
+    fn a_write_key_added_or_removed_is_seen_by_the_next_call() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let committer = Committer::start(store.clone(), GroupLimits::default()).unwrap();
+        let call = |key: &str| -> u16 {
+            let auth = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            let body = br#"{"userId":"u-1","traits":{"plan":"pro"}}"#;
+            committer.submit(&store, Endpoint::Identify, Some(&auth), body, move |r| {
+                let _ = tx.send(r.status);
+            });
+            rx.recv().unwrap()
+        };
+        assert_eq!(call("write-key-one"), 401);
+        super::super::add_write_key(&store, "one", "write-key-one").unwrap();
+        assert_eq!(call("write-key-one"), 200);
+        assert_eq!(call("write-key-two"), 401);
+        super::super::add_write_key(&store, "two", "write-key-two").unwrap();
+        assert_eq!(call("write-key-two"), 200);
+        super::super::remove_write_key(&store, "one").unwrap();
+        assert_eq!(call("write-key-one"), 401, "a removed key still writes");
+        assert_eq!(call("write-key-two"), 200);
     }
 
     #[test]

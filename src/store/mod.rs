@@ -211,6 +211,9 @@ pub struct Store {
     /// Serialises id allocation (`next_id`), apart from imports so that an
     /// action never waits for one.
     ids: Mutex<()>,
+    /// Writes to `inbound` (keys, workspaces, tokens) so far, for caches of
+    /// those records to know when to read them again.
+    inbound_writes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -422,6 +425,7 @@ impl Store {
             writer: Mutex::new(()),
             syncs: Mutex::new(()),
             ids: Mutex::new(()),
+            inbound_writes: std::sync::atomic::AtomicU64::new(0),
         };
         store.check_schema(fresh)?;
         store.load_state()?;

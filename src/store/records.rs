@@ -139,17 +139,39 @@ impl Store {
     /// which a process crash cannot lose either way).
     pub(crate) fn write_records(&self, writes: Vec<Write>, sync: bool) -> Result<()> {
         let mut batch = WriteBatch::default();
+        let mut inbound = false;
         for w in writes {
             match w {
-                Write::Put(c, k, v) => batch.put_cf(self.cf(c), k, v),
-                Write::Delete(c, k) => batch.delete_cf(self.cf(c), k),
+                Write::Put(c, k, v) => {
+                    inbound |= c == cf::INBOUND;
+                    batch.put_cf(self.cf(c), k, v)
+                }
+                Write::Delete(c, k) => {
+                    inbound |= c == cf::INBOUND;
+                    batch.delete_cf(self.cf(c), k)
+                }
             }
         }
-        if sync {
+        let written = if sync {
             self.write_sync(batch, "records")
         } else {
             self.db().write(batch).map_err(db_err("write", "records"))
+        };
+        // Counted once written: a cache that reads the count first and the
+        // records after can only read them again for nothing.
+        if inbound {
+            self.inbound_writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
+        written
+    }
+
+    /// How many writes to the `inbound` family this process has made: a
+    /// cache of its records read when this was `n` is current while it
+    /// still is (nothing else writes while the store is open).
+    pub(crate) fn inbound_version(&self) -> u64 {
+        self.inbound_writes
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Allocates the next id of a kind (`destination`, `sync`), starting at 1.
