@@ -102,7 +102,7 @@ pub(crate) struct Run {
 
 impl Default for Run {
     fn default() -> Run {
-        Run::build(Vec::new(), &vec![0; (1 << PREFIX_BITS) + 1], PREFIX_BITS)
+        RunBuilder::with_capacity(0, PREFIX_BITS).finish()
     }
 }
 
@@ -121,18 +121,6 @@ impl Run {
     pub(crate) fn from_unsorted(mut pairs: Vec<(Fingerprint, u32)>) -> Run {
         pairs.sort_unstable_by_key(|&(fp, _)| fp);
         Run::from_sorted(pairs)
-    }
-
-    /// The run of `slots`, whose prefixes `starts` (one more than there are
-    /// prefixes) delimits, with a directory of `bits` bits.
-    fn build(slots: Vec<Slot>, starts: &[u32], bits: u32) -> Run {
-        let mut run = Run {
-            slots,
-            dir: Vec::new(),
-            bits,
-        };
-        run.rebuild_dir(starts, bits);
-        run
     }
 
     /// Number of entries.

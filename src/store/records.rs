@@ -141,15 +141,11 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut inbound = false;
         for w in writes {
+            let (Write::Put(c, ..) | Write::Delete(c, _)) = &w;
+            inbound |= *c == cf::INBOUND;
             match w {
-                Write::Put(c, k, v) => {
-                    inbound |= c == cf::INBOUND;
-                    batch.put_cf(self.cf(c), k, v)
-                }
-                Write::Delete(c, k) => {
-                    inbound |= c == cf::INBOUND;
-                    batch.delete_cf(self.cf(c), k)
-                }
+                Write::Put(c, k, v) => batch.put_cf(self.cf(c), k, v),
+                Write::Delete(c, k) => batch.delete_cf(self.cf(c), k),
             }
         }
         let written = if sync {

@@ -221,6 +221,7 @@ impl Spill {
             Some(hi) => self.entries.partition_point(|e| e.0 < hi),
             None => self.entries.len(),
         };
+        let held_key = |i: usize| self.entries[..end_held].get(i).map(|e| e.0);
         // Sources: each run, then what is held (index `runs.len()`). When
         // they ascend one after the other, the heap holds one at a time.
         let held = runs.len();
@@ -237,7 +238,7 @@ impl Spill {
                 let src = next_source;
                 next_source += 1;
                 let first = if src == held {
-                    self.entries[..end_held].get(next_held).map(|e| e.0)
+                    held_key(next_held)
                 } else {
                     // From the index entry before `lo`, skip to `lo`.
                     let mut key = runs[src].next()?;
@@ -269,7 +270,7 @@ impl Spill {
             out = Some(file);
             let next = if src == held {
                 next_held += 1;
-                self.entries[..end_held].get(next_held).map(|e| e.0)
+                held_key(next_held)
             } else {
                 runs[src].next()?
             };

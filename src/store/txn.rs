@@ -759,9 +759,9 @@ impl<'s> ImportTxn<'s> {
     }
 
     /// Makes everything this import wrote visible at once. When `table` is
-    /// given, the new users' fingerprints (every user [`ImportTxn::new_user`]
-    /// created, as the caller's interner collected them) are merged into it
-    /// and it is saved.
+    /// given, it is saved together with the new users' fingerprints (every
+    /// user [`ImportTxn::new_user`] created, as the caller's interner
+    /// collected them).
     pub fn commit(mut self, table: Option<(&FingerprintTable, NewUsers)>) -> Result<Counters> {
         let live = std::mem::take(&mut self.live);
         self.publish_live(live)?;
