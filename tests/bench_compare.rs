@@ -17,6 +17,10 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `serve`, started for the Personas phases, runs none of the bench's
+    // syncs: one of them would retry against a receiver already stopped.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("attempt failed"), "{stderr}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The same members went to the Cohort Sync receiver, in bodies under
     // 128 KB (it refuses larger ones), and it holds exactly their uids.
@@ -36,6 +40,13 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
     for figure in ["batch_events_per_s", "batch_new_events_per_s"] {
         assert!(p[figure].as_f64().unwrap() > 0.0, "{figure}: {p}");
     }
+    // At half load each call is timed from when it was due and from when
+    // it was sent: the second is never the longer, call by call.
+    let (due, answered) = (
+        p["half_load_p99_ms"].as_f64().unwrap(),
+        p["half_load_answer_p99_ms"].as_f64().unwrap(),
+    );
+    assert!(answered > 0.0 && answered <= due, "{p}");
     let c = &r["compare"];
     let ours = c["snapshot_diff_segsync_s"].as_f64().unwrap();
     assert!(ours > 0.0, "{c}");
