@@ -156,8 +156,19 @@ async fn identify_track_and_batch_build_membership_that_a_sync_delivers() {
     let v = srv
         .ok("/v1/identify", json!({"type": "identify", "userId": "u1", "traits": {"high_value": true, "plan": "pro"}}))
         .await;
-    assert_eq!(v["users_created"], 0, "u1 was imported before");
-    assert_eq!(v["segments_changed"], json!(["high_value"]));
+    // The whole answer: what the call applied, and nothing else.
+    assert_eq!(
+        v,
+        json!({
+            "success": true,
+            "events": 1,
+            "users_created": 0,
+            "attributes_written": 2,
+            "segments_changed": ["high_value"],
+            "events_ignored": 0,
+        }),
+        "u1 was imported before, with its uid"
+    );
     srv.ok(
         "/v1/identify",
         json!({"anonymousId": "anon-2", "traits": {"high_value": true}}),

@@ -33,7 +33,7 @@ fn identify(
         body.to_string().as_bytes(),
         move |r| tx.send(r).unwrap(),
     );
-    let r = rx.recv().unwrap();
+    let r = rx.recv().unwrap().into_reply();
     assert_eq!(r.status, 200, "{}", r.body);
     r.body
 }

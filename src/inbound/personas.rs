@@ -529,15 +529,71 @@ struct Applied {
 }
 
 impl Applied {
-    fn reply(self, events: usize) -> Reply {
-        Reply::ok(json!({
-            "success": true,
-            "events": events,
-            "users_created": self.users_created,
-            "attributes_written": self.attributes,
-            "segments_changed": self.segments,
-            "events_ignored": self.ignored,
-        }))
+    fn answer(self, events: usize) -> Answer {
+        Answer::Applied(Summary {
+            success: true,
+            events,
+            users_created: self.users_created,
+            attributes_written: self.attributes,
+            segments_changed: self.segments,
+            events_ignored: self.ignored,
+        })
+    }
+}
+
+/// The body of a 200 answer: what the call applied. Serialized as it is
+/// by whoever answers the call, never built as a `serde_json::Value` on
+/// the commit thread, which every call waits for (the `Value`, its map and
+/// its keys were 2.75 % of the server's samples under single calls).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// Always true.
+    pub success: bool,
+    /// Events in the call.
+    pub events: usize,
+    /// Users the call created.
+    pub users_created: u64,
+    /// Attribute values written.
+    pub attributes_written: u64,
+    /// Segments whose membership the call changed.
+    pub segments_changed: Vec<String>,
+    /// Events of a kind that changes nothing here.
+    pub events_ignored: u64,
+}
+
+/// What a call gets back: what it applied, or any other reply (a refusal,
+/// an error).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// 200, with what was applied.
+    Applied(Summary),
+    /// Anything else.
+    Reply(Reply),
+}
+
+impl Answer {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Applied(_) => 200,
+            Answer::Reply(r) => r.status,
+        }
+    }
+
+    /// As a [`Reply`] with a JSON body.
+    pub fn into_reply(self) -> Reply {
+        match self {
+            Answer::Applied(s) => {
+                Reply::ok(serde_json::to_value(s).unwrap_or_else(|_| json!({ "success": true })))
+            }
+            Answer::Reply(r) => r,
+        }
+    }
+}
+
+impl From<Reply> for Answer {
+    fn from(r: Reply) -> Answer {
+        Answer::Reply(r)
     }
 }
 
@@ -696,7 +752,7 @@ impl KeyCache {
     }
 }
 
-type Done = Box<dyn FnOnce(Reply) + Send>;
+type Done = Box<dyn FnOnce(Answer) + Send>;
 
 enum Msg {
     Apply { events: Vec<Event>, done: Done },
@@ -751,12 +807,12 @@ impl Committer {
         endpoint: Endpoint,
         authorization: Option<&str>,
         body: &[u8],
-        done: impl FnOnce(Reply) + Send + 'static,
+        done: impl FnOnce(Answer) + Send + 'static,
     ) {
         let keys = self.keys.get(store);
         let mut events = match check(keys, endpoint, authorization, body) {
             Ok(e) => e,
-            Err(r) => return done(r),
+            Err(r) => return done(r.into()),
         };
         self.resolve(store, &mut events);
         let msg = Msg::Apply {
@@ -764,7 +820,7 @@ impl Committer {
             done: Box::new(done),
         };
         if let Err(crossbeam::channel::SendError(Msg::Apply { done, .. })) = self.tx.send(msg) {
-            done(Reply::error(503, "the server is shutting down"));
+            done(Reply::error(503, "the server is shutting down").into());
         }
     }
 
@@ -856,7 +912,7 @@ fn commit_loop(
 /// Applies a group and answers each of its requests, in order: what each
 /// applied, or 500 for all when the transaction failed (then nothing of it
 /// is stored, and what `users` learnt inside it is void).
-fn apply_and_answer(store: &Store, users: &mut Users, group: &mut [&mut [Event]]) -> Vec<Reply> {
+fn apply_and_answer(store: &Store, users: &mut Users, group: &mut [&mut [Event]]) -> Vec<Answer> {
     match apply(store, users, group) {
         Ok(applied) => {
             let events: usize = group.iter().map(|e| e.len()).sum();
@@ -864,7 +920,7 @@ fn apply_and_answer(store: &Store, users: &mut Users, group: &mut [&mut [Event]]
             group
                 .iter()
                 .zip(applied)
-                .map(|(e, a)| a.reply(e.len()))
+                .map(|(e, a)| a.answer(e.len()))
                 .collect()
         }
         Err(e) => {
@@ -872,7 +928,7 @@ fn apply_and_answer(store: &Store, users: &mut Users, group: &mut [&mut [Event]]
             users.reset();
             group
                 .iter()
-                .map(|_| Reply::error(500, "internal error (see the server log)"))
+                .map(|_| Reply::error(500, "internal error (see the server log)").into())
                 .collect()
         }
     }
@@ -894,7 +950,10 @@ pub fn handle(
     };
     apply_and_answer(store, users, &mut [&mut events])
         .pop()
-        .unwrap_or_else(|| Reply::error(500, "internal error (see the server log)"))
+        .map_or_else(
+            || Reply::error(500, "internal error (see the server log)"),
+            Answer::into_reply,
+        )
 }
 
 /// Authenticates, bounds and parses one call; a refusal is the reply.
@@ -1056,8 +1115,8 @@ mod tests {
             );
             let (tx, rx) = std::sync::mpsc::channel();
             let body = br#"{"userId":"u-1","traits":{"plan":"pro"}}"#;
-            committer.submit(&store, Endpoint::Identify, Some(&auth), body, move |r| {
-                let _ = tx.send(r.status);
+            committer.submit(&store, Endpoint::Identify, Some(&auth), body, move |a| {
+                let _ = tx.send(a.status());
             });
             rx.recv().unwrap()
         };

@@ -169,7 +169,7 @@ async fn personas_call(
         let body = match inflate(&headers, body) {
             Ok(b) => b,
             Err(r) => {
-                let _ = tx.send(r);
+                let _ = tx.send(r.into());
                 return;
             }
         };
@@ -195,7 +195,9 @@ async fn personas_call(
         return respond(Reply::error(500, "internal error (see the server log)"));
     }
     match rx.await {
-        Ok(r) => respond(r),
+        // Serialized straight from the summary: no `serde_json::Value`.
+        Ok(personas::Answer::Applied(summary)) => (StatusCode::OK, Json(summary)).into_response(),
+        Ok(personas::Answer::Reply(r)) => respond(r),
         Err(_) => respond(Reply::error(500, "the request was dropped unanswered")),
     }
 }
