@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, value::RawValue};
+use serde_json::value::RawValue;
 
 use super::{id_text, parse_basic, write_keys, Reply, WriteKey};
 use crate::store::{self, AttrChange, Fingerprint, ImportTxn, Store, Value};
@@ -583,9 +583,12 @@ impl Answer {
     /// As a [`Reply`] with a JSON body.
     pub fn into_reply(self) -> Reply {
         match self {
-            Answer::Applied(s) => {
-                Reply::ok(serde_json::to_value(s).unwrap_or_else(|_| json!({ "success": true })))
-            }
+            // Serializing these plain fields cannot fail; were it to, the
+            // caller is told, not handed a body short of its fields.
+            Answer::Applied(s) => serde_json::to_value(s).map_or_else(
+                |e| Reply::error(500, format!("internal error: {e}")),
+                Reply::ok,
+            ),
             Answer::Reply(r) => r,
         }
     }
