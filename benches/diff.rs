@@ -2,19 +2,14 @@
 //! bitmaps from RocksDB included (the budget: ≤ 10 ms at 10M), and the
 //! bitmap algebra alone.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use segsync::fixtures::{generate, Spec};
 use segsync::{ingest, plan, store::Store};
 
-fn sizes() -> Vec<u64> {
-    std::env::var("SEGSYNC_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000_000, 10_000_000])
-}
-
 fn bench(c: &mut Criterion) {
-    for n in sizes() {
+    for n in common::sizes(&[1_000_000, 10_000_000]) {
         let dir = tempfile::tempdir().unwrap();
         let spec = Spec {
             users: n,

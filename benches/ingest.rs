@@ -2,18 +2,13 @@
 //! knows (the budget: ≥ 5M ids/s) and ids it has never seen (≥ 1M ids/s).
 //! Set `SEGSYNC_BENCH_SIZES=1000000` to run one size only.
 
+mod common;
+
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use segsync::{fixtures::distinct_id, ingest, store::Store};
-
-pub fn sizes() -> Vec<u64> {
-    std::env::var("SEGSYNC_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000_000, 10_000_000])
-}
 
 fn write_ids(path: &Path, n: u64) {
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
@@ -25,7 +20,7 @@ fn write_ids(path: &Path, n: u64) {
 
 fn bench(c: &mut Criterion) {
     let opts = ingest::Options::default();
-    for n in sizes() {
+    for n in common::sizes(&[1_000_000, 10_000_000]) {
         let dir = tempfile::tempdir().unwrap();
         let ids = dir.path().join("ids.txt");
         write_ids(&ids, n);

@@ -3,30 +3,21 @@
 //! thread, applied in groups with one synced write on the writer thread),
 //! with a fixed number of calls in flight, as `wrk` keeps connections busy.
 //! Half the events update random users the store has, half create new
-//! ones, as `segsync bench` sends. What this leaves out (hyper, the
+//! ones: the bodies `segsync bench` sends (`fixtures::identify_body`). What this leaves out (hyper, the
 //! socket, the load generator) is what made the end-to-end figures too
 //! noisy to compare two builds of the commit path on this machine.
 //! `SEGSYNC_BENCH_SIZES=10000000` sets the store's users (default 1M).
+
+mod common;
 
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use segsync::fixtures::distinct_id;
+use segsync::fixtures::{self, distinct_id};
 use segsync::inbound::personas::{Answer, Committer, Endpoint, GroupLimits};
 use segsync::{ingest, store::Store};
-
-const WRITE_KEY: &str = "bench-write-key";
-/// `Basic` of "bench-write-key:".
-const AUTHORIZATION: &str = "Basic YmVuY2gtd3JpdGUta2V5Og==";
-
-fn sizes() -> Vec<u64> {
-    std::env::var("SEGSYNC_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000_000])
-}
 
 /// Users `0..n` with a uid and two traits, loaded the way a first import is.
 fn store_with_users(dir: &std::path::Path, n: u64) -> Arc<Store> {
@@ -43,23 +34,8 @@ fn store_with_users(dir: &std::path::Path, n: u64) -> Arc<Store> {
     std::fs::remove_file(&csv).unwrap();
     // Calls arrive at a settled store, not into the bulk load's compaction.
     store.compact();
-    segsync::inbound::add_write_key(&store, "bench", WRITE_KEY).unwrap();
+    segsync::inbound::add_write_key(&store, "bench", fixtures::BENCH_WRITE_KEY).unwrap();
     Arc::new(store)
-}
-
-/// Event `k`: even ones for a known user (spread over the store by a
-/// multiplicative hash), odd ones for a user nobody has sent before.
-fn event(k: u64, known: u64, new: &mut u64) -> String {
-    let id = if k.is_multiple_of(2) {
-        distinct_id(k.wrapping_mul(2_654_435_761) % known)
-    } else {
-        *new += 1;
-        format!("rt-{new}")
-    };
-    format!(
-        r#""userId":"{id}","traits":{{"plan":"p{}","score":{k}}}}}"#,
-        k % 7
-    )
 }
 
 /// Threads that parse and resolve calls, as `serve`'s two async workers do
@@ -77,11 +53,13 @@ fn drive(
     bodies: &[String],
     in_flight: usize,
 ) -> Duration {
+    let auth = format!("Basic {}", fixtures::bench_basic_auth());
     let started = Instant::now();
     let share = bodies.len().div_ceil(SENDERS);
     std::thread::scope(|s| {
         for part in bodies.chunks(share) {
-            s.spawn(move || send_part(store, committer, endpoint, part, in_flight / SENDERS));
+            let auth = &auth;
+            s.spawn(move || send_part(store, committer, endpoint, auth, part, in_flight / SENDERS));
         }
     });
     started.elapsed()
@@ -91,6 +69,7 @@ fn send_part(
     store: &Arc<Store>,
     committer: &Committer,
     endpoint: Endpoint,
+    authorization: &str,
     bodies: &[String],
     in_flight: usize,
 ) {
@@ -100,7 +79,7 @@ fn send_part(
         committer.submit(
             store,
             endpoint,
-            Some(AUTHORIZATION),
+            Some(authorization),
             body.as_bytes(),
             move |a: Answer| {
                 let _ = tx.send(a.status());
@@ -120,30 +99,48 @@ fn send_part(
     }
 }
 
+/// The time of `iters` rounds, each sending the bodies `make` builds
+/// beforehand (untimed) with `send`.
+fn rounds(
+    iters: u64,
+    mut make: impl FnMut() -> Vec<String>,
+    send: impl Fn(&[String]) -> Duration,
+) -> Duration {
+    (0..iters)
+        .map(|_| {
+            let bodies = make();
+            send(&bodies)
+        })
+        .sum()
+}
+
 fn bench(c: &mut Criterion) {
-    for n in sizes() {
+    for n in common::sizes(&[1_000_000]) {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_users(dir.path(), n);
         let committer = Committer::start(store.clone(), GroupLimits::default()).unwrap();
-        let (mut k, mut new) = (0u64, 0u64);
         let mut g = c.benchmark_group(format!("personas_{n}"));
         g.sample_size(10);
+
+        // Call `k` of the run, and users nobody has sent before: `rt-1`, …
+        let (mut k, mut new) = (0u64, 0u64);
+        let mut next_call = || {
+            k += 1;
+            fixtures::identify_body(k, n, || {
+                new += 1;
+                new
+            })
+        };
 
         const CALLS: usize = 4096;
         g.throughput(Throughput::Elements(CALLS as u64));
         g.bench_function("identify_32_in_flight", |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let bodies: Vec<String> = (0..CALLS)
-                        .map(|_| {
-                            k += 1;
-                            format!("{{{}", event(k, n, &mut new))
-                        })
-                        .collect();
-                    total += drive(&store, &committer, Endpoint::Identify, &bodies, 32);
-                }
-                total
+                rounds(
+                    iters,
+                    || (0..CALLS).map(|_| next_call()).collect(),
+                    |bodies| drive(&store, &committer, Endpoint::Identify, bodies, 32),
+                )
             })
         });
 
@@ -152,22 +149,12 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements((BATCHES * EVENTS) as u64));
         g.bench_function("batch_of_100_8_in_flight", |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let bodies: Vec<String> = (0..BATCHES)
-                        .map(|_| {
-                            let events: Vec<String> = (0..EVENTS)
-                                .map(|_| {
-                                    k += 1;
-                                    format!(r#"{{"type":"identify",{}"#, event(k, n, &mut new))
-                                })
-                                .collect();
-                            format!(r#"{{"batch":[{}]}}"#, events.join(","))
-                        })
-                        .collect();
-                    total += drive(&store, &committer, Endpoint::Batch, &bodies, 8);
-                }
-                total
+                let mut batch = || fixtures::batch_body((0..EVENTS).map(|_| next_call()));
+                rounds(
+                    iters,
+                    || (0..BATCHES).map(|_| batch()).collect(),
+                    |bodies| drive(&store, &committer, Endpoint::Batch, bodies, 8),
+                )
             })
         });
         g.finish();

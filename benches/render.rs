@@ -6,19 +6,14 @@
 //! size-capped pages, on every core: `cohortsync_plan_and_render` pays
 //! that each time).
 
+mod common;
+
 use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use segsync::destination::{self, DestinationConfig};
 use segsync::lifecycle::{ExecutionRecord, Frequency, Schedule, SyncRecord, Trigger};
 use segsync::{fixtures::distinct_id, ingest, pipeline, plan, store::Store};
-
-fn sizes() -> Vec<u64> {
-    std::env::var("SEGSYNC_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000_000])
-}
 
 /// Adds destination `cfg`, a daily sync of segment `s` by `uid` to it, and
 /// plans its first (full) execution.
@@ -42,7 +37,7 @@ fn planned_sync(store: &Store, cfg: DestinationConfig) -> (SyncRecord, Execution
 }
 
 fn bench(c: &mut Criterion) {
-    for n in sizes() {
+    for n in common::sizes(&[1_000_000]) {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("members.csv");
         let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());

@@ -83,6 +83,46 @@ pub fn distinct_id(i: u64) -> String {
     format!("d{:013x}", scramble52(i))
 }
 
+/// The write key Personas loads send with (`segsync bench`,
+/// `benches/personas.rs`).
+pub const BENCH_WRITE_KEY: &str = "bench-write-key";
+
+/// `Basic` credentials of [`BENCH_WRITE_KEY`] (no password).
+pub fn bench_basic_auth() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{BENCH_WRITE_KEY}:"))
+}
+
+/// The body of Personas identify call `k` of a load: even calls update one
+/// of the `known` generated users (spread over them by a multiplicative
+/// hash), odd ones (all of them if `known` is 0) a new user `rt-<n>`, `n`
+/// from `new_id`.
+pub fn identify_body(k: u64, known: u64, new_id: impl FnOnce() -> u64) -> String {
+    let id = if k.is_multiple_of(2) && known > 0 {
+        distinct_id(k.wrapping_mul(2_654_435_761) % known)
+    } else {
+        format!("rt-{}", new_id())
+    };
+    format!(
+        r#"{{"userId":"{id}","traits":{{"plan":"p{}","score":{k}}}}}"#,
+        k % 7
+    )
+}
+
+/// A `/v1/batch` body of identify events, from [`identify_body`]'s bodies.
+pub fn batch_body(identify_bodies: impl IntoIterator<Item = String>) -> String {
+    let mut body = String::from(r#"{"batch":["#);
+    for (i, b) in identify_bodies.into_iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(r#"{"type":"identify","#);
+        body.push_str(b.strip_prefix('{').unwrap_or(&b));
+    }
+    body.push_str("]}");
+    body
+}
+
 /// Per-user draws, the same wherever they are needed.
 pub(crate) struct UserDraw {
     pub(crate) membership: f64,
@@ -162,6 +202,34 @@ pub fn generate(spec: &Spec, out: &Path) -> std::io::Result<Generated> {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn personas_load_bodies_are_identify_calls_and_batches_of_them() {
+        let mut next = 6;
+        let mut new_id = || {
+            next += 1;
+            next
+        };
+        let known = identify_body(4, 10, &mut new_id);
+        let fresh = identify_body(5, 10, &mut new_id);
+        let only_new = identify_body(4, 0, &mut new_id);
+        let v: serde_json::Value = serde_json::from_str(&known).unwrap();
+        assert_eq!(v["userId"], distinct_id(4 * 2_654_435_761 % 10));
+        assert_eq!(v["traits"]["plan"], "p4");
+        assert_eq!(v["traits"]["score"], 4);
+        let v: serde_json::Value = serde_json::from_str(&fresh).unwrap();
+        assert_eq!(v["userId"], "rt-7");
+        let v: serde_json::Value = serde_json::from_str(&only_new).unwrap();
+        assert_eq!(v["userId"], "rt-8");
+
+        let batch: serde_json::Value = serde_json::from_str(&batch_body([known, fresh])).unwrap();
+        let events = batch["batch"].as_array().unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e["type"] == "identify"));
+        assert_eq!(events[1]["userId"], "rt-7");
+        assert_eq!(events[1]["traits"]["score"], 5);
+        assert_eq!(batch_body([]), r#"{"batch":[]}"#);
+    }
 
     #[test]
     fn scramble_is_injective_on_a_range() {

@@ -22,7 +22,6 @@ use serde::Serialize;
 use crate::server::{serve, ServeOptions};
 use crate::store::Store;
 
-const WRITE_KEY: &str = "bench-write-key";
 /// Concurrent connections of the single-call phases.
 pub const CONNECTIONS: usize = 32;
 /// Events per batch call.
@@ -72,15 +71,9 @@ struct Load {
 
 impl Load {
     fn body(&self, k: u64) -> String {
-        let id = if k.is_multiple_of(2) && self.known > 0 {
-            crate::fixtures::distinct_id(k.wrapping_mul(2_654_435_761) % self.known)
-        } else {
-            format!("rt-{}", self.next_new.fetch_add(1, Ordering::Relaxed))
-        };
-        format!(
-            r#"{{"userId":"{id}","traits":{{"plan":"p{}","score":{k}}}}}"#,
-            k % 7
-        )
+        crate::fixtures::identify_body(k, self.known, || {
+            self.next_new.fetch_add(1, Ordering::Relaxed)
+        })
     }
 }
 
@@ -140,13 +133,10 @@ impl Conn {
     }
 }
 
-/// `Basic` credentials of the bench's write key (no password).
+/// `Basic` credentials of the bench's write key.
 fn basic_auth() -> &'static str {
     static AUTH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    AUTH.get_or_init(|| {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"))
-    })
+    AUTH.get_or_init(crate::fixtures::bench_basic_auth)
 }
 
 /// A whole reply at the front of a buffer.
@@ -222,13 +212,9 @@ async fn saturate(
                     if batch == 0 {
                         conn.post("/v1/identify", &load.body(k)).await?;
                     } else {
-                        let events: Vec<String> = (0..batch as u64)
-                            .map(|i| {
-                                let b = load.body(k * batch as u64 + i);
-                                format!(r#"{{"type":"identify",{}"#, &b[1..])
-                            })
-                            .collect();
-                        let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
+                        let body = crate::fixtures::batch_body(
+                            (0..batch as u64).map(|i| load.body(k * batch as u64 + i)),
+                        );
                         conn.post("/v1/batch", &body).await?;
                     }
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -337,7 +323,7 @@ fn pause_syncs(store: &Store) -> anyhow::Result<()> {
 
 /// Runs the three phases against `serve` on `store`, `secs` seconds each.
 pub(crate) fn run(store: Arc<Store>, known: u64, secs: f64) -> anyhow::Result<Personas> {
-    crate::inbound::add_write_key(&store, "bench", WRITE_KEY)?;
+    crate::inbound::add_write_key(&store, "bench", crate::fixtures::BENCH_WRITE_KEY)?;
     pause_syncs(&store)?;
     let waited = store.wait_for_background_work(Duration::from_secs(120));
     let server_rt = tokio::runtime::Builder::new_multi_thread()
