@@ -3,8 +3,9 @@
 //! opener), versioned, and recovered at open: an import that was interrupted
 //! (crash, `kill -9`) is rolled back before anyone can read its half.
 //!
-//! Layout of a data dir: `db/` (RocksDB) and `fingerprints.bin` (the
-//! interner's table, a cache that is rebuilt from `users` when stale).
+//! Layout of a data dir: `db/` (RocksDB), `fingerprints.bin` and
+//! `fingerprints.tail.bin` (the interner's table and the users created
+//! since it was written whole: a cache, completed from `users` when stale).
 
 mod backup;
 pub(crate) mod cf;
