@@ -864,53 +864,69 @@ fn read_tail(path: &Path, after: u32) -> Option<(Run, u32)> {
     matches!(whole, Ok(true)).then(|| (run.finish(), covers))
 }
 
-/// One part of a table read on a thread of its own: entries `start..` of
-/// the file, decoded into the part of the table's slots it was given.
+/// What one part of a table read on a thread of its own hands back: its
+/// first and last entries, and its chunks' checksums in order.
 struct Part {
-    start: usize,
-    /// The bucket of its first entry, and from there on the start of each
-    /// bucket up to that of its last entry (table positions), as
-    /// [`RunBuilder`] would have built them.
-    first_bucket: usize,
-    dir: Vec<u32>,
     first: Option<Fingerprint>,
     last: Option<Fingerprint>,
-    /// Its chunks' checksums, in order.
     digests: Vec<u64>,
 }
 
 /// Reads the `count` entries of a version-3 `file` in `threads` parts of
 /// whole chunks, each decoded and checked on a thread of its own into its
-/// part of one zeroed allocation; then joins their directories and checks
-/// the order across parts and the file's checksum. Loading a 10M-user
-/// table on one thread took 0.25 s, while the import waiting for it had
-/// nothing else to do.
+/// part of one zeroed allocation of slots and its part of the directory;
+/// then checks the order across parts and the file's checksum. Loading a
+/// 10M-user table on one thread took 0.25 s, while the import waiting for
+/// it had nothing else to do.
+///
+/// A part owns the directory's buckets after the one of the entry before
+/// it, up to its last entry's: the first entry of each of those buckets is
+/// its own. The entries on the boundaries are read first to split the
+/// directory; a part whose entries stray out of its buckets is corrupt.
 fn read_parts(file: &std::fs::File, count: u64, threads: usize) -> Option<Run> {
     use std::os::unix::fs::FileExt;
     use zerocopy::FromZeros;
     let n = usize::try_from(count).ok()?;
     let bits = table_bits(n);
-    let mut slots = Slot::new_vec_zeroed(n).ok()?;
+    let bucket = |fp: Fingerprint| (fp.key >> (64 - bits)) as usize;
     let chunks = count.div_ceil(CHUNK_ENTRIES);
-    let per_part = chunks.div_ceil(threads as u64) * CHUNK_ENTRIES;
+    let per_part = (chunks.div_ceil(threads as u64) * CHUNK_ENTRIES) as usize;
+    let entry = |i: usize| -> Option<Fingerprint> {
+        let mut e = [0u8; ENTRY_BYTES];
+        file.read_exact_at(&mut e, 20 + (i * ENTRY_BYTES) as u64)
+            .ok()?;
+        Some(decode_entry(&e)?.0)
+    };
+    // Where each part starts, in entries and in directory buckets.
+    let mut starts: Vec<(usize, usize)> = vec![(0, 0)];
+    for start in (per_part..n).step_by(per_part) {
+        let owned_from = bucket(entry(start - 1)?) + 1;
+        if owned_from < starts.last()?.1 {
+            return None;
+        }
+        starts.push((start, owned_from));
+    }
+    let mut slots = Slot::new_vec_zeroed(n).ok()?;
+    let mut dir = u32::new_vec_zeroed((1 << bits) + 1).ok()?;
     let parts = std::thread::scope(|s| {
-        let mut rest: &mut [Slot] = &mut slots;
-        let mut handles = Vec::new();
-        let mut start = 0u64;
-        while start < count {
-            let end = (start + per_part).min(count);
-            let (mine, others) = rest.split_at_mut((end - start) as usize);
-            rest = others;
-            let from = start as usize;
-            handles.push(s.spawn(move || read_part(file, from, mine, bits)));
-            start = end;
+        let (mut slots_left, mut dir_left): (&mut [Slot], &mut [u32]) = (&mut slots, &mut dir);
+        let mut handles = Vec::with_capacity(starts.len());
+        for (k, &(start, owned_from)) in starts.iter().enumerate() {
+            let (end, owned_to) = starts.get(k + 1).copied().unwrap_or((n, (1 << bits) + 1));
+            let (mine, rest) = std::mem::take(&mut slots_left).split_at_mut(end - start);
+            slots_left = rest;
+            let (my_dir, rest) = std::mem::take(&mut dir_left).split_at_mut(owned_to - owned_from);
+            dir_left = rest;
+            let last = k + 1 == starts.len();
+            handles.push(
+                s.spawn(move || read_part(file, start, mine, owned_from, my_dir, bits, last)),
+            );
         }
         handles
             .into_iter()
             .map(|h| h.join().ok().flatten())
             .collect::<Option<Vec<Part>>>()
     })?;
-    let mut dir: Vec<u32> = Vec::with_capacity((1 << bits) + 1);
     let mut digest = BodyDigest::new(FILE_VERSION);
     let mut last: Option<Fingerprint> = None;
     for part in parts {
@@ -920,19 +936,10 @@ fn read_parts(file: &std::fs::File, count: u64, threads: usize) -> Option<Run> {
             }
         }
         last = part.last.or(last);
-        // Buckets between the last part's last entry's and this part's
-        // first start at this part's first entry; the first bucket may have
-        // begun in the part before.
-        while dir.len() < part.first_bucket {
-            dir.push(part.start as u32);
-        }
-        let skip = dir.len() - part.first_bucket;
-        dir.extend_from_slice(part.dir.get(skip..).unwrap_or_default());
         for d in part.digests {
             digest.add_chunk(d);
         }
     }
-    dir.resize((1 << bits) + 1, n as u32);
     let mut sum = [0u8; 8];
     file.read_exact_at(&mut sum, 20 + count * ENTRY_BYTES as u64)
         .ok()?;
@@ -940,17 +947,26 @@ fn read_parts(file: &std::fs::File, count: u64, threads: usize) -> Option<Run> {
 }
 
 /// Reads entries `start..start + out.len()` (whole chunks, but for the
-/// file's last) into `out`; `None` when short or out of order.
-fn read_part(file: &std::fs::File, start: usize, out: &mut [Slot], bits: u32) -> Option<Part> {
+/// file's last) into `out`, and the start of buckets `owned_from..` into
+/// `dir` (the last part also ends the buckets past its last entry); `None`
+/// when short, out of order or out of its buckets.
+fn read_part(
+    file: &std::fs::File,
+    start: usize,
+    out: &mut [Slot],
+    owned_from: usize,
+    dir: &mut [u32],
+    bits: u32,
+    last_part: bool,
+) -> Option<Part> {
     use std::os::unix::fs::FileExt;
     let mut part = Part {
-        start,
-        first_bucket: 0,
-        dir: Vec::new(),
         first: None,
         last: None,
-        digests: Vec::new(),
+        digests: Vec::with_capacity(out.len().div_ceil(CHUNK_ENTRIES as usize)),
     };
+    // Buckets of the directory filled so far (from `owned_from`).
+    let mut filled = 0usize;
     let mut buf = vec![0u8; CHUNK_ENTRIES as usize * ENTRY_BYTES];
     for (c, slots) in out.chunks_mut(CHUNK_ENTRIES as usize).enumerate() {
         let at = start + c * CHUNK_ENTRIES as usize;
@@ -963,20 +979,31 @@ fn read_part(file: &std::fs::File, start: usize, out: &mut [Slot], bits: u32) ->
             if part.last.is_some_and(|l| l >= fp) {
                 return None;
             }
-            let bucket = (fp.key >> (64 - bits)) as usize;
-            if part.first.is_none() {
-                part.first = Some(fp);
-                part.first_bucket = bucket;
-            }
+            part.first.get_or_insert(fp);
             part.last = Some(fp);
-            while part.first_bucket + part.dir.len() <= bucket {
-                part.dir.push((at + i) as u32);
+            // Every bucket up to this entry's starts at or after it. The
+            // first entries may share the bucket the part before began.
+            let bucket = (fp.key >> (64 - bits)) as usize;
+            if bucket + 1 < owned_from || bucket >= owned_from + dir.len() {
+                return None;
+            }
+            while owned_from + filled <= bucket {
+                dir[filled] = (at + i) as u32;
+                filled += 1;
             }
             *slot = Slot {
                 rest: fp.rest(),
                 idx,
             };
         }
+    }
+    if last_part {
+        // The buckets past the last entry, and the end.
+        let end = (start + out.len()) as u32;
+        dir[filled..].fill(end);
+    } else if filled != dir.len() {
+        // The next part's first bucket is past this part's last entry's.
+        return None;
     }
     Some(part)
 }
