@@ -1416,6 +1416,14 @@ pub(crate) fn load(store: &Store) -> Result<FingerprintTable> {
             table.covers = covers;
         }
     }
+    // A main file of an older version is written again in this one (once:
+    // an import that creates few users would otherwise only ever write
+    // tails beside it, and every load would read it on one thread).
+    let older = table.run_saved && file_version(&path).is_some_and(|v| v < FILE_VERSION);
+    if older {
+        tracing::info!(path = %path.display(), "writing the fingerprint table in the current version");
+        table.run_saved = false;
+    }
     if table.covers < users {
         let from = table.covers;
         tracing::info!(
@@ -1427,8 +1435,19 @@ pub(crate) fn load(store: &Store) -> Result<FingerprintTable> {
         tail.retain(|&(_, idx)| idx < users);
         table.merge(Run::from_unsorted(tail), users);
         table.save(&path)?;
+    } else if older {
+        table.save(&path)?;
     }
     Ok(table)
+}
+
+/// The version in a table file's header, if it is ours and read.
+fn file_version(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 20];
+    file.read_exact_at(&mut header, 0).ok()?;
+    Some(parse_header(&header)?.2)
 }
 
 #[cfg(test)]
@@ -1802,6 +1821,42 @@ mod tests {
         }
     }
 
+    /// Rewrites the table file at `path` as version 2 wrote it (the same
+    /// entries, one checksum of the whole body) and returns its bytes.
+    fn rewrite_as_version_2(path: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let body = bytes.len() - 8;
+        let sum = xxhash_rust::xxh3::xxh3_64(&bytes[20..body]);
+        bytes[body..].copy_from_slice(&sum.to_le_bytes());
+        std::fs::write(path, &bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_main_file_of_version_2_is_written_again_in_this_version_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        for u in 0..3000u32 {
+            txn.new_user(format!("u{u}").as_bytes()).unwrap();
+        }
+        txn.commit(None).unwrap();
+        // The first load writes the main file (none was).
+        store.fingerprints().unwrap();
+        let path = table_path(&store);
+        assert_eq!(file_version(&path), Some(FILE_VERSION));
+        rewrite_as_version_2(&path);
+        assert_eq!(file_version(&path), Some(2));
+        let t = store.fingerprints().unwrap();
+        assert_eq!(file_version(&path), Some(FILE_VERSION));
+        for u in 0..3000u32 {
+            let fp = Fingerprint::of(format!("u{u}").as_bytes());
+            assert_eq!(t.lookup(fp), Some(u), "u{u}");
+        }
+        assert_eq!(read_file(&path).unwrap().run, t.run);
+    }
+
     #[test]
     fn a_file_of_version_2_is_still_read() {
         // Version 2: the same entries, one checksum of the whole body.
@@ -1812,12 +1867,7 @@ mod tests {
             .collect();
         let mut t = table_of(&ids);
         t.save(&path).unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
-        let body = bytes.len() - 8;
-        let sum = xxhash_rust::xxh3::xxh3_64(&bytes[20..body]);
-        bytes[body..].copy_from_slice(&sum.to_le_bytes());
-        std::fs::write(&path, &bytes).unwrap();
+        let mut bytes = rewrite_as_version_2(&path);
         for threads in [1, 2] {
             assert_eq!(read_file_with(&path, threads).unwrap().run, t.run);
         }
