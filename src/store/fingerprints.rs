@@ -1166,6 +1166,9 @@ pub struct TableReader {
     /// Which fingerprints may be in the file: most ids it does not hold
     /// (every new user's) are answered without reading a block.
     filter: Filter,
+    /// The tail file's entries (users past the main file's), in memory:
+    /// an eighth of the main file's at most.
+    tail: Run,
 }
 
 /// A blocked Bloom filter over a table's fingerprints: 10 bits an entry,
@@ -1240,6 +1243,7 @@ impl TableReader {
                 fences: Vec::new(),
                 fence_starts: fence_starts(&[]),
                 filter: Filter::default(),
+                tail: Run::default(),
             });
         }
         // One pass over the file (from the page cache, after a refresh
@@ -1249,9 +1253,16 @@ impl TableReader {
         // wrong misses, and a miss creates the user again.
         let file = std::fs::File::open(path).ok()?;
         let (mut r, covers, count, version) = open_entries(&file)?;
-        if covers != users {
-            return None;
-        }
+        // The main file and a tail that follows it may cover the users
+        // together: an import that created few wrote only the tail.
+        let tail = if covers == users {
+            Run::default()
+        } else {
+            match read_tail(path, covers) {
+                Some((tail, c)) if c == users => tail,
+                _ => return None,
+            }
+        };
         let mut fences = Vec::with_capacity(count.div_ceil(BLOCK_ENTRIES) as usize);
         let mut filter = Filter::with_entries(count);
         let whole = for_each_entry(&mut r, count, version, |at, fp, _| {
@@ -1272,6 +1283,7 @@ impl TableReader {
             fence_starts: fence_starts(&fences),
             fences,
             filter,
+            tail,
         })
     }
 
@@ -1295,6 +1307,13 @@ impl TableReader {
     /// checked against `users`); `None` when absent or unreadable.
     /// Shared between threads: positioned reads into a buffer of its own.
     pub(crate) fn find(&self, fp: Fingerprint) -> Option<Option<u32>> {
+        match self.find_in_main(fp)? {
+            None if self.tail.len() > 0 => Some(self.tail.find(fp)),
+            found => Some(found),
+        }
+    }
+
+    fn find_in_main(&self, fp: Fingerprint) -> Option<Option<u32>> {
         use std::os::unix::fs::FileExt;
         let Some(file) = &self.file else {
             return Some(None);
@@ -1341,7 +1360,8 @@ fn scan_users(store: &Store, from: u32) -> Result<Vec<(Fingerprint, u32)>> {
 /// took a server 300 MB more at every Personas refresh.) The new file is
 /// synced as it goes (see `SYNC_EVERY`). A file it cannot merge into
 /// (missing, corrupt, of another version, ahead of the store) is rebuilt
-/// whole by [`load`].
+/// whole by [`load`]. A tail file that follows the main file and covers
+/// every user needs nothing: [`TableReader`] reads both.
 pub(crate) fn refresh(store: &Store) -> Result<u32> {
     let users = store.counters().user_count;
     let path = table_path(store);
@@ -1350,6 +1370,11 @@ pub(crate) fn refresh(store: &Store) -> Result<u32> {
         Some(c) if c < users => c,
         _ => return Ok(load(store)?.covers()),
     };
+    // A tail that follows the main file and covers every user: the files
+    // are up to date (the reader reads both).
+    if read_tail(&path, covers).is_some_and(|(_, c)| c == users) {
+        return Ok(users);
+    }
     let mut tail = scan_users(store, covers)?;
     tail.retain(|&(_, idx)| idx < users);
     tail.sort_unstable();
@@ -1690,6 +1715,7 @@ mod tests {
             fence_starts: fence_starts(&fences),
             fences: fences.clone(),
             filter: Filter::default(),
+            tail: Run::default(),
         };
         let probes = fences
             .iter()
