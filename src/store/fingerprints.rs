@@ -815,7 +815,6 @@ fn read_file(path: &Path) -> Option<FingerprintTable> {
 fn read_file_with(path: &Path, threads: usize) -> Option<FingerprintTable> {
     let file = std::fs::File::open(path).ok()?;
     let (mut r, covers, count, version) = open_entries(&file)?;
-    let n = usize::try_from(count).ok()?;
     let chunks = count.div_ceil(CHUNK_ENTRIES);
     if version >= 3 && threads > 1 && chunks > 1 {
         drop(r);
@@ -827,41 +826,40 @@ fn read_file_with(path: &Path, threads: usize) -> Option<FingerprintTable> {
             covers,
         });
     }
-    // Decoded straight into the run's slots: no second copy of the table.
-    let mut run = RunBuilder::with_capacity(n, table_bits(n));
-    let whole = for_each_entry(&mut r, count, version, |_, fp, idx| {
-        run.push(fp, idx);
-        Ok(())
-    });
-    if !matches!(whole, Ok(true)) {
-        return None;
-    }
     Some(FingerprintTable {
-        run: run.finish(),
+        run: decode_run(&mut r, count, version)?,
         run_saved: true,
         tail: Run::default(),
         covers,
     })
 }
 
-/// Reads the tail file next to the main file `path`, if it follows a main
-/// file covering `after` users: its entries, and the users both cover.
-fn read_tail(path: &Path, after: u32) -> Option<(Run, u32)> {
-    let file = std::fs::File::open(tail_path(path)).ok()?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut header = [0u8; 20];
-    r.read_exact(&mut header).ok()?;
-    let (covers, count, version) = parse_header(&header)?;
-    if u64::from(covers).checked_sub(count)? != u64::from(after) || count == 0 {
-        return None;
-    }
+/// The `count` entries `r` holds, decoded straight into a run's slots (no
+/// second copy); `None` when short, out of order or damaged.
+fn decode_run(r: &mut impl Read, count: u64, version: u32) -> Option<Run> {
     let n = usize::try_from(count).ok()?;
     let mut run = RunBuilder::with_capacity(n, table_bits(n));
-    let whole = for_each_entry(&mut r, count, version, |_, fp, idx| {
+    let whole = for_each_entry(r, count, version, |_, fp, idx| {
         run.push(fp, idx);
         Ok(())
     });
-    matches!(whole, Ok(true)).then(|| (run.finish(), covers))
+    matches!(whole, Ok(true)).then(|| run.finish())
+}
+
+/// Reads the tail file next to the main file `path`, if it follows a main
+/// file covering `after` users: its entries, and the users both cover.
+fn read_tail(path: &Path, after: u32) -> Option<(Run, u32)> {
+    let (mut r, covers, count, version) = open_body(std::fs::File::open(tail_path(path)).ok()?)?;
+    if !follows(covers, count, after) {
+        return None;
+    }
+    Some((decode_run(&mut r, count, version)?, covers))
+}
+
+/// Whether a tail file's header (`covers`, `count`) says it holds the
+/// users right after a main file's `after`.
+fn follows(covers: u32, count: u64, after: u32) -> bool {
+    count > 0 && u64::from(covers).checked_sub(count) == Some(u64::from(after))
 }
 
 /// What one part of a table read on a thread of its own hands back: its
@@ -891,16 +889,10 @@ fn read_parts(file: &std::fs::File, count: u64, threads: usize) -> Option<Run> {
     let bucket = |fp: Fingerprint| (fp.key >> (64 - bits)) as usize;
     let chunks = count.div_ceil(CHUNK_ENTRIES);
     let per_part = (chunks.div_ceil(threads as u64) * CHUNK_ENTRIES) as usize;
-    let entry = |i: usize| -> Option<Fingerprint> {
-        let mut e = [0u8; ENTRY_BYTES];
-        file.read_exact_at(&mut e, 20 + (i * ENTRY_BYTES) as u64)
-            .ok()?;
-        Some(decode_entry(&e)?.0)
-    };
     // Where each part starts, in entries and in directory buckets.
     let mut starts: Vec<(usize, usize)> = vec![(0, 0)];
     for start in (per_part..n).step_by(per_part) {
-        let owned_from = bucket(entry(start - 1)?) + 1;
+        let owned_from = bucket(read_entry(file, start as u64 - 1)?.0) + 1;
         if owned_from < starts.last()?.1 {
             return None;
         }
@@ -1012,11 +1004,18 @@ fn read_part(
 /// users it covers, its entry count and its version, if it is ours, of a
 /// version read, and holds an entry for every user it covers.
 fn open_entries<R: Read>(file: R) -> Option<(BufReader<R>, u32, u64, u32)> {
+    open_body(file).filter(|&(_, covers, count, _)| count == u64::from(covers))
+}
+
+/// `file` opened for one pass over its entries, past its header: with the
+/// users it covers, its entry count and its version, if it is ours and of
+/// a version read.
+fn open_body<R: Read>(file: R) -> Option<(BufReader<R>, u32, u64, u32)> {
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut header = [0u8; 20];
     r.read_exact(&mut header).ok()?;
     let (covers, count, version) = parse_header(&header)?;
-    (count == u64::from(covers)).then_some((r, covers, count, version))
+    Some((r, covers, count, version))
 }
 
 /// Hands each of the `count` entries `r` holds (after its header) to
@@ -1060,64 +1059,50 @@ fn for_each_entry(
 /// How many users the table file covers, from its header alone (`None`
 /// when the file is missing or of another version).
 pub(crate) fn file_covers(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).ok()?;
-    let mut header = [0u8; 20];
-    file.read_exact_at(&mut header, 0).ok()?;
-    let (covers, count, _) = parse_header(&header)?;
+    let (covers, count, _) = read_header(&std::fs::File::open(path).ok()?)?;
     (count == u64::from(covers)).then_some(covers)
-}
-
-/// The table file and its entry count, if it covers exactly `users` users.
-fn open_covering(path: &Path, users: u32) -> Option<(std::fs::File, u64)> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).ok()?;
-    let mut header = [0u8; 20];
-    file.read_exact_at(&mut header, 0).ok()?;
-    let (covers, count, _) = parse_header(&header)?;
-    (covers == users && count == u64::from(users)).then_some((file, count))
 }
 
 /// Looks one fingerprint up in the table file without loading it (binary
 /// search with positioned reads). `None` when the file is missing, of
 /// another version, or does not cover exactly `users` users.
 pub(crate) fn find_in_file(path: &Path, fp: Fingerprint, users: u32) -> Option<Option<u32>> {
-    if let Some((file, count)) = open_covering(path, users) {
-        return search_file(&file, count, fp);
-    }
-    // The main file and a tail that follows it, covering `users` together.
-    let after = file_covers(path)?;
-    let tail = std::fs::File::open(tail_path(path)).ok()?;
-    let (covers, count) = read_header(&tail)?;
-    if covers != users || u64::from(covers).checked_sub(count)? != u64::from(after) {
+    let main = std::fs::File::open(path).ok()?;
+    let (after, main_count, _) = read_header(&main)?;
+    if main_count != u64::from(after) || after > users {
         return None;
     }
-    let (main, main_count) = open_covering(path, after)?;
-    match search_file(&main, main_count, fp)? {
+    let found = search(main_count, fp, |i| read_entry(&main, i))?;
+    if after == users {
+        return Some(found);
+    }
+    // The main file and a tail that follows it, covering `users` together.
+    let tail = std::fs::File::open(tail_path(path)).ok()?;
+    let (covers, count, _) = read_header(&tail)?;
+    if covers != users || !follows(covers, count, after) {
+        return None;
+    }
+    match found {
         Some(found) => Some(Some(found)),
-        None => search_file(&tail, count, fp),
+        None => search(count, fp, |i| read_entry(&tail, i)),
     }
 }
 
-/// `(covers, count)` from the header of an open table file.
-fn read_header(file: &std::fs::File) -> Option<(u32, u64)> {
+/// `(covers, count, version)` from the header of an open table file.
+fn read_header(file: &std::fs::File) -> Option<(u32, u64, u32)> {
     use std::os::unix::fs::FileExt;
     let mut header = [0u8; 20];
     file.read_exact_at(&mut header, 0).ok()?;
-    let (covers, count, _) = parse_header(&header)?;
-    Some((covers, count))
+    parse_header(&header)
 }
 
-/// Binary search of `fp` in the `count` entries of an open table file.
-fn search_file(file: &std::fs::File, count: u64, fp: Fingerprint) -> Option<Option<u32>> {
+/// Entry `i` of an open table file (positioned read).
+fn read_entry(file: &std::fs::File, i: u64) -> Option<(Fingerprint, u32)> {
     use std::os::unix::fs::FileExt;
-    let read = |i: u64| -> Option<(Fingerprint, u32)> {
-        let mut e = [0u8; ENTRY_BYTES];
-        file.read_exact_at(&mut e, 20 + i * ENTRY_BYTES as u64)
-            .ok()?;
-        decode_entry(&e)
-    };
-    search(count, fp, read)
+    let mut e = [0u8; ENTRY_BYTES];
+    file.read_exact_at(&mut e, 20 + i * ENTRY_BYTES as u64)
+        .ok()?;
+    decode_entry(&e)
 }
 
 /// Binary search of `fp` among `n` sorted entries read by `entry_at`:
@@ -1468,11 +1453,7 @@ pub(crate) fn load(store: &Store) -> Result<FingerprintTable> {
 
 /// The version in a table file's header, if it is ours and read.
 fn file_version(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).ok()?;
-    let mut header = [0u8; 20];
-    file.read_exact_at(&mut header, 0).ok()?;
-    Some(parse_header(&header)?.2)
+    Some(read_header(&std::fs::File::open(path).ok()?)?.2)
 }
 
 #[cfg(test)]
@@ -1580,15 +1561,21 @@ mod tests {
         assert_eq!(empty.find(Fingerprint::of(b"r1")), Some(None));
     }
 
+    /// A store of `n` users `{prefix}0..`, committed without a table save.
+    fn store_with_users(dir: &Path, prefix: &str, n: u32) -> Store {
+        let store = Store::open(dir).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        for u in 0..n {
+            txn.new_user(format!("{prefix}{u}").as_bytes()).unwrap();
+        }
+        txn.commit(None).unwrap();
+        store
+    }
+
     #[test]
     fn a_damaged_table_file_is_rebuilt_for_the_reader() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut txn = store.begin_import().unwrap();
-        for u in 0..3000u32 {
-            txn.new_user(format!("d{u}").as_bytes()).unwrap();
-        }
-        txn.commit(None).unwrap();
+        let store = store_with_users(dir.path(), "d", 3000);
         store.fingerprint_reader().unwrap();
         let path = table_path(&store);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -1862,12 +1849,7 @@ mod tests {
     #[test]
     fn a_main_file_of_version_2_is_written_again_in_this_version_at_load() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut txn = store.begin_import().unwrap();
-        for u in 0..3000u32 {
-            txn.new_user(format!("u{u}").as_bytes()).unwrap();
-        }
-        txn.commit(None).unwrap();
+        let store = store_with_users(dir.path(), "u", 3000);
         // The first load writes the main file (none was).
         store.fingerprints().unwrap();
         let path = table_path(&store);
