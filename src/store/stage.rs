@@ -402,11 +402,16 @@ impl<'s> OpenFile<'s> {
         })
     }
 
-    /// `file` while it has room for another key ([`FILE_KEYS`]); a full one
-    /// is finished into `done`, and `None` says to open the next.
+    /// Whether the file takes another key ([`FILE_KEYS`]).
+    fn has_room(&self) -> bool {
+        self.keys < FILE_KEYS
+    }
+
+    /// `file` while it has room for another key; a full one is finished
+    /// into `done`, and `None` says to open the next.
     fn keep_if_room(file: Option<Self>, done: &mut Vec<PathBuf>) -> Result<Option<Self>> {
         match file {
-            Some(f) if f.keys < FILE_KEYS => Ok(Some(f)),
+            Some(f) if f.has_room() => Ok(Some(f)),
             Some(f) => {
                 done.push(f.finish(cf::ATTR_VALUES)?);
                 Ok(None)
@@ -506,17 +511,23 @@ impl<'s> Writer<'s> {
     fn write(&mut self, job: Job) -> Result<()> {
         let mut start = 0usize;
         for (i, &end) in job.ids.ends.iter().enumerate() {
-            let mut file = match self.users.take() {
-                Some(f) => f,
-                None => self.open(self.store.sst_options(), cf::USERS)?,
-            };
+            if self.users.is_none() {
+                self.users = Some(self.open(self.store.sst_options(), cf::USERS)?);
+            }
             let id = &job.ids.bytes[start..end as usize];
-            file.put(&keys::user(job.ids.first + i as u32), id, cf::USERS)?;
             start = end as usize;
-            if file.keys >= FILE_KEYS {
-                self.done.users.push(file.finish(cf::USERS)?);
-            } else {
-                self.users = Some(file);
+            let key = keys::user(job.ids.first + i as u32);
+            let full = match &mut self.users {
+                Some(file) => {
+                    file.put(&key, id, cf::USERS)?;
+                    !file.has_room()
+                }
+                None => false,
+            };
+            if full {
+                if let Some(file) = self.users.take() {
+                    self.done.users.push(file.finish(cf::USERS)?);
+                }
             }
         }
         for (attr, run) in &job.values {
@@ -565,10 +576,19 @@ impl<'s> Writer<'s> {
                         l.copy = None;
                     }
                 }
-                let file = l.file.take();
-                let mut file = self.with_room(file, |d| &mut d.values)?;
-                file.put(&key, value, cf::ATTR_VALUES)?;
-                self.values[i].1.file = Some(file);
+                // The open file stays in place while it has room, rather
+                // than moving out and back per value (this loop's own
+                // samples in a 5-attribute first load: 9.5 → 3.3 % with the
+                // key built whole; the thread's total fell only 3 %, the
+                // value's first read moving into the SST writer's copy).
+                if !l.file.as_ref().is_some_and(OpenFile::has_room) {
+                    let file = l.file.take();
+                    let file = self.with_room(file, |d| &mut d.values)?;
+                    self.values[i].1.file = Some(file);
+                }
+                if let Some(file) = &mut self.values[i].1.file {
+                    file.put(&key, value, cf::ATTR_VALUES)?;
+                }
             }
         }
         if self.spill.held() >= self.spill_bytes {
