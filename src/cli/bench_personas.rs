@@ -67,10 +67,37 @@ struct Load {
     /// Users the store has: calls for `known` update them.
     known: u64,
     next_new: AtomicU64,
+    /// The first call number of the running phase, and one past the last
+    /// used: each phase's calls go to known users no earlier phase touched
+    /// (a call number picks the user and its trait values). When every
+    /// phase counted from 0, the half-load phase re-sent the identify
+    /// phase's calls: values unchanged, nothing to write, and every old
+    /// value read from the memtable those calls had just filled.
+    base: AtomicU64,
+    used: AtomicU64,
 }
 
 impl Load {
+    fn new(addr: std::net::SocketAddr, known: u64, first_new: u64) -> Load {
+        Load {
+            addr,
+            known,
+            next_new: AtomicU64::new(first_new),
+            base: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts a phase after every call number used so far (even, so that
+    /// call parity still splits known users from new ones).
+    fn next_phase(&self) {
+        let used = self.used.load(Ordering::Relaxed);
+        self.base.store(used + (used & 1), Ordering::Relaxed);
+    }
+
     fn body(&self, k: u64) -> String {
+        let k = self.base.load(Ordering::Relaxed) + k;
+        self.used.fetch_max(k + 1, Ordering::Relaxed);
         crate::fixtures::identify_body(k, self.known, || {
             self.next_new.fetch_add(1, Ordering::Relaxed)
         })
@@ -198,6 +225,7 @@ async fn saturate(
     secs: f64,
     batch: usize,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
+    load.next_phase();
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let tasks: Vec<_> = (0..conns)
@@ -251,6 +279,7 @@ struct Timed {
 /// instead (call `i` on connection `i mod conns`), one slow answer held
 /// back that connection's next calls while others sat idle.
 async fn at_rate(load: &Arc<Load>, conns: usize, rate: f64, secs: f64) -> anyhow::Result<Timed> {
+    load.next_phase();
     let period = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let start = Instant::now() + Duration::from_millis(20);
     let total = (secs * rate).ceil() as u64;
@@ -346,11 +375,7 @@ pub(crate) fn run(store: Arc<Store>, known: u64, secs: f64) -> anyhow::Result<Pe
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let load = Arc::new(Load {
-        addr,
-        known,
-        next_new: AtomicU64::new(0),
-    });
+    let load = Arc::new(Load::new(addr, known, 0));
     let result = load_rt.block_on(async {
         // Warm the connections and the store's caches.
         saturate(&load, CONNECTIONS, secs.min(1.0), 0).await?;
@@ -362,11 +387,7 @@ pub(crate) fn run(store: Arc<Store>, known: u64, secs: f64) -> anyhow::Result<Pe
         // its table refresh (every 1M users created), whose stall would
         // otherwise fall into the half-load phase's few seconds. Ids of
         // their own, far above the first load's.
-        let new_only = Arc::new(Load {
-            addr,
-            known: 0,
-            next_new: AtomicU64::new(1 << 40),
-        });
+        let new_only = Arc::new(Load::new(addr, 0, 1 << 40));
         let (new_batches_per_s, _) =
             saturate(&new_only, BATCH_CONNECTIONS, secs, BATCH_EVENTS).await?;
         let metrics = reqwest::Client::new()
@@ -420,6 +441,37 @@ pub(crate) fn print(p: &Personas) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_phase_calls_known_users_no_earlier_phase_called() {
+        let load = Load::new(([127, 0, 0, 1], 9).into(), 1_000_000, 0);
+        let user = |body: &str| {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            v["userId"].as_str().unwrap().to_string()
+        };
+        let phase = |n: u64| -> Vec<String> {
+            load.next_phase();
+            (0..n).map(|k| user(&load.body(k))).collect()
+        };
+        // An odd count, so the next phase must realign to even numbers.
+        let first = phase(1001);
+        let second = phase(500);
+        let known = |ids: &[String]| -> std::collections::HashSet<String> {
+            ids.iter()
+                .filter(|id| !id.starts_with("rt-"))
+                .cloned()
+                .collect()
+        };
+        let (a, b) = (known(&first), known(&second));
+        assert_eq!(a.len(), 501, "every even call is a known user, once");
+        assert_eq!(b.len(), 250);
+        assert!(
+            a.is_disjoint(&b),
+            "a phase re-sent an earlier phase's users"
+        );
+        // Parity still picks known users: call 0 of each phase is known.
+        assert!(!second[0].starts_with("rt-") && second[1].starts_with("rt-"));
+    }
 
     #[test]
     fn replies_are_read_whole_by_their_length_and_one_at_a_time() {
