@@ -588,14 +588,17 @@ fn a_worker_that_cannot_reach_the_destination_hands_its_pages_back() {
 }
 
 /// Three workers share one destination limit of 600 requests a minute for
-/// three minutes (`WORKERS_RPM_MINUTES` to change): no 60 s window of
-/// requests at the receiver holds more than 600, and the limit is used.
+/// two minutes (`WORKERS_RPM_MINUTES` to change; `docs/SCALE.md` quotes a
+/// 3-minute run): no 60 s window of requests at the receiver holds more
+/// than 600, and the limit is used. Two minutes still hold the start's
+/// burst and every later window; the third took a minute of `make test`,
+/// which must stay under 15 minutes on CI's two cores.
 #[test]
 fn three_workers_never_exceed_the_rpm_together() {
     let minutes: usize = std::env::var("WORKERS_RPM_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(2);
     let rx = Scripted::start(|_, _| ok_json());
     let nats = Nats::start();
     let env = Env::new();
