@@ -200,7 +200,7 @@ impl Renderer<'_> {
         let attr_prefix = keys::attr(self.attr);
         for run in [&page.adds, &page.removes] {
             if need_ids {
-                scan(self.store, cf::USERS, &[], run, key, ids)?;
+                self.store.ids_of(run, |id| ids.push(id))?;
             }
             scan(self.store, cf::ATTR_VALUES, &attr_prefix, run, key, vals)?;
         }

@@ -5,10 +5,13 @@
 
 /// Schema version, id counters, the attribute catalogue, the import marker.
 pub(crate) const META: &str = "meta";
-/// User index → distinct id bytes. (Distinct id → index is the interner's
-/// fingerprint table, see `fingerprints.rs`; a second, random-keyed family
-/// doubled the cost of interning new users.)
+/// User index → distinct id bytes, one key a user: schema 5 and older.
+/// Read only by the upgrade to 6, which moves the ids to [`USER_IDS`].
 pub(crate) const USERS: &str = "users";
+/// Block of 256 users → their distinct ids (see `user_ids.rs`). (Distinct
+/// id → index is the interner's fingerprint table, see `fingerprints.rs`;
+/// a second, random-keyed family doubled the cost of interning new users.)
+pub(crate) const USER_IDS: &str = "user_ids";
 /// (attribute, user) → current value, tagged with the write sequence that set it.
 pub(crate) const ATTR_VALUES: &str = "attr_values";
 /// (attribute, user, write seq) → the value that write replaced or deleted.
@@ -46,7 +49,7 @@ pub(crate) const INBOUND: &str = "inbound";
 pub(crate) const ATTR_CHANGES: &str = "attr_changes";
 
 /// Every column family, in the order they are created.
-pub(crate) const ALL: [&str; 16] = [
+pub(crate) const ALL: [&str; 17] = [
     META,
     USERS,
     ATTR_VALUES,
@@ -63,4 +66,5 @@ pub(crate) const ALL: [&str; 16] = [
     ATTR_INDEX,
     INBOUND,
     ATTR_CHANGES,
+    USER_IDS,
 ];

@@ -8,7 +8,7 @@ use roaring::RoaringBitmap;
 use serde::Serialize;
 
 use super::syncs::{BitmapKind, ExecStatus, ExecutionRecord, SyncRecord};
-use super::{cf, keys, Result, Store};
+use super::{cf, db_err, user_ids, Result, Store};
 
 /// One broken invariant.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -79,17 +79,20 @@ impl Store {
             users,
             ..CheckReport::default()
         };
-        let mut it = self.db().raw_iterator_cf(self.cf(cf::USERS));
+        let mut it = self.db().raw_iterator_cf(self.cf(cf::USER_IDS));
         it.seek_to_last();
-        if let Some(last) = it.key().and_then(keys::read_u32) {
-            if last >= users {
+        if let Some(block) = it.value() {
+            let mut last = None;
+            user_ids::for_each(block, |idx, _| last = Some(idx))?;
+            if let Some(last) = last.filter(|&l| l >= users) {
                 r.violation(
-                    cf::USERS,
+                    cf::USER_IDS,
                     format!("user {last}"),
                     format!("exists, but the counters say {users} users"),
                 );
             }
         }
+        it.status().map_err(db_err("scan", cf::USER_IDS))?;
         match self.refresh_fingerprints() {
             Ok(covers) if covers == users => {}
             Ok(covers) => r.violation(

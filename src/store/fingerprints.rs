@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use super::{cf, db_err, keys, Error, Result, Store};
+use super::{Error, Result, Store};
 
 const MAGIC: &[u8; 4] = b"SSFP";
 /// 3: the checksum covers chunks (see [`BodyDigest`]); 2: one checksum of
@@ -1326,15 +1326,7 @@ impl TableReader {
 /// Fingerprints of users `from..` read back from the `users` family.
 fn scan_users(store: &Store, from: u32) -> Result<Vec<(Fingerprint, u32)>> {
     let mut out = Vec::new();
-    let mode = rocksdb::IteratorMode::From(&keys::user(from)[..], rocksdb::Direction::Forward);
-    for item in store.db().iterator_cf(store.cf(cf::USERS), mode) {
-        let (k, v) = item.map_err(db_err("scan", cf::USERS))?;
-        let idx = keys::read_u32(&k).ok_or(Error::Corrupt {
-            what: "user key",
-            reason: "shorter than 4 bytes".into(),
-        })?;
-        out.push((Fingerprint::of(&v), idx));
-    }
+    store.for_each_user_from(from, |idx, id| out.push((Fingerprint::of(id), idx)))?;
     Ok(out)
 }
 

@@ -235,10 +235,6 @@ pub(crate) fn push_user(buf: &mut Vec<u8>, user: u32) {
     buf.extend_from_slice(&user.to_be_bytes());
 }
 
-pub(crate) fn user(idx: u32) -> [u8; 4] {
-    idx.to_be_bytes()
-}
-
 pub(crate) fn attr_name(name: &str) -> Vec<u8> {
     prefixed(ATTR_PREFIX, name.as_bytes())
 }

@@ -13,6 +13,9 @@
 //! merge operands (presence deltas; change buckets' users) on top of the
 //! bitmaps older schemas wrote whole, which the merge operators take as
 //! their base. Only the version moves, so an older build refuses the store.
+//!
+//! 5 → 6: distinct ids move from `users` (one key a user) to `user_ids`
+//! (blocks of 256 users), in the same batch as the version.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, ChangeKey};
 use super::syncs::{ExecKind, ExecStatus, ExecutionRecord, Trigger};
-use super::{cf, codec, db_err, Result, Store, SCHEMA_VERSION};
+use super::{cf, codec, db_err, user_ids, Result, Store, SCHEMA_VERSION};
 
 /// The oldest schema this build upgrades.
 pub(super) const OLDEST: u32 = 2;
@@ -93,12 +96,55 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<()> {
     if found < 3 {
         upgrade_2_to_3(store, &mut batch)?;
     }
+    if found < 6 {
+        upgrade_5_to_6(store, &mut batch)?;
+    }
     batch.put_cf(
         store.cf(cf::META),
         keys::SCHEMA_VERSION,
         SCHEMA_VERSION.to_be_bytes(),
     );
     store.write_sync(batch, cf::META)
+}
+
+/// 5 → 6: distinct ids move from one key a user (`users`) to blocks of
+/// 256 users (`user_ids`, see `user_ids.rs`), and `users` is emptied.
+fn upgrade_5_to_6(store: &Store, batch: &mut WriteBatch) -> Result<()> {
+    let db = store.db();
+    let (old, new) = (store.cf(cf::USERS), store.cf(cf::USER_IDS));
+    let mut run = user_ids::RunBuf::default();
+    let mut encoded = Vec::new();
+    let mut write = |run: &user_ids::RunBuf, batch: &mut WriteBatch| {
+        if !run.is_empty() {
+            run.encode(&mut encoded);
+            // Appended, not put: a gap inside a block (none is expected)
+            // makes two runs of one block, and both must stay.
+            batch.merge_cf(new, user_ids::key(user_ids::block(run.first())), &encoded);
+        }
+    };
+    let mut it = db.raw_iterator_cf(old);
+    it.seek_to_first();
+    while let (Some(k), Some(id)) = (it.key(), it.value()) {
+        let idx = keys::read_u32(k).ok_or(super::Error::Corrupt {
+            what: "user key (schema 5)",
+            reason: "shorter than 4 bytes".into(),
+        })?;
+        if !run.is_empty()
+            && (run.next() != idx || user_ids::block(idx) != user_ids::block(run.first()))
+        {
+            write(&run, batch);
+            run.start(idx);
+        }
+        if run.is_empty() {
+            run.start(idx);
+        }
+        run.push(id);
+        it.next();
+    }
+    it.status().map_err(db_err("scan", cf::USERS))?;
+    write(&run, batch);
+    batch.delete_range_cf(old, vec![0u8; 4], vec![0xff; 5]);
+    Ok(())
 }
 
 fn upgrade_2_to_3(store: &Store, batch: &mut WriteBatch) -> Result<()> {
@@ -212,6 +258,44 @@ mod tests {
         store.write_sync(batch, cf::META).unwrap();
         let since = store.attr_changed_since(3, 1024).unwrap();
         assert_eq!(since.iter().collect::<Vec<_>>(), [10, 11, 12]);
+    }
+
+    #[test]
+    fn a_schema_5_stores_ids_move_into_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        // 600 users over three blocks, as schema 5 kept them: one key each.
+        let id = |i: u32| format!("user-{i}");
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(store.cf(cf::META), keys::SCHEMA_VERSION, 5u32.to_be_bytes());
+            for i in 0..600u32 {
+                batch.put_cf(store.cf(cf::USERS), i.to_be_bytes(), id(i));
+            }
+            let mut counters = store.counters();
+            counters.user_count = 600;
+            batch.put_cf(
+                store.cf(cf::META),
+                keys::COUNTERS,
+                codec::encode_record(&counters),
+            );
+            store.write_sync(batch, cf::META).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(schema_of(&store), Some(SCHEMA_VERSION));
+        for i in [0u32, 255, 256, 599] {
+            assert_eq!(store.distinct_id(i).unwrap(), Some(id(i)), "user {i}");
+        }
+        assert_eq!(store.distinct_id(600).unwrap(), None);
+        let mut all = Vec::new();
+        store
+            .for_each_user(|i, v| all.push((i, String::from_utf8_lossy(v).into_owned())))
+            .unwrap();
+        assert_eq!(all, (0..600).map(|i| (i, id(i))).collect::<Vec<_>>());
+        let mut old = store.db().raw_iterator_cf(store.cf(cf::USERS));
+        old.seek_to_first();
+        assert!(old.key().is_none(), "the old family is emptied");
+        assert!(store.check().unwrap().violations.is_empty());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod segments;
 mod stage;
 mod syncs;
 mod txn;
+mod user_ids;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,7 @@ pub use txn::{AttrChange, AttrStats, EncodedChange, ImportTxn};
 /// Version 5: real-time writes merge into the change index's buckets
 /// (nothing is rewritten: an older build must not read operands it cannot
 /// merge).
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -270,7 +271,7 @@ fn cf_options_with(name: &str, cache: &rocksdb::Cache, bloom: bool) -> Options {
     }
     table.set_block_cache(cache);
     o.set_block_based_table_factory(&table);
-    if name == cf::ATTR_VALUES || name == cf::USERS {
+    if name == cf::ATTR_VALUES || name == cf::USER_IDS {
         // Point reads of random users (old values, identifiers) mostly
         // miss the memtable: a whole-key Bloom filter over it answers
         // those without a skiplist search (1.3 MB a 64 MB memtable).
@@ -306,6 +307,19 @@ fn cf_options_with(name: &str, cache: &rocksdb::Cache, bloom: bool) -> Options {
             },
         );
         o.set_max_successive_merges(0);
+    }
+    if name == cf::USER_IDS {
+        // Users created into a block that has some already append a run
+        // to it (see `user_ids.rs`).
+        o.set_merge_operator(
+            "segsync.user_ids.v1",
+            |_key: &[u8], existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
+                Some(user_ids::concat(existing, ops))
+            },
+            |_key: &[u8], _existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
+                Some(user_ids::concat(None, ops))
+            },
+        );
     }
     if name == cf::ATTR_CHANGES {
         // Real-time writes add their changed users to a bucket as merge
@@ -414,7 +428,7 @@ impl Store {
             }
         })?;
 
-        let mut sst_opts = import_sst_options(cf::USERS, &cache);
+        let mut sst_opts = import_sst_options(cf::USER_IDS, &cache);
         sst_opts.set_compression_type(rocksdb::DBCompressionType::None);
         let values_sst_opts = import_sst_options(cf::ATTR_VALUES, &cache);
         let store = Store {
@@ -524,7 +538,7 @@ impl Store {
 
     /// Persists WAL-less staged writes (every family an import writes).
     pub(crate) fn flush_staged(&self) -> Result<()> {
-        let cfs: Vec<&ColumnFamily> = [cf::USERS, cf::ATTR_VALUES, cf::ATTR_HISTORY, cf::UNDO]
+        let cfs: Vec<&ColumnFamily> = [cf::USER_IDS, cf::ATTR_VALUES, cf::ATTR_HISTORY, cf::UNDO]
             .iter()
             .map(|c| self.cf(c))
             .collect();
@@ -614,11 +628,14 @@ impl Store {
 
     /// The distinct id of user `idx`.
     pub fn distinct_id(&self, idx: u32) -> Result<Option<String>> {
-        Ok(self
+        let block = self
             .db
-            .get_pinned_cf(self.cf(cf::USERS), keys::user(idx))
-            .map_err(db_err("get", cf::USERS))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .get_pinned_cf(self.cf(cf::USER_IDS), user_ids::key(user_ids::block(idx)))
+            .map_err(db_err("get", cf::USER_IDS))?;
+        let Some(block) = block else {
+            return Ok(None);
+        };
+        Ok(user_ids::find(&block, idx)?.map(|b| String::from_utf8_lossy(b).into_owned()))
     }
 
     /// Compacts every column family now (maintenance, and for benchmarks
@@ -631,16 +648,68 @@ impl Store {
     }
 
     /// Calls `f(index, distinct id)` for every user, in index order.
-    pub fn for_each_user(&self, mut f: impl FnMut(u32, &[u8])) -> Result<()> {
-        let mut it = self.db.raw_iterator_cf(self.cf(cf::USERS));
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if let Some(idx) = keys::read_u32(k) {
-                f(idx, v);
+    pub fn for_each_user(&self, f: impl FnMut(u32, &[u8])) -> Result<()> {
+        self.for_each_user_from(0, f)
+    }
+
+    /// Calls `f` with the id of each of `users` (ascending) in turn, `None`
+    /// for one the store does not have: one iterator over their blocks,
+    /// stepping through them and seeking past gaps (a sync's page).
+    pub(crate) fn ids_of(&self, users: &[u32], mut f: impl FnMut(Option<&[u8]>)) -> Result<()> {
+        /// Beyond this many blocks a seek beats stepping.
+        const MAX_STEP: u32 = 8;
+        let (Some(&first), Some(&last)) = (users.first(), users.last()) else {
+            return Ok(());
+        };
+        let mut opts = rocksdb::ReadOptions::default();
+        // A sync reads each block once (see `render::scan`).
+        opts.fill_cache(false);
+        if let Some(end) = user_ids::block(last).checked_add(1) {
+            opts.set_iterate_upper_bound(user_ids::key(end).to_vec());
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::USER_IDS), opts);
+        it.seek(user_ids::key(user_ids::block(first)));
+        for &u in users {
+            let want = user_ids::block(u);
+            while let Some(k) = it.key() {
+                let at = user_ids::block_of_key(k)?;
+                if at >= want {
+                    break;
+                }
+                if want - at > MAX_STEP {
+                    it.seek(user_ids::key(want));
+                } else {
+                    it.next();
+                }
             }
+            let id = match (it.key(), it.value()) {
+                (Some(k), Some(v)) if user_ids::block_of_key(k)? == want => user_ids::find(v, u)?,
+                _ => None,
+            };
+            f(id);
+        }
+        it.status().map_err(db_err("scan", cf::USER_IDS))
+    }
+
+    /// [`Store::for_each_user`] from user `from` on.
+    pub(crate) fn for_each_user_from(
+        &self,
+        from: u32,
+        mut f: impl FnMut(u32, &[u8]),
+    ) -> Result<()> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.fill_cache(false);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::USER_IDS), opts);
+        it.seek(user_ids::key(user_ids::block(from)));
+        while let Some(v) = it.value() {
+            user_ids::for_each(v, |idx, id| {
+                if idx >= from {
+                    f(idx, id);
+                }
+            })?;
             it.next();
         }
-        it.status().map_err(db_err("scan", cf::USERS))
+        it.status().map_err(db_err("scan", cf::USER_IDS))
     }
 
     /// Calls `f(user, value)` for every user holding a current value of

@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use crossbeam::channel::{Receiver, Sender};
 use rocksdb::{SstFileWriter, WriteBatch};
 
-use super::{cf, db_err, keys, Error, Result, Store};
+use super::{cf, db_err, keys, user_ids, Error, Result, Store};
 
 /// Ids of users an import created, in index order from `first`.
 #[derive(Default)]
@@ -420,6 +420,14 @@ impl<'s> OpenFile<'s> {
         }
     }
 
+    /// A merge operand (`user_ids` only: a run appended to a block).
+    fn merge(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.keys += 1;
+        self.writer
+            .merge(key, value)
+            .map_err(db_err("sst merge", cf::USER_IDS))
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8], family: &'static str) -> Result<()> {
         self.keys += 1;
         self.writer
@@ -466,6 +474,10 @@ pub(crate) struct Writer<'s> {
     /// Files numbered so far.
     files: u32,
     users: Option<OpenFile<'s>>,
+    /// The ids of one block's users not yet written (a job may end inside
+    /// a block), and its encoding's buffer.
+    ids_run: user_ids::RunBuf,
+    ids_buf: Vec<u8>,
     /// First values being written, by attribute and lane (whether the
     /// users are ones the import created).
     values: Vec<((u32, bool), Lane<'s>)>,
@@ -487,6 +499,8 @@ impl<'s> Writer<'s> {
             first_new_user,
             files: 0,
             users: None,
+            ids_run: user_ids::RunBuf::default(),
+            ids_buf: Vec::new(),
             values: Vec::new(),
             done: Finished::default(),
             spill: Spill::default(),
@@ -511,24 +525,18 @@ impl<'s> Writer<'s> {
     fn write(&mut self, job: Job) -> Result<()> {
         let mut start = 0usize;
         for (i, &end) in job.ids.ends.iter().enumerate() {
-            if self.users.is_none() {
-                self.users = Some(self.open(self.store.sst_options(), cf::USERS)?);
+            let idx = job.ids.first + i as u32;
+            let run = &self.ids_run;
+            if !run.is_empty()
+                && (run.next() != idx || user_ids::block(idx) != user_ids::block(run.first()))
+            {
+                self.write_ids_run()?;
             }
-            let id = &job.ids.bytes[start..end as usize];
+            if self.ids_run.is_empty() {
+                self.ids_run.start(idx);
+            }
+            self.ids_run.push(&job.ids.bytes[start..end as usize]);
             start = end as usize;
-            let key = keys::user(job.ids.first + i as u32);
-            let full = match &mut self.users {
-                Some(file) => {
-                    file.put(&key, id, cf::USERS)?;
-                    !file.has_room()
-                }
-                None => false,
-            };
-            if full {
-                if let Some(file) = self.users.take() {
-                    self.done.users.push(file.finish(cf::USERS)?);
-                }
-            }
         }
         for (attr, run) in &job.values {
             // The run's two lanes, found once.
@@ -603,6 +611,39 @@ impl<'s> Writer<'s> {
                 .write_opt(job.batch, &wo)
                 .map_err(db_err("write", "*"))?;
         }
+        Ok(())
+    }
+
+    /// Writes the ids gathered for one block: a put when they start it,
+    /// else a merge operand appending them to the users it has.
+    fn write_ids_run(&mut self) -> Result<()> {
+        if self.ids_run.is_empty() {
+            return Ok(());
+        }
+        if self.users.is_none() {
+            self.users = Some(self.open(self.store.sst_options(), cf::USER_IDS)?);
+        }
+        let first = self.ids_run.first();
+        let block = user_ids::block(first);
+        self.ids_run.encode(&mut self.ids_buf);
+        let full = match &mut self.users {
+            Some(file) => {
+                let key = user_ids::key(block);
+                if user_ids::first_of(block) == first {
+                    file.put(&key, &self.ids_buf, cf::USER_IDS)?;
+                } else {
+                    file.merge(&key, &self.ids_buf)?;
+                }
+                !file.has_room()
+            }
+            None => false,
+        };
+        if full {
+            if let Some(file) = self.users.take() {
+                self.done.users.push(file.finish(cf::USER_IDS)?);
+            }
+        }
+        self.ids_run.start(0);
         Ok(())
     }
 
@@ -701,8 +742,9 @@ impl<'s> Writer<'s> {
     fn finish(&mut self) -> Result<Finished> {
         self.close_values()?;
         self.merge_spill()?;
+        self.write_ids_run()?;
         if let Some(file) = self.users.take() {
-            self.done.users.push(file.finish(cf::USERS)?);
+            self.done.users.push(file.finish(cf::USER_IDS)?);
         }
         Ok(std::mem::take(&mut self.done))
     }
@@ -710,6 +752,7 @@ impl<'s> Writer<'s> {
     /// Drops the open files unfinished (a rollback removes them).
     fn abandon(&mut self) {
         self.users = None;
+        self.ids_run.start(0);
         self.values.clear();
         self.spill = Spill::default();
     }

@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use super::fingerprints::table_path;
 use super::stage::{self, Job, NewIds, NewValues, Stager};
 use super::{
-    cf, codec, db_err, keys, Counters, Error, FingerprintTable, NewUsers, Result, Store, Value,
-    ValueRef,
+    cf, codec, db_err, keys, user_ids, Counters, Error, FingerprintTable, NewUsers, Result, Store,
+    Value, ValueRef,
 };
 
 /// Writes per intermediate batch: large enough to amortise the write path,
@@ -311,8 +311,12 @@ impl<'s> ImportTxn<'s> {
         let idx = self.counters.user_count;
         self.counters.user_count = idx.checked_add(1).ok_or(Error::Full)?;
         if self.small {
-            self.batch
-                .put_cf(self.store.cf(cf::USERS), keys::user(idx), id);
+            // A run of one appended to its block (see `user_ids.rs`).
+            self.batch.merge_cf(
+                self.store.cf(cf::USER_IDS),
+                user_ids::key(user_ids::block(idx)),
+                user_ids::encode_one(idx, id),
+            );
             return Ok(idx);
         }
         self.new_ids.push(idx, id);
@@ -773,7 +777,7 @@ impl<'s> ImportTxn<'s> {
             self.flush_for_ingest()?;
             let files = self.stager.finish()?;
             self.store.flush_staged()?;
-            stage::ingest(self.store, cf::USERS, &files.users)?;
+            stage::ingest(self.store, cf::USER_IDS, &files.users)?;
             stage::ingest_values(self.store, &files.values, &files.spilled)?;
         }
         let st = self.store;
@@ -1009,16 +1013,24 @@ fn rollback(store: &Store, seq: u32, first_new_user: u32) -> Result<()> {
     it.status().map_err(db_err("scan", cf::ATTR_VALUES))?;
     drop(it);
 
-    let users_cf = store.cf(cf::USERS);
-    let mode =
-        rocksdb::IteratorMode::From(&keys::user(first_new_user)[..], rocksdb::Direction::Forward);
-    for item in db.iterator_cf(users_cf, mode) {
-        let (k, _) = item.map_err(db_err("scan", cf::USERS))?;
-        batch.delete_cf(users_cf, &k);
-        if batch.len() >= BATCH_OPS {
-            db.write(std::mem::take(&mut batch))
-                .map_err(db_err("write", cf::USERS))?;
+    // Their ids: the block it started in keeps its older users, the
+    // blocks after it go by range.
+    let ids_cf = store.cf(cf::USER_IDS);
+    let first_block = user_ids::block(first_new_user);
+    let mut cut_from = Some(first_block);
+    if user_ids::first_of(first_block) != first_new_user {
+        let key = user_ids::key(first_block);
+        let old = db
+            .get_pinned_cf(ids_cf, key)
+            .map_err(db_err("get", cf::USER_IDS))?;
+        if let Some(old) = old {
+            let kept = user_ids::truncate(&old, first_new_user)?;
+            batch.put_cf(ids_cf, key, kept);
         }
+        cut_from = first_block.checked_add(1);
+    }
+    if let Some(from) = cut_from {
+        batch.delete_range_cf(ids_cf, user_ids::key(from).to_vec(), vec![0xff; 5]);
     }
     batch.delete_range_cf(undo_cf, keys::undo(seq, 0), keys::undo(seq + 1, 0));
     batch.delete_cf(store.cf(cf::META), keys::IMPORT_MARKER);
@@ -1325,6 +1337,63 @@ mod tests {
     }
 
     #[test]
+    fn ids_created_one_by_one_and_in_bulk_share_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = |u: u32| format!("id-{u}");
+        let small = |store: &Store, users: std::ops::Range<u32>| {
+            let mut txn = store.begin_small().unwrap();
+            for u in users {
+                assert_eq!(txn.new_user(id(u).as_bytes()).unwrap(), u);
+            }
+            txn.commit(None).unwrap();
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            // Real-time users into block 0, then an import that starts
+            // inside it (a merge operand in its SST file) and ends inside
+            // block 3, then real-time users after it, across a flush.
+            small(&store, 0..10);
+            let mut txn = store.begin_import().unwrap();
+            for u in 10..900 {
+                txn.new_user(id(u).as_bytes()).unwrap();
+            }
+            txn.commit(None).unwrap();
+            store.db().flush_cf(store.cf(cf::USER_IDS)).unwrap();
+            small(&store, 900..903);
+            let mut txn = store.begin_small().unwrap();
+            txn.new_user(b"gone").unwrap();
+            txn.rollback().unwrap();
+        }
+        for compact in [false, true] {
+            let store = Store::open(dir.path()).unwrap();
+            if compact {
+                store.compact();
+            }
+            for u in [0, 9, 10, 255, 256, 767, 768, 899, 900, 902] {
+                assert_eq!(store.distinct_id(u).unwrap(), Some(id(u)), "user {u}");
+            }
+            assert_eq!(store.distinct_id(903).unwrap(), None);
+            let mut all = Vec::new();
+            store
+                .for_each_user(|u, v| all.push((u, v.to_vec())))
+                .unwrap();
+            let want: Vec<(u32, Vec<u8>)> = (0..903).map(|u| (u, id(u).into_bytes())).collect();
+            assert_eq!(all, want, "compacted: {compact}");
+            let users: Vec<u32> = vec![3, 9, 10, 11, 300, 899, 902, 903, 5000];
+            let mut got = Vec::new();
+            store
+                .ids_of(&users, |v| got.push(v.map(<[u8]>::to_vec)))
+                .unwrap();
+            let want: Vec<Option<Vec<u8>>> = users
+                .iter()
+                .map(|&u| (u < 903).then(|| id(u).into_bytes()))
+                .collect();
+            assert_eq!(got, want);
+            assert!(store.check().unwrap().violations.is_empty());
+        }
+    }
+
+    #[test]
     fn a_writer_thread_keeps_reads_consistent_and_rollback_complete() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -1422,6 +1491,12 @@ mod tests {
             }
             assert_eq!(store.counters().user_count, n);
             assert_eq!(store.distinct_id(n).unwrap(), None);
+            // The block it started in (n is not a multiple of 256) keeps
+            // the users before it.
+            assert_eq!(
+                store.distinct_id(n - 1).unwrap().as_deref(),
+                Some(&*ids[n as usize - 1])
+            );
             assert_eq!(values_of_new_users(&store), 0, "crash {crash}");
             let of_b = store
                 .db()
