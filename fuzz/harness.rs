@@ -147,21 +147,36 @@ pub fn settings(data: &[u8]) {
     }
 }
 
-/// The store's decoders: every record type, bitmaps, attribute values (the
-/// first byte picks which).
+/// The store's decoders: every record type, bitmaps, attribute values,
+/// blocks of distinct ids (the first byte picks which). A block's listed
+/// users are each found, with the same id, by the lookup reads use.
 pub fn store_decoders(data: &[u8]) {
     use segsync::store::codec::{decode_bitmap, decode_record};
     let Some((&pick, bytes)) = data.split_first() else {
         return;
     };
-    let refused = match pick % 7 {
+    let refused = match pick % 8 {
         0 => decode_record::<segsync::store::SyncRecord>("sync", bytes).err(),
         1 => decode_record::<segsync::store::ExecutionRecord>("execution", bytes).err(),
         2 => decode_record::<segsync::store::SegmentRecord>("segment", bytes).err(),
         3 => decode_record::<segsync::destination::DestinationRecord>("destination", bytes).err(),
         4 => decode_record::<segsync::store::PageOutcome>("page", bytes).err(),
         5 => decode_bitmap("bitmap", bytes).err(),
-        _ => segsync::store::ValueRef::decode(bytes).err(),
+        6 => segsync::store::ValueRef::decode(bytes).err(),
+        _ => match segsync::store::decode_user_ids_block(bytes) {
+            Ok(users) => {
+                for (i, (idx, id)) in users.iter().enumerate() {
+                    // A user listed twice (a damaged block) is found at
+                    // its first run.
+                    if users[..i].iter().all(|(j, _)| j != idx) {
+                        let found = segsync::store::find_in_user_ids_block(bytes, *idx);
+                        assert_eq!(found.ok().flatten(), Some(&id[..]), "user {idx}");
+                    }
+                }
+                None
+            }
+            Err(e) => Some(e),
+        },
     };
     if let Some(e) = refused {
         assert!(e.to_string().contains("corrupt"), "{e}");

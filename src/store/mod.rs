@@ -47,6 +47,7 @@ pub use syncs::{
     SyncRecord, SyncStatus, Trigger,
 };
 pub use txn::{AttrChange, AttrStats, EncodedChange, ImportTxn};
+pub use user_ids::{decode_block as decode_user_ids_block, find as find_in_user_ids_block};
 
 /// The schema this build reads and writes. Bump on any incompatible change of
 /// keys or record layout; a store with another version is refused at open.

@@ -170,7 +170,7 @@ impl<'a> Run<'a> {
 }
 
 /// The id of user `idx` in a block value, if the block holds it.
-pub(crate) fn find(value: &[u8], idx: u32) -> Result<Option<&[u8]>> {
+pub fn find(value: &[u8], idx: u32) -> Result<Option<&[u8]>> {
     let mut rest = value;
     while !rest.is_empty() {
         let run = Run::parse(rest)?;
@@ -234,6 +234,15 @@ pub(crate) fn concat<'a>(
         out.extend_from_slice(op);
     }
     out
+}
+
+/// The users a stored block value lists, in order: what a fuzzer feeds
+/// damaged blocks to (`fuzz/harness.rs`, which checks them against
+/// [`find`]). A damaged block is an error, never a panic.
+pub fn decode_block(value: &[u8]) -> Result<Vec<(u32, Vec<u8>)>> {
+    let mut users = Vec::new();
+    for_each(value, |idx, id| users.push((idx, id.to_vec())))?;
+    Ok(users)
 }
 
 #[cfg(test)]
