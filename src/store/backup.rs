@@ -2,7 +2,7 @@
 //! checkpoint (every column family at one point in time; SST files are
 //! hard-linked when the backup is on the same filesystem, copied
 //! otherwise), taken under the writer lock so that no import is half-way
-//! in it, plus the data dir's `fingerprints.bin` (completed from `users`
+//! in it, plus the data dir's `fingerprints.bin` (completed from `user_ids`
 //! where it is behind: its tail file is not copied) and `segsync.toml`. `serve` keeps serving meanwhile: runs
 //! keep checkpointing pages (a run's pages after the backup are simply not
 //! in it, and a restored store resumes or re-plans from what is).

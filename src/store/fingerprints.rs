@@ -18,7 +18,7 @@
 //! The table is persisted in `fingerprints.bin` next to the database as a
 //! cache: a header records how many users it covers and a checksum guards
 //! the body. When the store has more users (a crash after a commit but
-//! before the file was rewritten) the tail is rebuilt from the `users`
+//! before the file was rewritten) the tail is rebuilt from the `user_ids`
 //! family; when the file is missing, corrupt, ahead of the store or of an
 //! older version, the whole table is rebuilt.
 //!
@@ -1323,7 +1323,7 @@ impl TableReader {
     }
 }
 
-/// Fingerprints of users `from..` read back from the `users` family.
+/// Fingerprints of users `from..` read back from the `user_ids` family.
 fn scan_users(store: &Store, from: u32) -> Result<Vec<(Fingerprint, u32)>> {
     let mut out = Vec::new();
     store.for_each_user_from(from, |idx, id| out.push((Fingerprint::of(id), idx)))?;

@@ -5,7 +5,7 @@
 //!
 //! Layout of a data dir: `db/` (RocksDB), `fingerprints.bin` and
 //! `fingerprints.tail.bin` (the interner's table and the users created
-//! since it was written whole: a cache, completed from `users` when stale).
+//! since it was written whole: a cache, completed from `user_ids` when stale).
 
 mod backup;
 pub(crate) mod cf;
@@ -749,7 +749,7 @@ impl Store {
     }
 
     /// Brings the persisted fingerprint table up to date (rebuilding its
-    /// tail from `users` if imports left it behind) and returns how many
+    /// tail from `user_ids` if imports left it behind) and returns how many
     /// users it covers. A current file is only read for its header.
     pub fn refresh_fingerprints(&self) -> Result<u32> {
         fingerprints::refresh(self)
@@ -788,7 +788,7 @@ impl Store {
             return Ok(reader);
         }
         // Its header was fine but its body is not (damaged on disk): a load
-        // rebuilds a file it cannot read from `users`.
+        // rebuilds a file it cannot read from `user_ids`.
         tracing::warn!(path = %path.display(), "the fingerprint table file is damaged; rebuilding it");
         let covers = self.fingerprints()?.covers();
         fingerprints::TableReader::open(&path, covers).ok_or(Error::Corrupt {
