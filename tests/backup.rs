@@ -73,10 +73,25 @@ fn a_backup_taken_while_serving_restores_to_the_state_it_was_taken_in() {
         "seg",
         path_str(&members(&env, 20, 130, 2)),
     ]);
+    // A few sign-ups: written to the fingerprint table's tail file.
+    let mut signups = String::from("distinct_id,uid\n");
+    for i in 300..310 {
+        signups.push_str(&format!("u{i:05},uid{i}\n"));
+    }
+    let signups = env.file("signups.csv", signups.as_bytes());
+    env.ok(&["users", "import", path_str(&signups)]);
+    assert!(env.data().join("fingerprints.tail.bin").exists());
     let backup = env.dir.path().join("backup");
     let info = env.json(&["backup", path_str(&backup)]);
     assert!(info["bytes"].as_u64().unwrap() > 0, "{info}");
     assert!(backup.join("db/CURRENT").exists());
+    for file in ["fingerprints.bin", "fingerprints.tail.bin"] {
+        assert_eq!(
+            std::fs::read(backup.join(file)).unwrap(),
+            std::fs::read(env.data().join(file)).unwrap(),
+            "{file}"
+        );
+    }
     // A second backup into the same place is refused; the first stands.
     let again = env.run(&["backup", path_str(&backup)]);
     assert!(!again.status.success());
@@ -99,6 +114,7 @@ fn a_backup_taken_while_serving_restores_to_the_state_it_was_taken_in() {
     let restored = Env::new();
     let out = restored.json(&["restore", path_str(&backup)]);
     assert_eq!(out["write_seq"], info["write_seq"], "{out}");
+    assert!(restored.data().join("fingerprints.tail.bin").exists());
     restored.ok(&["check"]);
     let history = restored.json(&["sync", "history", "1"]);
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");

@@ -2,8 +2,9 @@
 //! checkpoint (every column family at one point in time; SST files are
 //! hard-linked when the backup is on the same filesystem, copied
 //! otherwise), taken under the writer lock so that no import is half-way
-//! in it, plus the data dir's `fingerprints.bin` (completed from `user_ids`
-//! where it is behind: its tail file is not copied) and `segsync.toml`. `serve` keeps serving meanwhile: runs
+//! in it, plus the data dir's `fingerprints.bin` and its tail file (a
+//! cache: completed from `user_ids` where it is behind, a tail that no
+//! longer follows the main file ignored) and `segsync.toml`. `serve` keeps serving meanwhile: runs
 //! keep checkpointing pages (a run's pages after the backup are simply not
 //! in it, and a restored store resumes or re-plans from what is).
 //!
@@ -32,7 +33,7 @@ pub struct BackupInfo {
 }
 
 const INFO: &str = "BACKUP.json";
-const COPIED: [&str; 2] = ["fingerprints.bin", "segsync.toml"];
+const COPIED: [&str; 3] = ["fingerprints.bin", "fingerprints.tail.bin", "segsync.toml"];
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
