@@ -130,61 +130,35 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<()> {
 fn upgrade_5_to_6(store: &Store, batch: &mut WriteBatch) -> Result<()> {
     let db = store.db();
     let (old, new) = (store.cf(cf::USERS), store.cf(cf::USER_IDS));
-    let mut run = user_ids::RunBuf::default();
-    let (mut encoded, mut block_value) = (Vec::new(), Vec::new());
-    let mut block: Option<u32> = None;
+    let mut blocks = user_ids::Blocks::default();
     let mut moved = WriteBatch::default();
+    // A block ends: put whole (a gap inside it, none expected, makes a
+    // second run of its value), and the batch written past its size.
+    let put = |blocks: &mut user_ids::Blocks, moved: &mut WriteBatch| -> Result<()> {
+        if let Some((b, value, _)) = blocks.finish() {
+            moved.put_cf(new, user_ids::key(b), value);
+        }
+        if moved.size_in_bytes() >= MOVE_BATCH_BYTES {
+            db.write(std::mem::take(moved))
+                .map_err(db_err("write", cf::USER_IDS))?;
+        }
+        Ok(())
+    };
     let mut it = db.raw_iterator_cf(old);
     it.seek_to_first();
-    loop {
-        let next = match (it.key(), it.value()) {
-            (Some(k), Some(id)) => Some((
-                keys::read_u32(k).ok_or(super::Error::Corrupt {
-                    what: "user key (schema 5)",
-                    reason: "shorter than 4 bytes".into(),
-                })?,
-                id,
-            )),
-            _ => None,
-        };
-        let ends_run = match (next, run.is_empty()) {
-            (_, true) => false,
-            (Some((idx, _)), false) => run.next() != idx,
-            (None, false) => true,
-        };
-        let ends_block = match (next, block) {
-            (Some((idx, _)), Some(b)) => user_ids::block(idx) != b,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if ends_run || ends_block {
-            // A gap inside a block (none is expected) starts a second run
-            // of the same block value.
-            run.encode(&mut encoded);
-            block_value.extend_from_slice(&encoded);
-            run.start(0);
+    while let (Some(k), Some(id)) = (it.key(), it.value()) {
+        let idx = keys::read_u32(k).ok_or(super::Error::Corrupt {
+            what: "user key (schema 5)",
+            reason: "shorter than 4 bytes".into(),
+        })?;
+        if blocks.ends_block(idx) {
+            put(&mut blocks, &mut moved)?;
         }
-        if ends_block {
-            if let Some(b) = block {
-                moved.put_cf(new, user_ids::key(b), &block_value);
-            }
-            block_value.clear();
-            if moved.size_in_bytes() >= MOVE_BATCH_BYTES {
-                db.write(std::mem::take(&mut moved))
-                    .map_err(db_err("write", cf::USER_IDS))?;
-            }
-        }
-        let Some((idx, id)) = next else {
-            break;
-        };
-        if run.is_empty() {
-            run.start(idx);
-        }
-        run.push(id);
-        block = Some(user_ids::block(idx));
+        blocks.push(idx, id);
         it.next();
     }
     it.status().map_err(db_err("scan", cf::USERS))?;
+    put(&mut blocks, &mut moved)?;
     db.write(moved).map_err(db_err("write", cf::USER_IDS))?;
     batch.delete_range_cf(old, vec![0u8; 4], vec![0xff; 5]);
     Ok(())

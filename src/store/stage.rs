@@ -475,9 +475,8 @@ pub(crate) struct Writer<'s> {
     files: u32,
     users: Option<OpenFile<'s>>,
     /// The ids of one block's users not yet written (a job may end inside
-    /// a block), and its encoding's buffer.
-    ids_run: user_ids::RunBuf,
-    ids_buf: Vec<u8>,
+    /// a block).
+    ids: user_ids::Blocks,
     /// First values being written, by attribute and lane (whether the
     /// users are ones the import created).
     values: Vec<((u32, bool), Lane<'s>)>,
@@ -499,8 +498,7 @@ impl<'s> Writer<'s> {
             first_new_user,
             files: 0,
             users: None,
-            ids_run: user_ids::RunBuf::default(),
-            ids_buf: Vec::new(),
+            ids: user_ids::Blocks::default(),
             values: Vec::new(),
             done: Finished::default(),
             spill: Spill::default(),
@@ -526,16 +524,10 @@ impl<'s> Writer<'s> {
         let mut start = 0usize;
         for (i, &end) in job.ids.ends.iter().enumerate() {
             let idx = job.ids.first + i as u32;
-            let run = &self.ids_run;
-            if !run.is_empty()
-                && (run.next() != idx || user_ids::block(idx) != user_ids::block(run.first()))
-            {
-                self.write_ids_run()?;
+            if self.ids.ends_block(idx) {
+                self.write_ids_block()?;
             }
-            if self.ids_run.is_empty() {
-                self.ids_run.start(idx);
-            }
-            self.ids_run.push(&job.ids.bytes[start..end as usize]);
+            self.ids.push(idx, &job.ids.bytes[start..end as usize]);
             start = end as usize;
         }
         for (attr, run) in &job.values {
@@ -616,34 +608,28 @@ impl<'s> Writer<'s> {
 
     /// Writes the ids gathered for one block: a put when they start it,
     /// else a merge operand appending them to the users it has.
-    fn write_ids_run(&mut self) -> Result<()> {
-        if self.ids_run.is_empty() {
+    fn write_ids_block(&mut self) -> Result<()> {
+        if self.ids.is_empty() {
             return Ok(());
         }
         if self.users.is_none() {
             self.users = Some(self.open(self.store.sst_options(), cf::USER_IDS)?);
         }
-        let first = self.ids_run.first();
-        let block = user_ids::block(first);
-        self.ids_run.encode(&mut self.ids_buf);
-        let full = match &mut self.users {
-            Some(file) => {
-                let key = user_ids::key(block);
-                if user_ids::first_of(block) == first {
-                    file.put(&key, &self.ids_buf, cf::USER_IDS)?;
-                } else {
-                    file.merge(&key, &self.ids_buf)?;
-                }
-                !file.has_room()
-            }
-            None => false,
+        let (Some(file), Some((block, value, starts))) = (&mut self.users, self.ids.finish())
+        else {
+            return Ok(());
         };
-        if full {
+        let key = user_ids::key(block);
+        if starts {
+            file.put(&key, value, cf::USER_IDS)?;
+        } else {
+            file.merge(&key, value)?;
+        }
+        if !file.has_room() {
             if let Some(file) = self.users.take() {
                 self.done.users.push(file.finish(cf::USER_IDS)?);
             }
         }
-        self.ids_run.start(0);
         Ok(())
     }
 
@@ -742,7 +728,7 @@ impl<'s> Writer<'s> {
     fn finish(&mut self) -> Result<Finished> {
         self.close_values()?;
         self.merge_spill()?;
-        self.write_ids_run()?;
+        self.write_ids_block()?;
         if let Some(file) = self.users.take() {
             self.done.users.push(file.finish(cf::USER_IDS)?);
         }
@@ -752,7 +738,7 @@ impl<'s> Writer<'s> {
     /// Drops the open files unfinished (a rollback removes them).
     fn abandon(&mut self) {
         self.users = None;
-        self.ids_run.start(0);
+        self.ids.clear();
         self.values.clear();
         self.spill = Spill::default();
     }

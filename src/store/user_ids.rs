@@ -50,7 +50,7 @@ fn corrupt(reason: &str) -> Error {
 
 /// A run being built: consecutive users from `first`, buffers reused.
 #[derive(Debug, Default)]
-pub(crate) struct RunBuf {
+struct RunBuf {
     first: u32,
     ends: Vec<u32>,
     data: Vec<u8>,
@@ -58,34 +58,29 @@ pub(crate) struct RunBuf {
 
 impl RunBuf {
     /// Empties the run; the next user pushed is `first`.
-    pub(crate) fn start(&mut self, first: u32) {
+    fn start(&mut self, first: u32) {
         self.first = first;
         self.ends.clear();
         self.data.clear();
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
-    /// Its first user.
-    pub(crate) fn first(&self) -> u32 {
-        self.first
-    }
-
     /// The user the next push is.
-    pub(crate) fn next(&self) -> u32 {
+    fn next(&self) -> u32 {
         self.first + self.ends.len() as u32
     }
 
     /// Appends the id of user [`RunBuf::next`].
-    pub(crate) fn push(&mut self, id: &[u8]) {
+    fn push(&mut self, id: &[u8]) {
         self.data.extend_from_slice(id);
         self.ends.push(self.data.len() as u32);
     }
 
     /// The encoded run, into `out` (cleared first).
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
         out.reserve(8 + 4 * self.ends.len() + self.data.len());
         out.extend_from_slice(&self.first.to_le_bytes());
@@ -199,28 +194,83 @@ pub(crate) fn for_each(value: &[u8], mut f: impl FnMut(u32, &[u8])) -> Result<()
 /// The block value without its users from `from` on (a rollback of the
 /// users an import created); empty when none is left.
 pub(crate) fn truncate(value: &[u8], from: u32) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut run = RunBuf::default();
-    let mut encoded = Vec::new();
+    let mut kept = Blocks::default();
     for_each(value, |idx, id| {
-        if idx >= from {
-            return;
+        if idx < from {
+            kept.push(idx, id);
         }
-        if !run.is_empty() && run.next() != idx {
-            run.encode(&mut encoded);
-            out.extend_from_slice(&encoded);
-            run.start(idx);
-        }
-        if run.is_empty() {
-            run.start(idx);
-        }
-        run.push(id);
     })?;
-    if !run.is_empty() {
-        run.encode(&mut encoded);
-        out.extend_from_slice(&encoded);
+    Ok(kept
+        .finish()
+        .map(|(_, v, _)| v.to_vec())
+        .unwrap_or_default())
+}
+
+/// Users given in index order, gathered into block values: a new run
+/// where they stop being consecutive, a block handed out (by
+/// [`Blocks::finish`]) before the first user of the next. What an
+/// import's writer, the upgrade from one key a user and a rollback's cut
+/// all build.
+#[derive(Debug, Default)]
+pub(crate) struct Blocks {
+    run: RunBuf,
+    /// The block being gathered, and the first user of its value.
+    block: Option<(u32, u32)>,
+    value: Vec<u8>,
+    encoded: Vec<u8>,
+}
+
+impl Blocks {
+    /// Whether no user was added since the last [`Blocks::finish`].
+    pub(crate) fn is_empty(&self) -> bool {
+        self.block.is_none()
     }
-    Ok(out)
+
+    /// Whether user `idx` belongs to another block than the one being
+    /// gathered: [`Blocks::finish`] that one first.
+    pub(crate) fn ends_block(&self, idx: u32) -> bool {
+        self.block.is_some_and(|(b, _)| b != block(idx))
+    }
+
+    /// Adds user `idx`, after every user added so far, in the block being
+    /// gathered (see [`Blocks::ends_block`]).
+    pub(crate) fn push(&mut self, idx: u32, id: &[u8]) {
+        debug_assert!(!self.ends_block(idx));
+        if self.block.is_none() {
+            self.block = Some((block(idx), idx));
+            self.value.clear();
+        }
+        if !self.run.is_empty() && self.run.next() != idx {
+            self.end_run();
+        }
+        if self.run.is_empty() {
+            self.run.start(idx);
+        }
+        self.run.push(id);
+    }
+
+    fn end_run(&mut self) {
+        if !self.run.is_empty() {
+            self.run.encode(&mut self.encoded);
+            self.value.extend_from_slice(&self.encoded);
+            self.run.start(0);
+        }
+    }
+
+    /// The block gathered so far, if any: its number, its value, and
+    /// whether the value starts at the block's first user (else it is to
+    /// be appended to the users the block has).
+    pub(crate) fn finish(&mut self) -> Option<(u32, &[u8], bool)> {
+        self.end_run();
+        let (b, first) = self.block.take()?;
+        Some((b, &self.value, first == first_of(b)))
+    }
+
+    /// Drops what was gathered.
+    pub(crate) fn clear(&mut self) {
+        self.run.start(0);
+        self.block = None;
+    }
 }
 
 /// The merge operator's fold: the runs appended in order (full and partial
