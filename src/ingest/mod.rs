@@ -7,6 +7,7 @@
 //! `FILE:LINE: reason`) and nothing of it becomes visible, unless
 //! `--skip-invalid` asks to skip such lines and count them.
 
+mod flat_json;
 mod idlist;
 pub mod input;
 pub mod interner;

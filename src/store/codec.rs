@@ -205,7 +205,12 @@ impl Value {
     /// Converts a raw JSON value, keeping numbers exactly as written;
     /// `None` for null (which deletes the attribute).
     pub fn from_raw(raw: &serde_json::value::RawValue) -> Result<Option<Value>, String> {
-        let text = raw.get().trim();
+        Value::from_raw_text(raw.get())
+    }
+
+    /// [`Value::from_raw`] of a value's raw JSON text (valid JSON).
+    pub fn from_raw_text(text: &str) -> Result<Option<Value>, String> {
+        let text = text.trim();
         Ok(match text.as_bytes().first() {
             Some(b'n') => None,
             Some(b't') => Some(Value::Bool(true)),
@@ -225,13 +230,12 @@ impl Value {
     /// [`Value::from_raw`] then [`Value::encode_body`] in one step, without
     /// a `Value` in between for the common cases (a string with no escape,
     /// a number, a boolean): appends `[tag][bytes]` and returns `true`, or
-    /// returns `false` for `null` (a deletion) and appends nothing.
-    pub fn encode_raw_body(
-        raw: &serde_json::value::RawValue,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, String> {
+    /// returns `false` for `null` (a deletion) and appends nothing. `text`
+    /// is one value's raw JSON text, valid JSON (a `RawValue`'s, or a span
+    /// the NDJSON scanner accepted).
+    pub fn encode_raw_body(text: &str, out: &mut Vec<u8>) -> Result<bool, String> {
         // JSON's whitespace is ASCII.
-        let text = raw.get().trim_ascii();
+        let text = text.trim_ascii();
         let b = text.as_bytes();
         match b.first() {
             Some(b'n') => Ok(false),
@@ -251,7 +255,7 @@ impl Value {
                 Ok(true)
             }
             Some(b'{' | b'[' | b'"') => {
-                if let Some(v) = Value::from_raw(raw)? {
+                if let Some(v) = Value::from_raw_text(text)? {
                     v.encode_body(out);
                 }
                 Ok(true)
@@ -600,7 +604,7 @@ mod tests {
                 None => false,
             };
             let mut got = Vec::new();
-            proptest::prop_assert_eq!(Value::encode_raw_body(&raw, &mut got).unwrap(), present);
+            proptest::prop_assert_eq!(Value::encode_raw_body(raw.get(), &mut got).unwrap(), present);
             proptest::prop_assert_eq!(got, want);
         }
     }
