@@ -158,6 +158,9 @@ pub struct ImportTxn<'s> {
     stager: Stager<'s>,
     /// Ids of users created since the last hand-off to the stager.
     new_ids: NewIds,
+    /// A small transaction's new users, gathered into one run per block
+    /// and merged into their blocks at commit (see `user_ids.rs`).
+    small_ids: user_ids::Blocks,
     /// First values since the last hand-off, by attribute, bound for the
     /// stager's SST files.
     new_values: Vec<(u32, NewValues)>,
@@ -236,6 +239,7 @@ impl<'s> ImportTxn<'s> {
             publish: WriteBatch::default(),
             stager: Stager::inline(store, sst_prefix(store, seq), counters.user_count),
             new_ids: NewIds::default(),
+            small_ids: user_ids::Blocks::default(),
             new_values: Vec::new(),
             in_files: HashMap::new(),
             undo_n: 0,
@@ -311,12 +315,14 @@ impl<'s> ImportTxn<'s> {
         let idx = self.counters.user_count;
         self.counters.user_count = idx.checked_add(1).ok_or(Error::Full)?;
         if self.small {
-            // A run of one appended to its block (see `user_ids.rs`).
-            self.batch.merge_cf(
-                self.store.cf(cf::USER_IDS),
-                user_ids::key(user_ids::block(idx)),
-                user_ids::encode_one(idx, id),
-            );
+            // Appended to its block at commit, with the transaction's other
+            // new users there: one merge operand a block, not one a user
+            // (a group of Personas batches creates thousands, and every
+            // read of a block folds its operands until a compaction).
+            if self.small_ids.ends_block(idx) {
+                self.merge_small_ids();
+            }
+            self.small_ids.push(idx, id);
             return Ok(idx);
         }
         self.new_ids.push(idx, id);
@@ -324,6 +330,15 @@ impl<'s> ImportTxn<'s> {
             self.flush()?;
         }
         Ok(idx)
+    }
+
+    /// Appends the new users gathered in [`ImportTxn::small_ids`] to their
+    /// block, as one run.
+    fn merge_small_ids(&mut self) {
+        if let Some((block, run, _)) = self.small_ids.finish() {
+            let cf = self.store.cf(cf::USER_IDS);
+            self.batch.merge_cf(cf, user_ids::key(block), run);
+        }
     }
 
     /// Id of attribute `name`, allocating one (visible at commit) if new.
@@ -770,6 +785,7 @@ impl<'s> ImportTxn<'s> {
         let live = std::mem::take(&mut self.live);
         self.publish_live(live)?;
         if self.small {
+            self.merge_small_ids();
             self.publish = std::mem::take(&mut self.batch);
         } else {
             // Staged writes (new users, logged attribute values) may land
@@ -1391,6 +1407,37 @@ mod tests {
             assert_eq!(got, want);
             assert!(store.check().unwrap().violations.is_empty());
         }
+    }
+
+    /// A small transaction appends the users it created to each block as
+    /// one run (one merge operand), not one run a user.
+    #[test]
+    fn a_small_transaction_appends_one_run_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = |u: u32| format!("id-{u}");
+        for range in [0..250, 250..600] {
+            let mut txn = store.begin_small().unwrap();
+            for u in range {
+                assert_eq!(txn.new_user(id(u).as_bytes()).unwrap(), u);
+            }
+            txn.commit(None).unwrap();
+        }
+        // Block 0: the first transaction's run, then the second's.
+        for (block, runs) in [(0, 2), (1, 1), (2, 1)] {
+            let value = store
+                .db()
+                .get_cf(store.cf(cf::USER_IDS), user_ids::key(block))
+                .unwrap()
+                .unwrap();
+            assert_eq!(user_ids::run_count(&value).unwrap(), runs, "block {block}");
+        }
+        let mut all = Vec::new();
+        store
+            .for_each_user(|u, v| all.push((u, v.to_vec())))
+            .unwrap();
+        let want: Vec<(u32, Vec<u8>)> = (0..600).map(|u| (u, id(u).into_bytes())).collect();
+        assert_eq!(all, want);
     }
 
     #[test]
