@@ -435,11 +435,8 @@ fn parse_ndjson(
     out: &crossbeam::channel::Sender<std::io::Result<Parsed>>,
     recycled: &crossbeam::channel::Receiver<Batch>,
 ) {
-    let mut names = Names::default();
-    let mut line = Vec::with_capacity(1024);
-    let mut spans = Vec::new();
-    let mut encoded: Vec<(usize, u32, u32)> = Vec::new();
-    let mut lines = 0u64;
+    let mut lines = Lines::new(id_column);
+    let mut cut = Vec::with_capacity(1024);
     loop {
         let mut p = Parsed::on(recycled.try_recv().unwrap_or_default());
         let mut eof = false;
@@ -448,29 +445,10 @@ fn parse_ndjson(
             // are (copying each out, and `read_until`'s search a line at a
             // time, were a tenth of the parse); a line the buffer cuts is
             // copied out and completed.
-            let whole = match reader.fill_buf() {
-                Ok(buf) => {
-                    let mut used = 0;
-                    while p.has_room() {
-                        let Some(n) = memchr::memchr(b'\n', &buf[used..]) else {
-                            break;
-                        };
-                        lines += 1;
-                        let bufs = (&mut spans, &mut encoded);
-                        let text = &buf[used..used + n];
-                        if let Err(reason) = parse_line(text, id_column, &mut p, &mut names, bufs) {
-                            p.bad.push((lines, reason));
-                        }
-                        used += n + 1;
-                    }
-                    Ok(used)
-                }
-                Err(e) => Err(e),
-            };
-            let read = match whole {
+            let read = match reader.fill_buf().map(|buf| lines.whole(buf, &mut p)) {
                 Ok(0) => {
-                    line.clear();
-                    reader.read_until(b'\n', &mut line)
+                    cut.clear();
+                    reader.read_until(b'\n', &mut cut)
                 }
                 Ok(used) => {
                     reader.consume(used);
@@ -483,27 +461,67 @@ fn parse_ndjson(
                     eof = true;
                     break;
                 }
-                Ok(_) => {}
+                Ok(_) => lines.line(&cut, &mut p),
                 Err(e) => {
                     // The lines before count, so the error says where the
                     // file stopped being readable.
-                    p.lines = lines;
+                    p.lines = lines.count;
                     let _ = out.send(Ok(p));
                     let _ = out.send(Err(e));
                     return;
                 }
             }
-            lines += 1;
-            let bufs = (&mut spans, &mut encoded);
-            if let Err(reason) = parse_line(&line, id_column, &mut p, &mut names, bufs) {
-                p.bad.push((lines, reason));
-            }
         }
-        p.lines = lines;
+        p.lines = lines.count;
         // The importing thread stopped (an error): nothing more to do.
         if out.send(Ok(p)).is_err() || eof {
             return;
         }
+    }
+}
+
+/// An NDJSON import's line parser: the lines read so far, the names seen,
+/// and the scanner's buffers, reused from line to line.
+struct Lines<'a> {
+    id_column: &'a str,
+    count: u64,
+    names: Names,
+    spans: Vec<flat_json::Span>,
+    encoded: Vec<(usize, u32, u32)>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(id_column: &'a str) -> Self {
+        Lines {
+            id_column,
+            count: 0,
+            names: Names::default(),
+            spans: Vec::new(),
+            encoded: Vec::new(),
+        }
+    }
+
+    /// Parses the next line into `p`'s batch, or records it as bad there.
+    fn line(&mut self, text: &[u8], p: &mut Parsed) {
+        self.count += 1;
+        let bufs = (&mut self.spans, &mut self.encoded);
+        if let Err(reason) = parse_line(text, self.id_column, p, &mut self.names, bufs) {
+            p.bad.push((self.count, reason));
+        }
+    }
+
+    /// Parses the whole lines at the start of `buf` while `p` has room;
+    /// returns the bytes they took (0: no whole line there).
+    fn whole(&mut self, buf: &[u8], p: &mut Parsed) -> usize {
+        let mut used = 0;
+        while p.has_room() {
+            let Some(n) = memchr::memchr(b'\n', &buf[used..]) else {
+                break;
+            };
+            self.line(&buf[used..used + n], p);
+            used += n + 1;
+        }
+        used
     }
 }
 
