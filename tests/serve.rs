@@ -1,6 +1,7 @@
 //! `segsync serve`: REST round trips over real HTTP with the seed's status
 //! codes, a scheduled run that fires and lands in the history, and SIGTERM
-//! mid-run followed by a restart that resumes without losing a page.
+//! mid-run followed by a restart that resumes without losing a page, and a
+//! store released by the time `serve` returns.
 
 mod common;
 
@@ -407,4 +408,33 @@ fn sigterm_mid_run_then_restart_resumes_without_losing_a_page() {
         "only in-flight pages were sent twice ({} requests)",
         seen.len()
     );
+}
+
+/// `serve` returns only once nothing holds the store any more: a caller can
+/// reopen the data dir at once, even with keep-alive connections open at
+/// shutdown (their tasks drop the router after axum has stopped waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_released_when_serve_returns() {
+    let env = Env::new();
+    seeded(&env, 10);
+    for round in 0..40 {
+        let srv = Served::start(&env, Default::default()).await;
+        // Each client keeps its connection open after its answer.
+        let mut clients = Vec::new();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let c = reqwest::Client::new();
+            let url = format!("{}/api/v1/syncs", srv.base);
+            let c2 = c.clone();
+            calls.spawn(async move { call(&c2, "GET", url, None).await.0 });
+            clients.push(c);
+        }
+        while let Some(status) = calls.join_next().await {
+            assert_eq!(status.unwrap(), 200);
+        }
+        srv.stop().await;
+        if let Err(e) = segsync::store::Store::open(env.data()) {
+            panic!("round {round}: the store is still held after serve returned: {e}");
+        }
+    }
 }

@@ -337,14 +337,51 @@ pub async fn serve(
     let _ = mailer.await;
     let threads: Vec<_> =
         std::mem::take(&mut *state.threads.lock().unwrap_or_else(PoisonError::into_inner));
+    let joined = state.clone();
     tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();
         }
         // Every request was answered before axum returned: nothing is queued.
-        state.personas.stop();
+        joined.personas.stop();
     })
     .await
     .map_err(std::io::Error::other)?;
+    release(state).await;
     Ok(())
+}
+
+/// How long [`release`] waits for the last copies of the state.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until `state` is the last copy of the state, then drops it, so
+/// that a caller can reopen the data dir as soon as [`serve`] returns.
+///
+/// axum's graceful shutdown stops waiting for a connection's task just
+/// before that task drops its copy of the router, and with it a copy of the
+/// state (and the store): on a loaded machine the store could still be held
+/// when `serve` had returned, and reopening it failed as locked.
+async fn release(mut state: Arc<AppState>) {
+    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        match Arc::try_unwrap(state) {
+            Ok(last) => {
+                // Closing RocksDB flushes and joins its threads: not on a
+                // runtime worker.
+                let _ = tokio::task::spawn_blocking(move || drop(last)).await;
+                return;
+            }
+            Err(shared) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(
+                    copies = Arc::strong_count(&shared),
+                    "serve returned while copies of its state were still held"
+                );
+                return;
+            }
+            Err(shared) => {
+                state = shared;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
 }
