@@ -291,6 +291,11 @@ async fn run_sync(
     }
 }
 
+/// Bytes read from the file per chunk of an upload. `Body::from(File)`
+/// reads 4 KB at a time, each read a hop to tokio's blocking pool: a 10M-id
+/// snapshot took 5.1 s through `serve` against 1.7 s sent by `curl`.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
 /// Streams a file to an upload endpoint and prints the summary as a local
 /// import does (messages name the local file, not the upload).
 async fn import(
@@ -316,7 +321,9 @@ async fn import(
             // Messages and the snapshot's record name the file, as locally.
             ("source", &a.file.display().to_string()),
         ])
-        .body(reqwest::Body::from(file));
+        .body(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK),
+        ));
     let v = remote.send(r).await?;
     let s: crate::ingest::Summary = serde_json::from_value(v)?;
     super::users::print_summary(&s, a.json)
