@@ -94,8 +94,9 @@ fn a_directory_that_is_not_a_store_is_refused() {
 fn a_second_opener_is_told_the_dir_is_locked() {
     let env = Env::new();
     let store = Store::open(env.data()).unwrap();
+    // The same process: told apart from another command holding it.
     let err = Store::open(env.data()).unwrap_err().to_string();
-    assert!(err.contains("locked by another process"), "{err}");
+    assert!(err.contains("already open in this process"), "{err}");
     // Another process, for real.
     let out = env.run(&["segment", "list"]);
     assert_eq!(out.status.code(), Some(1));

@@ -71,6 +71,13 @@ pub enum Error {
         /// The data dir.
         path: PathBuf,
     },
+    /// This process holds the data dir already: a store handle of its own
+    /// is still alive (a bug of the caller, not another command running).
+    #[error("data dir {path} is already open in this process (an earlier handle to it has not been released yet)")]
+    OpenHere {
+        /// The data dir.
+        path: PathBuf,
+    },
     /// The directory exists but is not a segsync store.
     #[error("{path} is not a segsync data dir: {reason}")]
     NotAStore {
@@ -378,8 +385,8 @@ impl Store {
 
         if !fresh {
             let existing = DB::list_cf(&Options::default(), &db_dir).map_err(|e| {
-                if is_lock_error(&e) {
-                    Error::Locked { path: dir.clone() }
+                if let Some(lock) = lock_error(&e, &dir) {
+                    lock
                 } else {
                     Error::NotAStore {
                         path: dir.clone(),
@@ -418,8 +425,8 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
         let db = DB::open_cf_descriptors(&opts, &db_dir, descriptors).map_err(|e| {
-            if is_lock_error(&e) {
-                Error::Locked { path: dir.clone() }
+            if let Some(lock) = lock_error(&e, &dir) {
+                lock
             } else {
                 Error::Db {
                     op: "open",
@@ -894,7 +901,21 @@ pub(crate) fn replaced_after<'i>(
     }
 }
 
-fn is_lock_error(e: &rocksdb::Error) -> bool {
+/// The store's error for RocksDB's failure to take the `LOCK` file, if
+/// that is what `e` is. RocksDB remembers the files this process locked
+/// and says so ("lock hold by current process") before it asks the kernel,
+/// whose refusal means another process.
+fn lock_error(e: &rocksdb::Error, dir: &Path) -> Option<Error> {
     let s = e.to_string();
-    s.contains("LOCK") && (s.contains("lock") || s.contains("Resource temporarily unavailable"))
+    if !s.contains("LOCK") {
+        return None;
+    }
+    let path = dir.to_path_buf();
+    if s.contains("by current process") {
+        Some(Error::OpenHere { path })
+    } else if s.contains("lock") || s.contains("Resource temporarily unavailable") {
+        Some(Error::Locked { path })
+    } else {
+        None
+    }
 }
