@@ -104,6 +104,35 @@ fn per_destination(out: &mut String, name_type: &str, help: &str, rows: Vec<(Str
     }
 }
 
+/// Gauges of memory, appended to [`render`]'s text: the process's
+/// resident set (Linux: `/proc/self/status`; left out elsewhere) and the
+/// parts the store reports holding.
+pub fn render_memory(out: &mut String, store: &[(&str, u64)]) {
+    if let Some(rss) = resident_bytes() {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+    }
+    let name = "segsync_store_memory_bytes";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Memory RocksDB holds, by part (table readers: index and filter blocks outside the block cache).\n# TYPE {name} gauge"
+    );
+    for (part, bytes) in store {
+        let _ = writeln!(out, "{name}{{part=\"{}\"}} {bytes}", escape(part));
+    }
+}
+
+/// The resident set of this process (`VmRSS`, in kB, of
+/// `/proc/self/status`).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// The Prometheus exposition of every counter. The request rate per
 /// destination is `rate(segsync_requests_total[1m])`.
 pub fn render() -> String {
@@ -222,5 +251,27 @@ mod tests {
             text.contains("segsync_destination_rate_rpm{destination=\"metrics-test-dest\"} 540.0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn memory_gauges_name_the_process_and_each_store_part() {
+        let mut text = String::new();
+        super::render_memory(&mut text, &[("memtables", 4096), ("table_readers", 12)]);
+        assert!(
+            text.contains("segsync_store_memory_bytes{part=\"memtables\"} 4096"),
+            "{text}"
+        );
+        assert!(
+            text.contains("segsync_store_memory_bytes{part=\"table_readers\"} 12"),
+            "{text}"
+        );
+        if cfg!(target_os = "linux") {
+            let rss: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no resident set in {text}"));
+            assert!(rss > 1 << 20, "{rss}");
+        }
     }
 }

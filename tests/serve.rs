@@ -223,6 +223,18 @@ async fn rest_round_trips_with_status_codes() {
             && metrics.contains("segsync_requests_total{destination=\"d\"}"),
         "{metrics}"
     );
+    // Memory, from the process and from the store it serves (the writes
+    // above are still in a memtable: an empty one would read 0).
+    let gauge = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(gauge("process_resident_memory_bytes") > 1 << 20);
+    assert!(gauge("segsync_store_memory_bytes{part=\"memtables\"}") > 0);
+    gauge("segsync_store_memory_bytes{part=\"table_readers\"}");
+    gauge("segsync_store_memory_bytes{part=\"block_cache\"}");
     let (s, n) = call(&c, "GET", format!("{base}/api/v1/notifications"), None).await;
     assert_eq!((s, n.as_array().map(Vec::len)), (200, Some(0)));
 

@@ -106,11 +106,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    crate::metrics::render(),
-                )
+            get(|State(s): State<Arc<AppState>>| async move {
+                let mut text = crate::metrics::render();
+                crate::metrics::render_memory(&mut text, &s.store.memory());
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
         .merge(api)

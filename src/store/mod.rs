@@ -762,6 +762,31 @@ impl Store {
         fingerprints::refresh(self)
     }
 
+    /// What RocksDB holds in memory now, by part, summed over the column
+    /// families (they share one block cache). For `/metrics`: a resident
+    /// set that grows while these stay flat is the allocator's, not the
+    /// store's.
+    pub fn memory(&self) -> [(&'static str, u64); 4] {
+        let of = |cf_name: &'static str, prop: &str| {
+            self.db
+                .property_int_value_cf(self.cf(cf_name), prop)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let sum = |prop: &str| cf::ALL.iter().map(|n| of(n, prop)).sum::<u64>();
+        [
+            // Index and filter blocks of open files, outside the cache.
+            ("table_readers", sum("rocksdb.estimate-table-readers-mem")),
+            ("memtables", sum("rocksdb.size-all-mem-tables")),
+            ("block_cache", of(cf::META, "rocksdb.block-cache-usage")),
+            (
+                "block_cache_pinned",
+                of(cf::META, "rocksdb.block-cache-pinned-usage"),
+            ),
+        ]
+    }
+
     /// Waits (at most `max`) until RocksDB runs no flush or compaction, and
     /// returns how long that took: benchmarks measure the steady state
     /// rather than the minutes after a bulk load.
