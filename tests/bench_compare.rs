@@ -48,9 +48,18 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
     );
     assert!(answered > 0.0 && answered <= due, "{p}");
     let c = &r["compare"];
-    let ours = c["snapshot_diff_segsync_s"].as_f64().unwrap();
+    let ours = c["snapshot_diff"]["segsync_s"].as_f64().unwrap();
     assert!(ours > 0.0, "{c}");
-    let diffs = c["snapshot_diff"].as_array().unwrap();
+    // Both users files' first loads, with segsync's peak memory beside
+    // its time (the baselines' own peaks beside theirs).
+    for task in ["users_import", "users_2col_import"] {
+        assert!(c[task]["segsync_s"].as_f64().unwrap() > 0.0, "{task}: {c}");
+        assert!(
+            c[task]["segsync_peak_rss_mb"].as_f64().unwrap() > 1.0,
+            "{task}: {c}"
+        );
+    }
+    let diffs = c["snapshot_diff"]["baselines"].as_array().unwrap();
     let sort = diffs
         .iter()
         .find(|b| b["tool"].as_str().unwrap().starts_with("sort"))
@@ -65,15 +74,18 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
         "{sort}"
     );
     // DuckDB is compared when installed, and said to be missing when not.
-    let duck = c["users_import"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|b| b["tool"].as_str().unwrap().starts_with("duckdb"));
+    let duck = |task: &str| {
+        c[task]["baselines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["tool"].as_str().unwrap().starts_with("duckdb"))
+    };
+    assert_eq!(duck("users_import"), duck("users_2col_import"), "{c}");
     let missing = c["missing"]
         .as_array()
         .unwrap()
         .iter()
         .any(|m| m.as_str().unwrap().starts_with("duckdb"));
-    assert!(duck != missing, "{c}");
+    assert!(duck("users_import") != missing, "{c}");
 }

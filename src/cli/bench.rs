@@ -230,11 +230,12 @@ pub struct FormatFigure {
 }
 
 /// Writes the first two columns of `users_csv` as CSV, NDJSON and gzipped
-/// CSV, and imports each into a store of its own.
+/// CSV, and imports each into a store of its own. The CSV stays (its path
+/// is returned) for `--compare`'s baselines.
 fn import_formats(
     dir: &std::path::Path,
     users_csv: &std::path::Path,
-) -> anyhow::Result<Vec<FormatFigure>> {
+) -> anyhow::Result<(Vec<FormatFigure>, std::path::PathBuf)> {
     use std::io::{BufRead, Write};
     let csv_path = dir.join("users-2col.csv");
     let ndjson_path = dir.join("users-2col.ndjson");
@@ -275,10 +276,10 @@ fn import_formats(
     ] {
         out.push(first_load(dir, format, path)?);
     }
-    for p in [csv_path, ndjson_path, gz_path] {
+    for p in [ndjson_path, gz_path] {
         std::fs::remove_file(p)?;
     }
-    Ok(out)
+    Ok((out, csv_path))
 }
 
 /// Imports the users file `path` into a fresh store of its own (removed
@@ -306,20 +307,7 @@ fn first_load(
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
-    // The kernel's mark only grows; the last reading before the child
-    // exits is its peak (to within the 5 ms between readings).
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kb: Option<f64> = None;
-    while child.try_wait()?.is_none() {
-        if let Some(kb) = std::fs::read_to_string(&status_file)
-            .ok()
-            .as_deref()
-            .and_then(|s| status_kb(s, "VmHWM"))
-        {
-            peak_kb = Some(peak_kb.map_or(kb, |p: f64| p.max(kb)));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let peak_mb = super::bench_compare::peak_rss_mb(&mut child)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         anyhow::bail!(
@@ -340,7 +328,7 @@ fn first_load(
         format,
         rows_per_s: field("ids_per_sec")?,
         seconds: field("seconds")?,
-        peak_rss_mb: peak_kb.map(|kb| kb / 1024.0),
+        peak_rss_mb: peak_mb,
     };
     std::fs::remove_dir_all(&store_dir)?;
     Ok(figure)
@@ -396,17 +384,8 @@ pub(crate) fn process_memory_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .as_deref()
-        .and_then(|s| status_kb(s, field))
+        .and_then(|s| super::bench_compare::status_kb(s, field))
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// A `/proc/<pid>/status` figure in kB (`VmHWM:  1234 kB`).
-fn status_kb(status: &str, field: &str) -> Option<f64> {
-    status
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
 }
 
 pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -430,26 +409,35 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     // main store still compacting the import above.
     store.wait_for_background_work(std::time::Duration::from_secs(120));
     let users_first_load = first_load(tmp.path(), "csv, 5 attrs", &g.users_csv)?;
-    let users_import_formats = import_formats(tmp.path(), &g.users_csv)?;
+    let (users_import_formats, users_2col_csv) = import_formats(tmp.path(), &g.users_csv)?;
     let t = Instant::now();
     ingest::import_segment(&store, "bench", &g.snapshot_2, &opts)?;
     let snapshot_import_s = t.elapsed().as_secs_f64();
     let diff = plan::segment_diff(&store, "bench", Some(1), Some(3), Some("uid"))?;
     let snapshot_new_ids_import_diff_s = new_ids_import_diff(&store, tmp.path(), &g.snapshot_2)?;
     let compare = if a.compare {
+        let first = |f: &FormatFigure| (f.seconds, f.peak_rss_mb);
         Some(super::bench_compare::run(
-            tmp.path(),
-            &g.users_csv,
-            &g.snapshot_1,
-            &g.snapshot_2,
+            &super::bench_compare::Inputs {
+                work: tmp.path(),
+                users_csv: &g.users_csv,
+                users_2col_csv: &users_2col_csv,
+                s1: &g.snapshot_1,
+                s2: &g.snapshot_2,
+            },
             &super::bench_compare::Ours {
-                users_import_s: users_first_load.seconds,
+                users_import: first(&users_first_load),
+                users_2col_import: users_import_formats
+                    .iter()
+                    .find(|f| f.format == "csv")
+                    .map_or((f64::NAN, None), first),
                 snapshot_diff_s: snapshot_import_s + diff.millis / 1000.0,
             },
         )?)
     } else {
         None
     };
+    std::fs::remove_file(&users_2col_csv)?;
 
     // Constant-memory receiver: counts and a membership checksum.
     let receiver = Receiver::start(ReceiverOptions {
