@@ -39,6 +39,7 @@
 //! Beside the flow: [`config`] (`segsync.toml`, validated once), [`error`]
 //! (one classification of faults, from which exit codes and HTTP statuses
 //! derive), [`secret`] (salted hashes of keys and tokens), [`metrics`] (process-wide counters for `/metrics`),
+//! [`allocator`] (freed memory given back once bulk work ends, by the binary's means),
 //! [`progress`] (progress bars on a terminal), [`checking_receiver`] (a
 //! receiver that checks requests and rebuilds membership, for the demo,
 //! bench and tests) and [`fixtures`] (deterministic generated data).
@@ -51,6 +52,7 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod allocator;
 pub mod auth;
 pub mod checking_receiver;
 pub mod cli;

@@ -19,6 +19,7 @@ fn main() {
     } else {
         return_large_allocations_when_freed(4 << 20, Some(64 << 20));
     }
+    install_release();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("SEGSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -75,3 +76,19 @@ fn return_large_allocations_when_freed(bytes: i32, trim: Option<i32>) {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_allocations_when_freed(_bytes: i32, _trim: Option<i32>) {}
+
+/// Lets the library give glibc's free memory back once bulk work ends
+/// (`segsync::allocator`): what each thread's arena keeps, and free pages
+/// inside the heaps, which the trim threshold alone never returns.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn install_release() {
+    segsync::allocator::set_release(|| {
+        // SAFETY: `malloc_trim` takes each arena's lock while it walks it;
+        // it may be called from any thread at any time.
+        let _ = unsafe { libc::malloc_trim(0) };
+    });
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn install_release() {}

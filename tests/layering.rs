@@ -10,7 +10,14 @@ use std::path::{Path, PathBuf};
 
 /// Layers, bottom first. A module may import from a lower layer only.
 const LAYERS: &[&[&str]] = &[
-    &["error", "metrics", "progress", "fixtures", "secret"],
+    &[
+        "error",
+        "metrics",
+        "progress",
+        "fixtures",
+        "secret",
+        "allocator",
+    ],
     &["store"],
     &["ingest", "plan", "destination"],
     &["config", "checking_receiver", "cluster"],

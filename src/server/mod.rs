@@ -230,6 +230,9 @@ impl AppState {
             }
             not_running(&state);
             state.mail.notify_one();
+            // The run's page buffers and reads are free now, in this and
+            // its renderers' arenas.
+            crate::allocator::release_free_memory();
         });
         let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
         // Join the runs that ended: an exited thread keeps its stack until

@@ -116,8 +116,11 @@ async fn streamed(
     drop(tx);
     let summary = job
         .await
-        .map_err(|e| err(500, format!("import task failed: {e}")))??;
-    Ok(Json(json!(summary)))
+        .map_err(|e| err(500, format!("import task failed: {e}")));
+    // The import's buffers are free now, in the arenas of the threads that
+    // used them: give them back after the reply, whatever it says.
+    tokio::task::spawn_blocking(crate::allocator::release_free_memory);
+    Ok(Json(json!(summary??)))
 }
 
 /// `POST /api/v1/segments/{name}/snapshots`: a new snapshot of a segment.
