@@ -124,13 +124,19 @@ pub fn render_memory(out: &mut String, store: &[(&str, u64)]) {
     }
 }
 
-/// The resident set of this process (`VmRSS`, in kB, of
-/// `/proc/self/status`).
+/// The resident set of this process (`VmRSS` of `/proc/self/status`).
 fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
-    let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
-    Some(kb * 1024)
+    status_kb(&status, "VmRSS").map(|kb| kb as u64 * 1024)
+}
+
+/// A `/proc/<pid>/status` figure in kB (`VmHWM:  1234 kB`).
+pub(crate) fn status_kb(status: &str, field: &str) -> Option<f64> {
+    status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
 }
 
 /// The Prometheus exposition of every counter. The request rate per

@@ -384,7 +384,7 @@ pub(crate) fn process_memory_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .as_deref()
-        .and_then(|s| super::bench_compare::status_kb(s, field))
+        .and_then(|s| crate::metrics::status_kb(s, field))
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -430,7 +430,8 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
                 users_2col_import: users_import_formats
                     .iter()
                     .find(|f| f.format == "csv")
-                    .map_or((f64::NAN, None), first),
+                    .map(first)
+                    .ok_or_else(|| anyhow::anyhow!("no 2-column CSV first load to compare"))?,
                 snapshot_diff_s: snapshot_import_s + diff.millis / 1000.0,
             },
         )?)

@@ -80,15 +80,6 @@ pub struct Compare {
     missing: Vec<String>,
 }
 
-/// A `/proc/<pid>/status` figure in kB (`VmHWM:  1234 kB`).
-pub(crate) fn status_kb(status: &str, field: &str) -> Option<f64> {
-    status
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-}
-
 /// Waits for `child` to exit and returns its peak RSS in MB, read from
 /// the kernel's mark while it runs (`None` where there is no `/proc`). The
 /// mark only grows, so the last reading before the exit is the peak, to
@@ -102,7 +93,7 @@ pub(crate) fn peak_rss_mb(child: &mut Child) -> std::io::Result<Option<f64>> {
         if let Some(kb) = std::fs::read_to_string(&status_file)
             .ok()
             .as_deref()
-            .and_then(|s| status_kb(s, "VmHWM"))
+            .and_then(|s| crate::metrics::status_kb(s, "VmHWM"))
         {
             peak_kb = Some(peak_kb.map_or(kb, |p: f64| p.max(kb)));
         }
