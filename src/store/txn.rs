@@ -1577,7 +1577,7 @@ mod tests {
         #[test]
         fn staged_writes_match_a_model(
             calls in proptest::collection::vec(
-                proptest::collection::vec((0u32..2, 0u32..40, proptest::option::of(0u8..3)), 1..30),
+                proptest::collection::vec((0u32..3, 0u32..40, proptest::option::of(0u8..3)), 1..30),
                 1..10,
             ),
             threaded: bool,
@@ -1589,8 +1589,10 @@ mod tests {
             let mut model: HashMap<(u32, u32), Value> = HashMap::new();
             // Users 0..20 exist before, half with a value of attribute 0.
             let mut txn = store.begin_import().unwrap();
-            let (a0, a1) = (txn.attr("a"), txn.attr("b"));
-            prop_assert_eq!((a0, a1), (0, 1));
+            // Three attributes: a job's values of several attributes and
+            // its ids are shared between the writer's two threads.
+            let attrs = (txn.attr("a"), txn.attr("b"), txn.attr("c"));
+            prop_assert_eq!(attrs, (0, 1, 2));
             for u in 0..20u32 {
                 txn.new_user(format!("old-{u}").as_bytes()).unwrap();
             }
@@ -1643,7 +1645,7 @@ mod tests {
                     };
                 }
             }
-            for attr in 0..2 {
+            for attr in 0..3 {
                 for user in 0..40 {
                     prop_assert_eq!(
                         store.attr_value(attr, user).unwrap(),
