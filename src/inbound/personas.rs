@@ -404,29 +404,60 @@ impl Event {
     }
 }
 
+/// The fields of an event that segsync reads, borrowed from the body (no
+/// map of every key, no copy): the rest of the event is ignored. A field
+/// sent as `null` is present (`Some("null")`), as it was when events were
+/// read through a map, so `"traits": null` is still refused.
+#[derive(serde::Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(rename = "userId", default, borrow, deserialize_with = "present")]
+    user_id: Option<&'a RawValue>,
+    #[serde(rename = "anonymousId", default, borrow, deserialize_with = "present")]
+    anonymous_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    traits: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    event: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    properties: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 fn parse_event(raw: &RawValue, at: &str, default_type: Option<&str>) -> Result<Event, String> {
     let whole = if at.is_empty() {
         "body"
     } else {
         at.trim_end_matches('.')
     };
-    let obj: HashMap<String, &RawValue> =
-        serde_json::from_str(raw.get()).map_err(|e| format!("{whole}: not a JSON object: {e}"))?;
-    let field = |k: &str| -> Option<serde_json::Value> {
-        obj.get(k).and_then(|r| serde_json::from_str(r.get()).ok())
+    // A derived struct would also take a JSON array, its fields in order.
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(format!("{whole}: not a JSON object"));
+    }
+    // Valid JSON already: what can fail here is a field sent twice.
+    let obj: Fields<'_> = serde_json::from_str(raw.get()).map_err(|e| format!("{whole}: {e}"))?;
+    let value = |r: Option<&RawValue>| -> Option<serde_json::Value> {
+        r.and_then(|r| serde_json::from_str(r.get()).ok())
     };
-    let kind_name = match (field("type"), default_type) {
-        (Some(serde_json::Value::String(t)), _) => t,
+    let kind_name = match (obj.kind, default_type) {
+        (Some(t), _) => match serde_json::from_str::<String>(t.get()) {
+            Ok(t) => t,
+            Err(_) => return Err(format!("{at}type: missing (identify or track)")),
+        },
         (None, Some(d)) => d.to_string(),
-        _ => return Err(format!("{at}type: missing (identify or track)")),
+        (None, None) => return Err(format!("{at}type: missing (identify or track)")),
     };
     if let Some(d) = default_type {
         if kind_name != d {
             return Err(format!("{at}type: {kind_name:?} sent to the {d} endpoint"));
         }
     }
-    let user_id = field("userId").as_ref().and_then(id_text);
-    let anonymous_id = field("anonymousId").as_ref().and_then(id_text);
+    let user_id = value(obj.user_id).as_ref().and_then(id_text);
+    let anonymous_id = value(obj.anonymous_id).as_ref().and_then(id_text);
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(format!(
             "{at}userId: userId or anonymousId is required (a non-empty string)"
@@ -435,7 +466,7 @@ fn parse_event(raw: &RawValue, at: &str, default_type: Option<&str>) -> Result<E
     let kind = match kind_name.as_str() {
         "identify" => {
             let mut traits = Vec::new();
-            if let Some(t) = obj.get("traits") {
+            if let Some(t) = obj.traits {
                 let map: std::collections::BTreeMap<String, &RawValue> =
                     serde_json::from_str(t.get())
                         .map_err(|_| format!("{at}traits: must be an object"))?;
@@ -454,11 +485,11 @@ fn parse_event(raw: &RawValue, at: &str, default_type: Option<&str>) -> Result<E
             Kind::Identify { traits }
         }
         "track" => {
-            let event = match field("event") {
+            let event = match value(obj.event) {
                 Some(serde_json::Value::String(e)) if !e.trim().is_empty() => e,
                 _ => return Err(format!("{at}event: required (a non-empty string)")),
             };
-            let props = field("properties");
+            let props = value(obj.properties);
             if props.as_ref().is_some_and(|p| !p.is_object()) {
                 return Err(format!("{at}properties: must be an object"));
             }
@@ -1185,6 +1216,26 @@ mod tests {
         assert!(err(Endpoint::Batch, "{").starts_with("body:"));
         assert!(err(Endpoint::Batch, r#"{"batch":[1]}"#).starts_with("batch[0]: not a JSON object"));
         assert!(err(Endpoint::Identify, "[1]").starts_with("body: not a JSON object"));
+        assert!(
+            err(Endpoint::Identify, r#"["identify","u"]"#).starts_with("body: not a JSON object")
+        );
+        // A field sent as null is there, not missing.
+        assert!(err(Endpoint::Identify, r#"{"userId":"u","traits":null}"#).starts_with("traits:"));
+        assert!(err(
+            Endpoint::Track,
+            r#"{"userId":"u","event":"x","properties":null}"#
+        )
+        .starts_with("properties:"));
+        assert!(err(Endpoint::Identify, r#"{"type":null,"userId":"u"}"#).starts_with("type:"));
+        let e = err(Endpoint::Identify, r#"{"userId":"u","userId":"v"}"#);
+        assert!(e.starts_with("body: duplicate field `userId`"), "{e}");
+        // Fields segsync does not read are ignored, whatever they hold.
+        let ev = parse(
+            Endpoint::Identify,
+            br#"{"userId":7,"context":{"ip":[1,2]},"timestamp":null,"traits":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(ev[0].user_id.as_deref(), Some("7"));
     }
 
     #[test]
