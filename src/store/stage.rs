@@ -222,13 +222,13 @@ impl Spill {
     }
 
     /// Merges the spilled keys in `lo..hi` (`hi` `None`: to the end) into
-    /// SST files of ascending keys, named by `path(n)`.
+    /// SST files of ascending keys, named by `paths`.
     fn merge_range<'o>(
         &self,
         lo: u64,
         hi: Option<u64>,
         opts: &'o rocksdb::Options,
-        path: impl Fn(u32) -> PathBuf,
+        paths: &Paths,
     ) -> Result<Vec<PathBuf>> {
         use std::cmp::Reverse;
         let below_hi = |key: u64| hi.is_none_or(|hi| key < hi);
@@ -281,7 +281,7 @@ impl Spill {
             let Reverse((key, src)) = *top;
             let mut file = match OpenFile::keep_if_room(out.take(), &mut files)? {
                 Some(f) => f,
-                None => OpenFile::create(opts, path(files.len() as u32), cf::ATTR_VALUES)?,
+                None => paths.create(opts, cf::ATTR_VALUES)?,
             };
             let value = if src == held {
                 self.value(next_held)
@@ -635,24 +635,17 @@ impl<'s> Writer<'s> {
         self.spill.sort();
         let split = self.spill.median_key();
         let opts = self.store.values_sst_options();
-        let (spill, prefix) = (&self.spill, &self.paths.prefix);
-        let name = |half: u32| {
-            move |n: u32| {
-                let mut name = prefix.file_name().unwrap_or_default().to_os_string();
-                name.push(format!("-m{half}-{n}.sst"));
-                prefix.with_file_name(name)
-            }
-        };
+        let (spill, paths) = (&self.spill, &self.paths);
         let (lower, upper) = match split {
             Some(split) => std::thread::scope(|scope| {
-                let upper = scope.spawn(move || spill.merge_range(split, None, opts, name(1)));
-                let lower = spill.merge_range(0, Some(split), opts, name(0));
+                let upper = scope.spawn(move || spill.merge_range(split, None, opts, paths));
+                let lower = spill.merge_range(0, Some(split), opts, paths);
                 let upper = upper
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 (lower, upper)
             }),
-            None => (spill.merge_range(0, None, opts, name(0)), Ok(Vec::new())),
+            None => (spill.merge_range(0, None, opts, paths), Ok(Vec::new())),
         };
         self.done.spilled.extend(lower?);
         self.done.spilled.extend(upper?);
