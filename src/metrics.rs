@@ -19,6 +19,8 @@ static COHORT_UNRESOLVED: AtomicU64 = AtomicU64::new(0);
 static EVENTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
 static PERSONAS_COMMITS: AtomicU64 = AtomicU64::new(0);
 static PERSONAS_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static PERSONAS_READ_AHEAD: AtomicU64 = AtomicU64::new(0);
+static PERSONAS_READ_AHEAD_TAKEN: AtomicU64 = AtomicU64::new(0);
 static THROTTLED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 static RATES: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
 
@@ -60,6 +62,13 @@ pub(crate) fn events_received(n: u64) {
 pub(crate) fn personas_group(requests: u64) {
     PERSONAS_COMMITS.fetch_add(1, Ordering::Relaxed);
     PERSONAS_REQUESTS.fetch_add(requests, Ordering::Relaxed);
+}
+
+/// A Personas commit was offered `read` old values read ahead by the
+/// parsing threads, and found `taken` of them still current.
+pub(crate) fn personas_read_ahead(read: u64, taken: u64) {
+    PERSONAS_READ_AHEAD.fetch_add(read, Ordering::Relaxed);
+    PERSONAS_READ_AHEAD_TAKEN.fetch_add(taken, Ordering::Relaxed);
 }
 
 /// A page was acknowledged after `requests` attempts.
@@ -198,6 +207,16 @@ pub fn render() -> String {
         "segsync_personas_requests_total",
         "Personas calls those commits answered.",
         PERSONAS_REQUESTS.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_personas_read_ahead_total",
+        "Old values of known users read ahead by the threads that parse Personas calls.",
+        PERSONAS_READ_AHEAD.load(Ordering::Relaxed),
+    );
+    counter(
+        "segsync_personas_read_ahead_taken_total",
+        "Of those, values the commit took as still current (the rest it read again).",
+        PERSONAS_READ_AHEAD_TAKEN.load(Ordering::Relaxed),
     );
     let complete = EXECUTIONS_COMPLETE.load(Ordering::Relaxed);
     let failed = EXECUTIONS_FAILED.load(Ordering::Relaxed);

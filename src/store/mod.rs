@@ -16,6 +16,7 @@ mod fingerprints;
 mod index;
 pub(crate) mod keys;
 mod migrate;
+mod read_ahead;
 mod records;
 mod retention;
 mod segments;
@@ -39,6 +40,7 @@ pub use check::{CheckReport, Violation};
 pub use codec::{Value, ValueRef};
 pub(crate) use fingerprints::Run;
 pub use fingerprints::{Fingerprint, FingerprintTable, NewUsers, TableReader};
+pub use read_ahead::{ReadAhead, RecentWrites};
 pub(crate) use records::Write;
 pub use retention::{Policy as RetentionPolicy, Pruned};
 pub use segments::{SegmentRecord, SnapshotMeta};
@@ -215,6 +217,8 @@ pub struct Store {
     state: RwLock<State>,
     /// Serialises writers (imports); readers never take it.
     writer: Mutex<()>,
+    /// Writer sessions ended so far (see [`WriterGuard`]).
+    writer_epoch: std::sync::atomic::AtomicU64,
     /// Serialises read-modify-write of sync records (actions, the end of a
     /// run, the scheduler), so none overwrites another's change.
     syncs: Mutex<()>,
@@ -224,6 +228,22 @@ pub struct Store {
     /// Writes to `inbound` (keys, workspaces, tokens) so far, for caches of
     /// those records to know when to read them again.
     inbound_writes: std::sync::atomic::AtomicU64,
+}
+
+/// The writer lock, held: counts the session as ended
+/// ([`Store::writer_epoch`]) when released, after everything it wrote or
+/// rolled back is visible and before another writer can start.
+pub(crate) struct WriterGuard<'s> {
+    epoch: &'s std::sync::atomic::AtomicU64,
+    _lock: MutexGuard<'s, ()>,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        // Fields drop after this: the count moves while the lock is held.
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -446,6 +466,7 @@ impl Store {
             dir,
             state: RwLock::new(State::default()),
             writer: Mutex::new(()),
+            writer_epoch: std::sync::atomic::AtomicU64::new(0),
             syncs: Mutex::new(()),
             ids: Mutex::new(()),
             inbound_writes: std::sync::atomic::AtomicU64::new(0),
@@ -572,8 +593,20 @@ impl Store {
         self.ids.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn lock_writer(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            epoch: &self.writer_epoch,
+            _lock: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    /// Writer sessions (imports, small transactions, anything under the
+    /// writer lock) that have ended: whatever a session wrote is visible
+    /// to a read that follows a load of this count, and a read that
+    /// preceded the session's end is only known good once the count has
+    /// passed it (see `read_ahead.rs`).
+    pub fn writer_epoch(&self) -> u64 {
+        self.writer_epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn set_state(&self, counters: Counters, new_attrs: &[(String, u32)]) {

@@ -27,7 +27,6 @@
 //! file or flush.
 
 use std::collections::HashMap;
-use std::sync::MutexGuard;
 
 use roaring::RoaringBitmap;
 use rocksdb::WriteBatch;
@@ -36,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use super::fingerprints::table_path;
 use super::stage::{self, Job, NewIds, NewValues, Stager};
 use super::{
-    cf, codec, db_err, keys, user_ids, Counters, Error, FingerprintTable, NewUsers, Result, Store,
-    Value, ValueRef,
+    cf, codec, db_err, keys, read_ahead, user_ids, Counters, Error, FingerprintTable, NewUsers,
+    ReadAhead, RecentWrites, Result, Store, Value, ValueRef,
 };
 
 /// Writes per intermediate batch: large enough to amortise the write path,
@@ -145,7 +144,10 @@ pub struct AttrStats {
 /// [`ImportTxn::commit`] rolls it back.
 pub struct ImportTxn<'s> {
     store: &'s Store,
-    _writer: MutexGuard<'s, ()>,
+    _writer: super::WriterGuard<'s>,
+    /// Writer sessions ended before this one began (this one ends as the
+    /// next).
+    epoch: u64,
     seq: u32,
     counters: Counters,
     first_new_user: u32,
@@ -185,6 +187,9 @@ pub struct ImportTxn<'s> {
     /// ([`ImportTxn::prefetch_presence`]), per attribute: users who have a
     /// value, and users who have none.
     prefetched: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
+    /// Committed values another thread read ahead and [`ImportTxn::offer`]
+    /// found current, by [`read_ahead::pair_key`]: `None` for no value.
+    offered: HashMap<u64, Option<Vec<u8>>>,
     stats: AttrStats,
     /// Values written to SST files rather than the batch.
     filed: u64,
@@ -231,6 +236,7 @@ impl<'s> ImportTxn<'s> {
         Ok(ImportTxn {
             store,
             _writer: writer,
+            epoch: store.writer_epoch(),
             seq,
             counters,
             first_new_user: counters.user_count,
@@ -250,6 +256,7 @@ impl<'s> ImportTxn<'s> {
             presence_dirty: Vec::new(),
             presence_delta: HashMap::new(),
             prefetched: HashMap::new(),
+            offered: HashMap::new(),
             stats: AttrStats::default(),
             filed: 0,
             keybuf: Vec::new(),
@@ -389,6 +396,9 @@ impl<'s> ImportTxn<'s> {
             // Created by this transaction: nothing committed to look up.
             return Ok(false);
         }
+        if let Some(v) = self.offered.get(&read_ahead::pair_key(attr, user)) {
+            return Ok(v.is_some());
+        }
         if let Some((with, without)) = self.prefetched.get(&attr) {
             if with.contains(user) {
                 return Ok(true);
@@ -413,7 +423,10 @@ impl<'s> ImportTxn<'s> {
     /// left with the committed users only.
     pub fn prefetch_presence(&mut self, pairs: &mut Vec<(u32, u32)>) -> Result<()> {
         let first_new = self.first_new_user;
-        pairs.retain(|&(_, user)| user < first_new);
+        let offered = &self.offered;
+        pairs.retain(|&(attr, user)| {
+            user < first_new && !offered.contains_key(&read_ahead::pair_key(attr, user))
+        });
         if !self.small || pairs.is_empty() {
             return Ok(());
         }
@@ -440,6 +453,30 @@ impl<'s> ImportTxn<'s> {
             }
         }
         Ok(())
+    }
+
+    /// Takes the values of `ahead` that are still current — read after
+    /// every session that wrote them, per `recent`, the record of this
+    /// writer's own earlier transactions — in place of reading them again
+    /// (see `read_ahead.rs`). Returns how many it took.
+    pub fn offer(&mut self, ahead: ReadAhead, recent: &RecentWrites) -> usize {
+        let read = ahead.epoch();
+        if !self.small || !recent.current(read, self.epoch) {
+            return 0;
+        }
+        let before = self.offered.len();
+        for (pair, value) in ahead.into_values() {
+            if recent.untouched(pair, read) {
+                self.offered.entry(pair).or_insert(value);
+            }
+        }
+        self.offered.len() - before
+    }
+
+    /// The writer epoch at which this transaction ends, committed or not
+    /// ([`Store::writer_epoch`]), for [`RecentWrites::record`].
+    pub fn ends_at(&self) -> u64 {
+        self.epoch + 1
     }
 
     /// Whether a small transaction gave (`Some(true)`) or took
@@ -536,6 +573,9 @@ impl<'s> ImportTxn<'s> {
         // one: a first load of an attribute costs no reads at all. A small
         // transaction reads those of every user it did not create.
         let mut need_read = Vec::new();
+        // Old values read ahead (and found current) stand in for reads, in
+        // `need_read`'s order; the rest are read below.
+        let mut from_offer: Vec<Option<Option<Vec<u8>>>> = Vec::new();
         self.keybuf.clear();
         for (i, c) in run.iter().enumerate() {
             let read = match &presence {
@@ -544,7 +584,15 @@ impl<'s> ImportTxn<'s> {
             };
             if read {
                 need_read.push(i);
-                self.keybuf.push(keys::attr_user(attr, c.user));
+                if self.offered.is_empty() {
+                    self.keybuf.push(keys::attr_user(attr, c.user));
+                    continue;
+                }
+                let offered = self.offered.remove(&read_ahead::pair_key(attr, c.user));
+                if offered.is_none() {
+                    self.keybuf.push(keys::attr_user(attr, c.user));
+                }
+                from_offer.push(offered);
             }
         }
         let values_cf = st.cf(cf::ATTR_VALUES);
@@ -569,6 +617,15 @@ impl<'s> ImportTxn<'s> {
                 .map(|r| r.map(|o| o.map(|s| s.to_vec())))
                 .collect::<std::result::Result<_, _>>()
                 .map_err(db_err("multi_get", cf::ATTR_VALUES))?
+        };
+        let old_values = if from_offer.is_empty() {
+            old_values
+        } else {
+            let mut read = old_values.into_iter();
+            from_offer
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| read.next().flatten()))
+                .collect()
         };
         let indexed = self.indexed.contains(&attr);
         // First values go to SST files (directly while a lane's users
@@ -1099,6 +1156,95 @@ mod tests {
             user,
             value: Some(Value::Str(v.into())),
         }
+    }
+
+    #[test]
+    fn values_read_ahead_are_taken_only_while_nothing_wrote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        let (plan, score) = (txn.attr("plan"), txn.attr("score"));
+        for u in 0..4u32 {
+            txn.new_user(format!("u{u}").as_bytes()).unwrap();
+        }
+        txn.set_attrs(&[change(plan, 0, "a"), change(score, 0, "1")])
+            .unwrap();
+        txn.commit(None).unwrap();
+        let read = |pairs: &[(u32, u32)]| store.read_ahead(&mut pairs.to_vec()).unwrap();
+        let mut recent = RecentWrites::default();
+
+        // Read before a commit of ours that writes plan (not score).
+        let stale = read(&[(plan, 0), (score, 0)]);
+        let mut t1 = store.begin_small().unwrap();
+        assert_eq!(t1.offer(read(&[(plan, 0)]), &recent), 1, "nothing since");
+        t1.set_attrs(&[change(plan, 0, "b")]).unwrap();
+        let (ends, seq_b) = (t1.ends_at(), t1.seq);
+        t1.commit(None).unwrap();
+        recent.record(ends, [(plan, 0)]);
+        assert_eq!(store.writer_epoch(), ends);
+
+        // plan moved on since `stale` was read: only score is taken, and
+        // the value plan replaces is the one committed since ("b").
+        let mut t2 = store.begin_small().unwrap();
+        assert_eq!(t2.offer(stale, &recent), 1);
+        t2.set_attrs(&[change(plan, 0, "c"), change(score, 0, "2")])
+            .unwrap();
+        let ends = t2.ends_at();
+        t2.commit(None).unwrap();
+        recent.record(ends, [(plan, 0), (score, 0)]);
+        assert_eq!(
+            store.attr_value_as_of(plan, 0, seq_b).unwrap(),
+            Some(Value::Str("b".into()))
+        );
+        assert_eq!(
+            store.attr_value(plan, 0).unwrap(),
+            Some(Value::Str("c".into()))
+        );
+
+        // Any other writer's session in between voids a read-ahead whole.
+        let before_import = read(&[(score, 0), (plan, 1)]);
+        let mut import = store.begin_import().unwrap();
+        import.set_attrs(&[change(plan, 1, "x")]).unwrap();
+        import.commit(None).unwrap();
+        let mut t3 = store.begin_small().unwrap();
+        assert_eq!(t3.offer(before_import, &recent), 0);
+        drop(t3);
+        // Only a small transaction takes a read-ahead.
+        let mut big = store.begin_import().unwrap();
+        let ahead = read(&[(score, 0)]);
+        assert_eq!(big.offer(ahead, &recent), 0);
+        big.rollback().unwrap();
+    }
+
+    #[test]
+    fn values_offered_stand_in_for_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        let (plan, uid) = (txn.attr("plan"), txn.attr("uid"));
+        txn.new_user(b"u0").unwrap();
+        txn.set_attrs(&[change(plan, 0, "a"), change(uid, 0, "u0")])
+            .unwrap();
+        txn.commit(None).unwrap();
+        // An offer that disagrees with the store (as none current can):
+        // what the transaction does shows which of the two it used.
+        let mut body = Vec::new();
+        Value::Str("z".into()).encode_body(&mut body);
+        let mut z = 0u32.to_be_bytes().to_vec();
+        z.extend_from_slice(&body);
+        let fake = ReadAhead::for_test(
+            store.writer_epoch(),
+            vec![
+                (read_ahead::pair_key(plan, 0), Some(z)),
+                (read_ahead::pair_key(uid, 0), None),
+            ],
+        );
+        let mut txn = store.begin_small().unwrap();
+        assert_eq!(txn.offer(fake, &RecentWrites::default()), 2);
+        assert!(!txn.has_value(uid, 0).unwrap(), "answered from the offer");
+        txn.set_attrs(&[change(plan, 0, "z")]).unwrap();
+        assert_eq!(txn.stats.unchanged, 1, "compared with the offered value");
+        txn.rollback().unwrap();
     }
 
     #[test]

@@ -1,0 +1,193 @@
+//! Old values read ahead of a small transaction, on another thread.
+//!
+//! A real-time write must know each value it replaces (for the history, the
+//! presence deltas and the change index), and on a large store those are
+//! random block reads: half of the Personas commit thread's time on batches
+//! of known users. The threads that parse calls read them instead
+//! ([`Store::read_ahead`]), while the commit thread writes the previous
+//! group; the commit thread then takes each value only if nothing can have
+//! changed it since ([`RecentWrites`]), and reads the others itself.
+//!
+//! "Since" is counted in writer sessions ([`Store::writer_epoch`]): a read
+//! made after the count was loaded sees every session that had ended by
+//! then. A value read at epoch `e` is current for a transaction that began
+//! at epoch `now` if every session that ended in `(e, now]` was one of the
+//! committer's own small transactions and none of those wrote its key. A
+//! session of anyone else (an import, which writes values before it
+//! commits and may roll them back) voids the whole read-ahead.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{cf, db_err, keys, Result, Store};
+
+/// Current values of some `(attribute, user)` pairs as read at one writer
+/// epoch, for [`super::ImportTxn::offer`].
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    epoch: u64,
+    /// `(attr << 32) | user`, ascending, with the value each had.
+    values: Vec<(u64, Option<Vec<u8>>)>,
+}
+
+/// The key of `(attr, user)` in a read-ahead.
+pub(crate) fn pair_key(attr: u32, user: u32) -> u64 {
+    (u64::from(attr) << 32) | u64::from(user)
+}
+
+impl ReadAhead {
+    /// Pairs read.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(crate) fn into_values(self) -> Vec<(u64, Option<Vec<u8>>)> {
+        self.values
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(epoch: u64, values: Vec<(u64, Option<Vec<u8>>)>) -> ReadAhead {
+        ReadAhead { epoch, values }
+    }
+}
+
+impl Store {
+    /// Reads the current value of each `(attribute, user)` of `pairs` in one
+    /// batched read (`pairs` is left sorted and deduplicated).
+    pub fn read_ahead(&self, pairs: &mut Vec<(u32, u32)>) -> Result<ReadAhead> {
+        // Loaded before reading: a session that ends during the read counts
+        // as after it.
+        let epoch = self.writer_epoch();
+        pairs.sort_unstable();
+        pairs.dedup();
+        if pairs.is_empty() {
+            return Ok(ReadAhead {
+                epoch,
+                values: Vec::new(),
+            });
+        }
+        let keys: Vec<[u8; 8]> = pairs
+            .iter()
+            .map(|&(attr, user)| keys::attr_user(attr, user))
+            .collect();
+        let found = self
+            .db
+            .batched_multi_get_cf(self.cf(cf::ATTR_VALUES), keys.iter(), true);
+        let mut values = Vec::with_capacity(pairs.len());
+        for (&(attr, user), got) in pairs.iter().zip(found) {
+            let got = got.map_err(db_err("multi_get", cf::ATTR_VALUES))?;
+            values.push((pair_key(attr, user), got.map(|v| v.to_vec())));
+        }
+        Ok(ReadAhead { epoch, values })
+    }
+}
+
+/// Sessions the committer's own small transactions ended (how far back
+/// a read-ahead may be taken).
+const WINDOW: u64 = 64;
+
+/// What one writer's own recent small transactions wrote: enough to tell
+/// whether a value read ahead is still current ([`RecentWrites::current`]).
+#[derive(Debug, Default)]
+pub struct RecentWrites {
+    /// Epochs at which its own sessions ended, ascending, within the window.
+    own: VecDeque<u64>,
+    /// The last of its own sessions that wrote each pair.
+    last: HashMap<u64, u64>,
+    /// Sessions recorded since `last` was last pruned.
+    since_prune: u64,
+}
+
+impl RecentWrites {
+    /// Records that the writer's own session ending at `epoch`
+    /// ([`super::ImportTxn::ends_at`]) wrote the values of `pairs`
+    /// (attribute, user).
+    pub fn record(&mut self, epoch: u64, pairs: impl IntoIterator<Item = (u32, u32)>) {
+        self.own.push_back(epoch);
+        for (attr, user) in pairs {
+            self.last.insert(pair_key(attr, user), epoch);
+        }
+        let floor = epoch.saturating_sub(WINDOW);
+        while self.own.front().is_some_and(|&e| e <= floor) {
+            self.own.pop_front();
+        }
+        // A pair last written at or before the floor is older than any
+        // read-ahead still taken: forgotten in passes, not one by one.
+        self.since_prune += 1;
+        if self.since_prune >= WINDOW {
+            self.since_prune = 0;
+            self.last.retain(|_, e| *e > floor);
+        }
+    }
+
+    /// Whether a read made at epoch `read` can stand in for one at `now`
+    /// for pairs that [`RecentWrites::untouched`] clears: every session
+    /// ended between them is one of the writer's own.
+    pub(crate) fn current(&self, read: u64, now: u64) -> bool {
+        if read > now || now - read > WINDOW {
+            return false;
+        }
+        let own_since = self.own.iter().rev().take_while(|&&e| e > read).count() as u64;
+        own_since == now - read
+    }
+
+    /// Whether none of the writer's own sessions since epoch `read` wrote
+    /// `pair`.
+    pub(crate) fn untouched(&self, pair: u64, read: u64) -> bool {
+        self.last.get(&pair).is_none_or(|&e| e <= read)
+    }
+
+    /// Forgets everything (a failed commit: what it wrote is unknown).
+    pub fn clear(&mut self) {
+        self.own.clear();
+        self.last.clear();
+        self.since_prune = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_own_sessions_that_left_a_pair_alone_keep_it_current() {
+        let mut r = RecentWrites::default();
+        // Nothing ended since the read: current.
+        assert!(r.current(5, 5));
+        // A session nobody recorded (someone else's) ended: not current.
+        assert!(!r.current(5, 6));
+        r.record(6, [(1, 10)]);
+        assert!(r.current(5, 6));
+        assert!(!r.untouched(pair_key(1, 10), 5), "written after the read");
+        assert!(r.untouched(pair_key(1, 10), 6), "written before the read");
+        assert!(r.untouched(pair_key(1, 11), 5));
+        // Another session (8) ended unrecorded between 6 and 8.
+        r.record(8, []);
+        assert!(!r.current(5, 8));
+        assert!(r.current(8, 8));
+        assert!(!r.current(9, 8), "a read from the future is refused");
+    }
+
+    #[test]
+    fn reads_older_than_the_window_are_refused_and_pairs_forgotten() {
+        let mut r = RecentWrites::default();
+        for e in 1..=(3 * WINDOW) {
+            r.record(e, [(1, e as u32)]);
+        }
+        let now = 3 * WINDOW;
+        assert!(r.current(now - WINDOW, now));
+        assert!(!r.current(now - WINDOW - 1, now));
+        assert!(r.last.len() as u64 <= 2 * WINDOW, "{}", r.last.len());
+        assert!(!r.untouched(pair_key(1, now as u32), now - 1));
+        r.clear();
+        assert!(!r.current(now - 1, now));
+    }
+}
