@@ -16,7 +16,7 @@
 //! session of anyone else (an import, which writes values before it
 //! commits and may roll them back) voids the whole read-ahead.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::{cf, db_err, keys, Result, Store};
 
@@ -90,20 +90,23 @@ impl Store {
     }
 }
 
-/// Sessions the committer's own small transactions ended (how far back
-/// a read-ahead may be taken).
+/// Sessions of the writer's own kept (how far back a read-ahead may be
+/// taken), and pairs kept over all of them (a bound on memory when groups
+/// are large: an older read-ahead is then read again, never wrongly taken).
 const WINDOW: u64 = 64;
+const MAX_PAIRS: usize = 1 << 20;
 
 /// What one writer's own recent small transactions wrote: enough to tell
 /// whether a value read ahead is still current ([`RecentWrites::current`]).
 #[derive(Debug, Default)]
 pub struct RecentWrites {
-    /// Epochs at which its own sessions ended, ascending, within the window.
-    own: VecDeque<u64>,
-    /// The last of its own sessions that wrote each pair.
-    last: HashMap<u64, u64>,
-    /// Sessions recorded since `last` was last pruned.
-    since_prune: u64,
+    /// Its own sessions within the window, oldest first: the epoch each
+    /// ended at and the pairs it wrote, sorted. A read-ahead is usually a
+    /// commit or two old, so a pair is looked up in a few sorted lists
+    /// (a map of every pair written cost 5 % of the commit thread).
+    own: VecDeque<(u64, Vec<u64>)>,
+    /// Pairs over `own`.
+    pairs: usize,
 }
 
 impl RecentWrites {
@@ -111,45 +114,47 @@ impl RecentWrites {
     /// ([`super::ImportTxn::ends_at`]) wrote the values of `pairs`
     /// (attribute, user).
     pub fn record(&mut self, epoch: u64, pairs: impl IntoIterator<Item = (u32, u32)>) {
-        self.own.push_back(epoch);
-        for (attr, user) in pairs {
-            self.last.insert(pair_key(attr, user), epoch);
-        }
         let floor = epoch.saturating_sub(WINDOW);
-        while self.own.front().is_some_and(|&e| e <= floor) {
-            self.own.pop_front();
+        let mut reuse = None;
+        while let Some((e, v)) = self.own.front() {
+            if *e > floor && self.pairs <= MAX_PAIRS {
+                break;
+            }
+            self.pairs -= v.len();
+            reuse = self.own.pop_front().map(|(_, v)| v);
         }
-        // A pair last written at or before the floor is older than any
-        // read-ahead still taken: forgotten in passes, not one by one.
-        self.since_prune += 1;
-        if self.since_prune >= WINDOW {
-            self.since_prune = 0;
-            self.last.retain(|_, e| *e > floor);
-        }
+        let mut written = reuse.unwrap_or_default();
+        written.clear();
+        written.extend(pairs.into_iter().map(|(a, u)| pair_key(a, u)));
+        written.sort_unstable();
+        written.dedup();
+        self.pairs += written.len();
+        self.own.push_back((epoch, written));
+    }
+
+    /// Its own sessions that ended after epoch `read`, newest first.
+    fn since(&self, read: u64) -> impl Iterator<Item = &(u64, Vec<u64>)> {
+        self.own.iter().rev().take_while(move |(e, _)| *e > read)
     }
 
     /// Whether a read made at epoch `read` can stand in for one at `now`
     /// for pairs that [`RecentWrites::untouched`] clears: every session
-    /// ended between them is one of the writer's own.
+    /// ended between them is one of the writer's own, and still kept.
     pub(crate) fn current(&self, read: u64, now: u64) -> bool {
-        if read > now || now - read > WINDOW {
-            return false;
-        }
-        let own_since = self.own.iter().rev().take_while(|&&e| e > read).count() as u64;
-        own_since == now - read
+        read <= now && self.since(read).count() as u64 == now - read
     }
 
     /// Whether none of the writer's own sessions since epoch `read` wrote
     /// `pair`.
     pub(crate) fn untouched(&self, pair: u64, read: u64) -> bool {
-        self.last.get(&pair).is_none_or(|&e| e <= read)
+        self.since(read)
+            .all(|(_, written)| written.binary_search(&pair).is_err())
     }
 
     /// Forgets everything (a failed commit: what it wrote is unknown).
     pub fn clear(&mut self) {
         self.own.clear();
-        self.last.clear();
-        self.since_prune = 0;
+        self.pairs = 0;
     }
 }
 
@@ -185,9 +190,27 @@ mod tests {
         let now = 3 * WINDOW;
         assert!(r.current(now - WINDOW, now));
         assert!(!r.current(now - WINDOW - 1, now));
-        assert!(r.last.len() as u64 <= 2 * WINDOW, "{}", r.last.len());
+        assert_eq!(r.own.len() as u64, WINDOW, "older sessions are dropped");
         assert!(!r.untouched(pair_key(1, now as u32), now - 1));
         r.clear();
         assert!(!r.current(now - 1, now));
+    }
+
+    #[test]
+    fn large_groups_shorten_the_window_instead_of_growing_it() {
+        let mut r = RecentWrites::default();
+        let big = (MAX_PAIRS / 2) as u32;
+        for e in 1..=4u64 {
+            r.record(e, (0..big).map(|u| (e as u32, u)));
+        }
+        assert!(r.pairs <= MAX_PAIRS + big as usize, "{}", r.pairs);
+        assert!(r.current(3, 4));
+        assert!(r.current(1, 4));
+        assert!(
+            !r.current(0, 4),
+            "a session it forgot counts as someone else's"
+        );
+        assert!(!r.untouched(pair_key(4, 7), 3));
+        assert!(r.untouched(pair_key(3, 7), 3));
     }
 }
