@@ -718,6 +718,10 @@ impl Paths {
     fn create<'o>(&self, opts: &'o rocksdb::Options, family: &'static str) -> Result<OpenFile<'o>> {
         OpenFile::create(opts, self.next("sst"), family)
     }
+    /// Whether any file was named yet (a writer that has written nothing).
+    fn none_named(&self) -> bool {
+        self.next.load(Ordering::Relaxed) == 0
+    }
 }
 
 /// Which attributes of a job go to the second thread: with the job's ids
@@ -955,7 +959,7 @@ impl<'s> Stager<'s> {
         's: 'scope,
     {
         let Stager::Inline(w) = self else { return };
-        if w.paths.next.load(Ordering::Relaxed) > 0 {
+        if !w.paths.none_named() {
             return;
         }
         let mut writer = Writer::new(w.store, w.paths.prefix.clone(), w.first_new_user);
