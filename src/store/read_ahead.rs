@@ -150,12 +150,6 @@ impl RecentWrites {
         self.since(read)
             .all(|(_, written)| written.binary_search(&pair).is_err())
     }
-
-    /// Forgets everything (a failed commit: what it wrote is unknown).
-    pub fn clear(&mut self) {
-        self.own.clear();
-        self.pairs = 0;
-    }
 }
 
 #[cfg(test)]
@@ -192,8 +186,6 @@ mod tests {
         assert!(!r.current(now - WINDOW - 1, now));
         assert_eq!(r.own.len() as u64, WINDOW, "older sessions are dropped");
         assert!(!r.untouched(pair_key(1, now as u32), now - 1));
-        r.clear();
-        assert!(!r.current(now - 1, now));
     }
 
     #[test]
