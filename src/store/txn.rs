@@ -430,28 +430,16 @@ impl<'s> ImportTxn<'s> {
         if !self.small || pairs.is_empty() {
             return Ok(());
         }
-        pairs.sort_unstable();
-        pairs.dedup();
-        self.keybuf.clear();
-        self.keybuf.extend(
-            pairs
-                .iter()
-                .map(|&(attr, user)| keys::attr_user(attr, user)),
-        );
-        let cf = self.store.cf(cf::ATTR_VALUES);
-        let found =
-            self.store
-                .db()
-                .batched_multi_get_cf(cf, self.keybuf.iter().map(|k| &k[..]), true);
-        for (&(attr, user), got) in pairs.iter().zip(found) {
-            let present = got.map_err(db_err("multi_get", cf::ATTR_VALUES))?.is_some();
-            let (with, without) = self.prefetched.entry(attr).or_default();
-            if present {
-                with.insert(user);
-            } else {
-                without.insert(user);
-            }
-        }
+        let prefetched = &mut self.prefetched;
+        self.store
+            .each_value(pairs, &mut self.keybuf, |(attr, user), value| {
+                let (with, without) = prefetched.entry(attr).or_default();
+                if value.is_some() {
+                    with.insert(user);
+                } else {
+                    without.insert(user);
+                }
+            })?;
         Ok(())
     }
 
