@@ -82,6 +82,9 @@ pub struct Users {
     /// Times the table was dropped, to be read again by the commit thread
     /// (a stall).
     resets: u64,
+    /// Which users have an identifier (`uid`, `anonymous_id`): every event
+    /// of a known user asks, and filled in only where missing.
+    presence: store::PresenceCache,
     /// What this committer's own transactions wrote lately, to tell which
     /// values the parsing threads read ahead are still current.
     recent: store::RecentWrites,
@@ -661,20 +664,9 @@ fn apply(
     // a later event of the group must not fill them in again.
     let mut filled: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
     let (uid_attr, anon_attr) = (txn.attr(UID_ATTRIBUTE), txn.attr(ANONYMOUS_ID_ATTRIBUTE));
-    // Whether the users the parsing threads found have their identifiers
-    // yet, read in one batch rather than one read per event.
-    let mut ask: Vec<(u32, u32)> = Vec::new();
-    for e in group.iter().flat_map(|events| events.iter()) {
-        if let Some(user) = e.user {
-            for (attr, v) in [(uid_attr, &e.user_id), (anon_attr, &e.anonymous_id)] {
-                if v.is_some() {
-                    ask.push((attr, user));
-                }
-            }
-        }
-    }
-    txn.prefetch_presence(&mut ask)?;
-    drop(ask);
+    // Whether the users have their identifiers yet, from memory: a point
+    // read each was most of the commit thread's reads on a large store.
+    txn.borrow_presence(&mut users.presence, &[uid_attr, anon_attr])?;
     for events in group.iter_mut() {
         let mut applied = Applied::default();
         let changes_before = changes.len();
@@ -742,7 +734,7 @@ fn apply(
     }
     txn.set_attrs(&changes)?;
     let ends = txn.ends_at();
-    txn.commit(None)?;
+    txn.commit_keeping(&mut users.presence)?;
     users
         .recent
         .record(ends, changes.iter().map(|c| (c.attr, c.user)));
@@ -993,10 +985,6 @@ fn resolve(
     read_ahead: bool,
 ) -> Option<ReadAhead> {
     let mut pairs: Vec<(u32, u32)> = Vec::new();
-    let (uid, anon) = (
-        store.attr_id(UID_ATTRIBUTE),
-        store.attr_id(ANONYMOUS_ID_ATTRIBUTE),
-    );
     for e in events {
         let Some(id) = e.distinct_id() else {
             continue;
@@ -1010,11 +998,8 @@ fn resolve(
         let Some(user) = e.user.filter(|_| read_ahead) else {
             continue;
         };
-        for (attr, given) in [(uid, e.user_id.is_some()), (anon, e.anonymous_id.is_some())] {
-            if let (Some(attr), true) = (attr, given) {
-                pairs.push((attr, user));
-            }
-        }
+        // Whether the user has its identifiers the commit knows from
+        // memory (`Users::presence`); only traits need their old values.
         if let Kind::Identify { traits } = &e.kind {
             // A trait no import has named yet has no values to read.
             pairs.extend(
@@ -1315,8 +1300,8 @@ mod tests {
         // commits; it sets 1 again.
         let mut stale = call(1);
         let ahead = resolve(&store, &table, &mut stale, true).expect("u1 is known");
-        assert_eq!(ahead.len(), 2, "uid and n of u1");
-        let twin = resolve(&store, &table, &mut call(1), true).unwrap();
+        assert_eq!(ahead.len(), 1, "n of u1 (its uid the commit knows)");
+        let twin = resolve(&store, &table, &mut identify_batch(&mut (1..3)), true).unwrap();
         apply(&store, &mut users, &mut [&mut call(2)], Vec::new()).unwrap();
         apply(&store, &mut users, &mut [&mut stale], vec![ahead]).unwrap();
         // Taken as current, the 1 read ahead would make this call a no-op.
@@ -1325,11 +1310,63 @@ mod tests {
             Some(Value::Num("1".into()))
         );
 
-        // The same values read at that moment: of the two, only u1's uid
+        // Values read at that moment: of u1's and u2's n, only u2's
         // (which neither commit wrote) is still current.
         let mut txn = store.begin_small().unwrap();
         assert_eq!(txn.offer(twin, &users.recent), 1);
         drop(txn);
+    }
+
+    #[test]
+    fn identifiers_are_filled_in_where_another_writer_left_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut users = Users::default();
+        apply(
+            &store,
+            &mut users,
+            &mut [&mut identify_batch(&mut (0..5))],
+            Vec::new(),
+        )
+        .unwrap();
+        assert!(users.presence.is_loaded());
+        let uid = store.attr_id(UID_ATTRIBUTE).unwrap();
+        let idx = |i: u32| store.user_index(&format!("u{i}")).unwrap().unwrap();
+        let uid_of = |i: u32| store.attr_value(uid, idx(i)).unwrap();
+        assert_eq!(uid_of(3), Some(Value::Str("u3".into())));
+        // An import between two calls gives u2 a uid of its own and takes
+        // u3's away.
+        let mut import = store.begin_import().unwrap();
+        import
+            .set_attrs(&[
+                store::AttrChange {
+                    attr: uid,
+                    user: idx(2),
+                    value: Some(Value::Str("imported-2".into())),
+                },
+                store::AttrChange {
+                    attr: uid,
+                    user: idx(3),
+                    value: None,
+                },
+            ])
+            .unwrap();
+        import.commit(None).unwrap();
+        apply(
+            &store,
+            &mut users,
+            &mut [&mut identify_batch(&mut (2..4))],
+            Vec::new(),
+        )
+        .unwrap();
+        // Filled in where missing (what the commit knew before the import
+        // said u3 had one), never overwritten.
+        assert_eq!(uid_of(3), Some(Value::Str("u3".into())));
+        assert_eq!(uid_of(2), Some(Value::Str("imported-2".into())));
+        assert_eq!(
+            users.presence.get(uid),
+            Some(&store.attr_present(uid).unwrap())
+        );
     }
 
     #[test]

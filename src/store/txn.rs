@@ -36,7 +36,7 @@ use super::fingerprints::table_path;
 use super::stage::{self, Job, NewIds, NewValues, Stager};
 use super::{
     cf, codec, db_err, keys, read_ahead, user_ids, Counters, Error, FingerprintTable, NewUsers,
-    ReadAhead, RecentWrites, Result, Store, Value, ValueRef,
+    PresenceCache, ReadAhead, RecentWrites, Result, Store, Value, ValueRef,
 };
 
 /// Writes per intermediate batch: large enough to amortise the write path,
@@ -183,10 +183,10 @@ pub struct ImportTxn<'s> {
     /// A small transaction's presence changes per attribute (gained, lost):
     /// it never loads a presence bitmap, it merges these into them.
     presence_delta: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
-    /// Committed presence a small transaction read ahead in one batch
-    /// ([`ImportTxn::prefetch_presence`]), per attribute: users who have a
-    /// value, and users who have none.
-    prefetched: HashMap<u32, (RoaringBitmap, RoaringBitmap)>,
+    /// Committed presence bitmaps a small transaction borrowed from the
+    /// real-time writer's cache ([`ImportTxn::borrow_presence`]), exact at
+    /// its start.
+    known: Vec<(u32, RoaringBitmap)>,
     /// Committed values another thread read ahead and [`ImportTxn::offer`]
     /// found current, by [`read_ahead::pair_key`]: `None` for no value.
     offered: HashMap<u64, Option<Vec<u8>>>,
@@ -255,7 +255,7 @@ impl<'s> ImportTxn<'s> {
             presence: HashMap::new(),
             presence_dirty: Vec::new(),
             presence_delta: HashMap::new(),
-            prefetched: HashMap::new(),
+            known: Vec::new(),
             offered: HashMap::new(),
             stats: AttrStats::default(),
             filed: 0,
@@ -399,13 +399,8 @@ impl<'s> ImportTxn<'s> {
         if let Some(v) = self.offered.get(&read_ahead::pair_key(attr, user)) {
             return Ok(v.is_some());
         }
-        if let Some((with, without)) = self.prefetched.get(&attr) {
-            if with.contains(user) {
-                return Ok(true);
-            }
-            if without.contains(user) {
-                return Ok(false);
-            }
+        if let Some(known) = self.known(attr) {
+            return Ok(known.contains(user));
         }
         Ok(self
             .store
@@ -415,32 +410,55 @@ impl<'s> ImportTxn<'s> {
             .is_some())
     }
 
-    /// Reads ahead, in one sorted batch, whether each committed `(attr,
-    /// user)` has a value, for [`ImportTxn::has_value`] to answer without a
-    /// read of its own. Real-time calls ask that of every event's
-    /// identifiers; one point read each was a third of the commit thread's
-    /// time on batches of known users. `pairs` is sorted, deduplicated and
-    /// left with the committed users only.
-    pub fn prefetch_presence(&mut self, pairs: &mut Vec<(u32, u32)>) -> Result<()> {
-        let first_new = self.first_new_user;
-        let offered = &self.offered;
-        pairs.retain(|&(attr, user)| {
-            user < first_new && !offered.contains_key(&read_ahead::pair_key(attr, user))
-        });
-        if !self.small || pairs.is_empty() {
+    /// Borrows `cache`'s presence bitmaps of `attrs` for this small
+    /// transaction, loading them first unless the cache is exact at its
+    /// start (see `presence_cache.rs`): [`ImportTxn::has_value`] then
+    /// answers from them, and old values are read only for users who have
+    /// one. [`ImportTxn::commit_keeping`] hands them back; until then the
+    /// cache is empty, so a transaction that fails leaves it to be loaded
+    /// again. A bulk import keeps presence its own way and borrows nothing.
+    pub fn borrow_presence(&mut self, cache: &mut PresenceCache, attrs: &[u32]) -> Result<()> {
+        if !self.small {
             return Ok(());
         }
-        let prefetched = &mut self.prefetched;
-        self.store
-            .each_value(pairs, &mut self.keybuf, |(attr, user), value| {
-                let (with, without) = prefetched.entry(attr).or_default();
-                if value.is_some() {
-                    with.insert(user);
-                } else {
-                    without.insert(user);
-                }
-            })?;
+        let mut bitmaps = std::mem::take(&mut cache.bitmaps);
+        if cache.at.take() != Some(self.epoch) {
+            bitmaps.clear();
+        }
+        bitmaps.retain(|(a, _)| attrs.contains(a));
+        for &attr in attrs {
+            if !bitmaps.iter().any(|(a, _)| *a == attr) {
+                bitmaps.push((attr, self.store.attr_present(attr)?));
+            }
+        }
+        self.known = bitmaps;
         Ok(())
+    }
+
+    fn known(&self, attr: u32) -> Option<&RoaringBitmap> {
+        self.known
+            .iter()
+            .find_map(|(a, bm)| (*a == attr).then_some(bm))
+    }
+
+    /// [`ImportTxn::commit`] for a small transaction that borrowed `cache`'s
+    /// bitmaps: once the write succeeds they go back with this
+    /// transaction's presence changes, exact at the epoch it ends.
+    pub fn commit_keeping(mut self, cache: &mut PresenceCache) -> Result<Counters> {
+        let mut known = std::mem::take(&mut self.known);
+        for (attr, bm) in &mut known {
+            if let Some((added, removed)) = self.presence_delta.get(attr) {
+                *bm |= added;
+                *bm -= removed;
+            }
+        }
+        let ends = self.ends_at();
+        let counters = self.commit(None)?;
+        if !known.is_empty() {
+            cache.bitmaps = known;
+            cache.at = Some(ends);
+        }
+        Ok(counters)
     }
 
     /// Takes the values of `ahead` that are still current — read after
@@ -566,9 +584,10 @@ impl<'s> ImportTxn<'s> {
         let mut from_offer: Vec<Option<Option<Vec<u8>>>> = Vec::new();
         self.keybuf.clear();
         for (i, c) in run.iter().enumerate() {
-            let read = match &presence {
-                Some(p) => p.contains(c.user),
-                None => c.user < self.first_new_user,
+            let read = match (&presence, self.known(attr)) {
+                (Some(p), _) => p.contains(c.user),
+                (None, Some(known)) => known.contains(c.user),
+                (None, None) => c.user < self.first_new_user,
             };
             if read {
                 need_read.push(i);
@@ -1236,7 +1255,7 @@ mod tests {
     }
 
     #[test]
-    fn prefetched_presence_answers_as_reads_do() {
+    fn borrowed_presence_answers_as_reads_do_until_another_writer_comes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut txn = store.begin_import().unwrap();
@@ -1255,55 +1274,66 @@ mod tests {
             .collect();
         txn.set_attrs(&set).unwrap();
         txn.commit(None).unwrap();
-
-        let expected = |attr: u32, u: u32| {
-            if attr == a {
-                u.is_multiple_of(3)
-            } else {
-                u.is_multiple_of(5)
-            }
+        let unset = |attr, user| AttrChange {
+            attr,
+            user,
+            value: None,
         };
+        // Answers of the store itself, without a cache.
+        let read = |attr: u32, u: u32| store.attr_value(attr, u).unwrap().is_some();
+
+        let mut cache = PresenceCache::default();
         let mut txn = store.begin_small().unwrap();
+        txn.borrow_presence(&mut cache, &[a]).unwrap();
+        assert!(!cache.is_loaded(), "lent out while the transaction runs");
         let fresh = txn.new_user(b"p-new").unwrap();
-        // Repeats, both attributes, half the users, and one this
-        // transaction created: in no particular order.
-        let mut ask: Vec<(u32, u32)> = (0..25u32)
-            .rev()
-            .flat_map(|u| [(b, u), (a, u), (a, u)])
-            .chain([(a, fresh)])
-            .collect();
-        txn.prefetch_presence(&mut ask).unwrap();
-        let prefetched: usize = txn
-            .prefetched
-            .values()
-            .map(|(w, wo)| (w.len() + wo.len()) as usize)
-            .sum();
-        assert_eq!(prefetched, 50, "each committed pair read once");
-        // A change of this transaction wins over what was read ahead.
-        txn.set_attrs(&[
-            change(a, 1, "now"),
-            AttrChange {
-                attr: a,
-                user: 0,
-                value: None,
-            },
-        ])
-        .unwrap();
+        // This transaction's changes win over what it borrowed.
+        txn.set_attrs(&[change(a, 1, "now"), unset(a, 0), change(a, fresh, "f")])
+            .unwrap();
         for u in 0..50u32 {
-            for attr in [a, b] {
-                let want = match (attr == a, u) {
-                    (true, 1) => true,
-                    (true, 0) => false,
-                    _ => expected(attr, u),
-                };
-                assert_eq!(
-                    txn.has_value(attr, u).unwrap(),
-                    want,
-                    "attr {attr} user {u}"
-                );
-            }
+            let want = match u {
+                1 => true,
+                0 => false,
+                _ => u.is_multiple_of(3),
+            };
+            assert_eq!(txn.has_value(a, u).unwrap(), want, "user {u}");
+            // Not borrowed: read.
+            assert_eq!(txn.has_value(b, u).unwrap(), u.is_multiple_of(5));
         }
-        assert!(!txn.has_value(a, fresh).unwrap());
+        assert!(txn.has_value(a, fresh).unwrap());
+        txn.commit_keeping(&mut cache).unwrap();
+        // Handed back with the commit's changes, exact for the next one.
+        let kept = cache.get(a).unwrap().clone();
+        assert_eq!(kept, store.attr_present(a).unwrap());
+        assert!(kept.contains(1) && !kept.contains(0) && kept.contains(fresh));
+
+        let mut txn = store.begin_small().unwrap();
+        txn.borrow_presence(&mut cache, &[a]).unwrap();
+        txn.set_attrs(&[unset(a, 3)]).unwrap();
+        txn.commit_keeping(&mut cache).unwrap();
+        assert_eq!(cache.get(a), Some(&store.attr_present(a).unwrap()));
+
+        // Another writer in between (an import): the next borrow reads the
+        // bitmaps again rather than answer from the older ones.
+        let mut import = store.begin_import().unwrap();
+        import.set_attrs(&[change(a, 4, "i"), unset(a, 6)]).unwrap();
+        import.commit(None).unwrap();
+        let mut txn = store.begin_small().unwrap();
+        txn.borrow_presence(&mut cache, &[a]).unwrap();
+        for u in [3, 4, 6, 9] {
+            assert_eq!(txn.has_value(a, u).unwrap(), read(a, u), "user {u}");
+        }
+        // A transaction that fails hands nothing back.
+        drop(txn);
+        assert!(!cache.is_loaded());
+        let mut txn = store.begin_small().unwrap();
+        txn.borrow_presence(&mut cache, &[a]).unwrap();
+        assert!(txn.has_value(a, 4).unwrap() && !txn.has_value(a, 6).unwrap());
+        // Old values are read for users who have one: a change of a user
+        // the bitmap lacks would find no value to keep in the history.
+        txn.set_attrs(&[change(a, 9, "again")]).unwrap();
+        assert_eq!(txn.stats.set, 1);
+        assert_eq!(txn.changed.get(&a).map(|c| c.contains(9)), Some(true));
     }
 
     /// Each change's value is what the store holds.
