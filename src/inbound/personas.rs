@@ -1274,18 +1274,20 @@ mod tests {
         assert_eq!(users.known(), Some(65));
     }
 
-    #[test]
-    fn a_value_read_ahead_that_a_later_commit_replaced_is_read_again() {
+    /// A store where one call identified users `u0..u{n}` (each with
+    /// trait `n`), and the committer's state after it.
+    fn after_first_call(n: u32) -> (tempfile::TempDir, Store, Users) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut users = Users::default();
-        apply(
-            &store,
-            &mut users,
-            &mut [&mut identify_batch(&mut (0..10))],
-            Vec::new(),
-        )
-        .unwrap();
+        let mut events = identify_batch(&mut (0..n));
+        apply(&store, &mut users, &mut [&mut events], Vec::new()).unwrap();
+        (dir, store, users)
+    }
+
+    #[test]
+    fn a_value_read_ahead_that_a_later_commit_replaced_is_read_again() {
+        let (_dir, store, mut users) = after_first_call(10);
         let table = users.load(&store).unwrap();
         let n = store.attr_id("n").unwrap();
         let call = |v: u32| {
@@ -1319,16 +1321,7 @@ mod tests {
 
     #[test]
     fn identifiers_are_filled_in_where_another_writer_left_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut users = Users::default();
-        apply(
-            &store,
-            &mut users,
-            &mut [&mut identify_batch(&mut (0..5))],
-            Vec::new(),
-        )
-        .unwrap();
+        let (_dir, store, mut users) = after_first_call(5);
         assert!(users.presence.is_loaded());
         let uid = store.attr_id(UID_ATTRIBUTE).unwrap();
         let idx = |i: u32| store.user_index(&format!("u{i}")).unwrap().unwrap();

@@ -66,44 +66,21 @@ impl Store {
         // Loaded before reading: a session that ends during the read counts
         // as after it.
         let epoch = self.writer_epoch();
-        let mut values = Vec::with_capacity(pairs.len());
-        self.each_value(pairs, &mut Vec::new(), |(attr, user), got| {
-            values.push((pair_key(attr, user), got.map(<[u8]>::to_vec)));
-        })?;
-        Ok(ReadAhead { epoch, values })
-    }
-
-    /// Calls `f` with each `(attribute, user)` of `pairs` (left sorted and
-    /// deduplicated) and its current value, read in one batch with `keybuf`
-    /// as the key buffer.
-    pub(crate) fn each_value(
-        &self,
-        pairs: &mut Vec<(u32, u32)>,
-        keybuf: &mut Vec<[u8; 8]>,
-        mut f: impl FnMut((u32, u32), Option<&[u8]>),
-    ) -> Result<()> {
         pairs.sort_unstable();
         pairs.dedup();
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        keybuf.clear();
-        keybuf.extend(
-            pairs
-                .iter()
-                .map(|&(attr, user)| keys::attr_user(attr, user)),
-        );
+        let keybuf: Vec<[u8; 8]> = pairs
+            .iter()
+            .map(|&(attr, user)| keys::attr_user(attr, user))
+            .collect();
         let found = self
             .db
             .batched_multi_get_cf(self.cf(cf::ATTR_VALUES), keybuf.iter(), true);
-        for (&pair, got) in pairs.iter().zip(found) {
-            f(
-                pair,
-                got.map_err(db_err("multi_get", cf::ATTR_VALUES))?
-                    .as_deref(),
-            );
+        let mut values = Vec::with_capacity(pairs.len());
+        for (&(attr, user), got) in pairs.iter().zip(found) {
+            let got = got.map_err(db_err("multi_get", cf::ATTR_VALUES))?;
+            values.push((pair_key(attr, user), got.map(|v| v.to_vec())));
         }
-        Ok(())
+        Ok(ReadAhead { epoch, values })
     }
 }
 

@@ -186,7 +186,7 @@ pub struct ImportTxn<'s> {
     /// Committed presence bitmaps a small transaction borrowed from the
     /// real-time writer's cache ([`ImportTxn::borrow_presence`]), exact at
     /// its start.
-    known: Vec<(u32, RoaringBitmap)>,
+    known: PresenceCache,
     /// Committed values another thread read ahead and [`ImportTxn::offer`]
     /// found current, by [`read_ahead::pair_key`]: `None` for no value.
     offered: HashMap<u64, Option<Vec<u8>>>,
@@ -255,7 +255,7 @@ impl<'s> ImportTxn<'s> {
             presence: HashMap::new(),
             presence_dirty: Vec::new(),
             presence_delta: HashMap::new(),
-            known: Vec::new(),
+            known: PresenceCache::default(),
             offered: HashMap::new(),
             stats: AttrStats::default(),
             filed: 0,
@@ -399,7 +399,7 @@ impl<'s> ImportTxn<'s> {
         if let Some(v) = self.offered.get(&read_ahead::pair_key(attr, user)) {
             return Ok(v.is_some());
         }
-        if let Some(known) = self.known(attr) {
+        if let Some(known) = self.known.get(attr) {
             return Ok(known.contains(user));
         }
         Ok(self
@@ -431,21 +431,15 @@ impl<'s> ImportTxn<'s> {
                 bitmaps.push((attr, self.store.attr_present(attr)?));
             }
         }
-        self.known = bitmaps;
+        self.known.bitmaps = bitmaps;
         Ok(())
-    }
-
-    fn known(&self, attr: u32) -> Option<&RoaringBitmap> {
-        self.known
-            .iter()
-            .find_map(|(a, bm)| (*a == attr).then_some(bm))
     }
 
     /// [`ImportTxn::commit`] for a small transaction that borrowed `cache`'s
     /// bitmaps: once the write succeeds they go back with this
     /// transaction's presence changes, exact at the epoch it ends.
     pub fn commit_keeping(mut self, cache: &mut PresenceCache) -> Result<Counters> {
-        let mut known = std::mem::take(&mut self.known);
+        let mut known = std::mem::take(&mut self.known.bitmaps);
         for (attr, bm) in &mut known {
             if let Some((added, removed)) = self.presence_delta.get(attr) {
                 *bm |= added;
@@ -584,7 +578,7 @@ impl<'s> ImportTxn<'s> {
         let mut from_offer: Vec<Option<Option<Vec<u8>>>> = Vec::new();
         self.keybuf.clear();
         for (i, c) in run.iter().enumerate() {
-            let read = match (&presence, self.known(attr)) {
+            let read = match (&presence, self.known.get(attr)) {
                 (Some(p), _) => p.contains(c.user),
                 (None, Some(known)) => known.contains(c.user),
                 (None, None) => c.user < self.first_new_user,
