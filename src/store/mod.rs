@@ -671,14 +671,23 @@ impl Store {
 
     /// The distinct id of user `idx`.
     pub fn distinct_id(&self, idx: u32) -> Result<Option<String>> {
+        self.with_distinct_id(idx, |id| {
+            id.map(|b| String::from_utf8_lossy(b).into_owned())
+        })
+    }
+
+    /// `f` of user `idx`'s distinct id as stored, read in place from its
+    /// block (no copy: a fingerprint match is checked on every call).
+    fn with_distinct_id<T>(&self, idx: u32, f: impl FnOnce(Option<&[u8]>) -> T) -> Result<T> {
         let block = self
             .db
             .get_pinned_cf(self.cf(cf::USER_IDS), user_ids::key(user_ids::block(idx)))
             .map_err(db_err("get", cf::USER_IDS))?;
-        let Some(block) = block else {
-            return Ok(None);
+        let id = match &block {
+            Some(b) => user_ids::find(b, idx)?,
+            None => None,
         };
-        Ok(user_ids::find(&block, idx)?.map(|b| String::from_utf8_lossy(b).into_owned()))
+        Ok(f(id))
     }
 
     /// Compacts every column family now (maintenance, and for benchmarks
@@ -886,10 +895,11 @@ impl Store {
     /// `found` if that user's distinct id really is `distinct_id` (a
     /// fingerprint match is checked against `users`).
     fn verified(&self, found: Option<u32>, distinct_id: &str) -> Result<Option<u32>> {
-        match found {
-            Some(idx) if self.distinct_id(idx)?.as_deref() == Some(distinct_id) => Ok(Some(idx)),
-            _ => Ok(None),
-        }
+        let Some(idx) = found else {
+            return Ok(None);
+        };
+        let same = self.with_distinct_id(idx, |id| id == Some(distinct_id.as_bytes()))?;
+        Ok(same.then_some(idx))
     }
 
     /// The current value of an attribute for a user.
@@ -977,5 +987,30 @@ fn lock_error(e: &rocksdb::Error, dir: &Path) -> Option<Error> {
         Some(Error::Locked { path })
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fingerprint match names a user only if the id stored for that
+    /// user is the very one asked for (a collision answers "absent").
+    #[test]
+    fn a_fingerprint_match_is_checked_against_the_stored_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.begin_import().unwrap();
+        let a = txn.new_user(b"alice").unwrap();
+        let b = txn.new_user(b"bob").unwrap();
+        txn.commit(None).unwrap();
+        assert_eq!(store.verified(Some(a), "alice").unwrap(), Some(a));
+        assert_eq!(store.verified(Some(b), "bob").unwrap(), Some(b));
+        assert_eq!(store.verified(Some(a), "bob").unwrap(), None);
+        assert_eq!(store.verified(Some(b), "bobby").unwrap(), None);
+        assert_eq!(store.verified(Some(b), "bo").unwrap(), None);
+        assert_eq!(store.verified(Some(a + 1_000_000), "alice").unwrap(), None);
+        assert_eq!(store.verified(None, "alice").unwrap(), None);
+        assert_eq!(store.distinct_id(b).unwrap().as_deref(), Some("bob"));
     }
 }
