@@ -66,24 +66,23 @@ impl Store {
             .iter()
             .map(|(u, _)| keys::attr_user(attr, *u))
             .collect();
-        let values = self
-            .db()
-            .batched_multi_get_cf(self.cf(cf::ATTR_VALUES), keys.iter(), true);
         let mut out = RoaringBitmap::new();
         let mut history = self.db().raw_iterator_cf(self.cf(cf::ATTR_HISTORY));
-        for ((user, as_of), value) in users.into_iter().zip(values) {
-            let Some(now) = value.map_err(db_err("multi_get", cf::ATTR_VALUES))? else {
-                continue;
+        self.each_value(&keys, |i, value| {
+            let Some(now) = value else {
+                return Ok(());
             };
-            let now = ValueRef::decode(&now)?;
+            let (user, as_of) = users[i];
+            let now = ValueRef::decode(now)?;
             if now.seq <= as_of {
-                continue; // untouched since
+                return Ok(()); // untouched since
             }
             let then = super::replaced_after(&mut history, attr, user, as_of)?;
             if then.is_some_and(|then| !then.same_value(&now)) {
                 out.insert(user);
             }
-        }
+            Ok(())
+        })?;
         history.status().map_err(db_err("scan", cf::ATTR_HISTORY))?;
         Ok(out)
     }

@@ -135,20 +135,18 @@ impl Store {
             .iter()
             .map(|&(_, u)| keys::attr_user(attr, u))
             .collect();
-        let values =
-            self.db()
-                .batched_multi_get_cf(self.cf(cf::ATTR_VALUES), value_keys.iter(), true);
         let mut found = Vec::with_capacity(candidates.len());
-        for ((i, u), v) in candidates.into_iter().zip(values) {
-            let v = v.map_err(db_err("multi_get", cf::ATTR_VALUES))?;
+        self.each_value(&value_keys, |k, v| {
+            let (i, u) = candidates[k];
             let matches = match v {
-                Some(b) => ValueRef::decode(&b)?.identity_text() == Some(texts[i as usize]),
+                Some(b) => ValueRef::decode(b)?.identity_text() == Some(texts[i as usize]),
                 None => false,
             };
             if matches {
                 found.push((i, u));
             }
-        }
+            Ok(())
+        })?;
         found.sort_unstable();
         found.dedup();
         Ok(found)

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use super::{cf, db_err, keys, Result, Store};
+use super::{keys, Result, Store};
 
 /// Current values of some `(attribute, user)` pairs as read at one writer
 /// epoch, for [`super::ImportTxn::offer`].
@@ -72,14 +72,12 @@ impl Store {
             .iter()
             .map(|&(attr, user)| keys::attr_user(attr, user))
             .collect();
-        let found = self
-            .db
-            .batched_multi_get_cf(self.cf(cf::ATTR_VALUES), keybuf.iter(), true);
         let mut values = Vec::with_capacity(pairs.len());
-        for (&(attr, user), got) in pairs.iter().zip(found) {
-            let got = got.map_err(db_err("multi_get", cf::ATTR_VALUES))?;
-            values.push((pair_key(attr, user), got.map(|v| v.to_vec())));
-        }
+        self.each_value(&keybuf, |i, got| {
+            let (attr, user) = pairs[i];
+            values.push((pair_key(attr, user), got.map(<[u8]>::to_vec)));
+            Ok(())
+        })?;
         Ok(ReadAhead { epoch, values })
     }
 }

@@ -612,12 +612,12 @@ impl<'s> ImportTxn<'s> {
                 }
             }
             self.stager.settle()?;
-            st.db()
-                .batched_multi_get_cf(values_cf, self.keybuf.iter(), true)
-                .into_iter()
-                .map(|r| r.map(|o| o.map(|s| s.to_vec())))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(db_err("multi_get", cf::ATTR_VALUES))?
+            let mut read = Vec::with_capacity(self.keybuf.len());
+            st.each_value(&self.keybuf, |_, v| {
+                read.push(v.map(<[u8]>::to_vec));
+                Ok(())
+            })?;
+            read
         };
         let old_values = if from_offer.is_empty() {
             old_values
