@@ -426,12 +426,13 @@ impl<'s> ImportTxn<'s> {
             bitmaps.clear();
         }
         bitmaps.retain(|(a, _)| attrs.contains(a));
+        self.known.bitmaps = bitmaps;
         for &attr in attrs {
-            if !bitmaps.iter().any(|(a, _)| *a == attr) {
-                bitmaps.push((attr, self.store.attr_present(attr)?));
+            if self.known.get(attr).is_none() {
+                let present = self.store.attr_present(attr)?;
+                self.known.bitmaps.push((attr, present));
             }
         }
-        self.known.bitmaps = bitmaps;
         Ok(())
     }
 
