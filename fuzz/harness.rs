@@ -34,6 +34,7 @@ fn stream(data: &[u8]) -> segsync::ingest::Source<'static> {
     segsync::ingest::Source::Stream {
         name: "fuzz",
         reader: Box::new(std::io::Cursor::new(data.to_vec())),
+        size: data.len() as u64,
     }
 }
 

@@ -5,7 +5,8 @@
 //! there or not at all; every Personas call that was answered is stored;
 //! the next run completes, the destination's membership rebuilt from every
 //! request is exact, and every re-sent page carried the same
-//! `Idempotency-Key` and the same bytes.
+//! `Idempotency-Key` and the same bytes. Imports look ids up in the loaded
+//! fingerprint table and in its file (`--lookups`) by turns.
 //!
 //! 20 trials by default (CI); `CRASH_LOOP_TRIALS=200` for the long mode,
 //! `CRASH_LOOP_SEED` to replay a seed (printed on failure).
@@ -186,6 +187,8 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     for trial in 1..=trials {
         let op = rng.next() % 4;
         let delay = Duration::from_millis(rng.next() % 400);
+        // Imports look ids up in the loaded table or in its file by turns.
+        let lookups = if trial % 2 == 0 { "memory" } else { "file" };
         match op {
             0 => {
                 // A new snapshot: 5 % leave, 5 % join.
@@ -196,7 +199,17 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                 }
                 let file = write_members(&env, &next, trial);
                 kills += kill_after(
-                    spawn(&env, &["segment", "import", "seg", path_str(&file)]),
+                    spawn(
+                        &env,
+                        &[
+                            "segment",
+                            "import",
+                            "--lookups",
+                            lookups,
+                            "seg",
+                            path_str(&file),
+                        ],
+                    ),
                     delay,
                 ) as usize;
                 check(&env, trial, seed);
@@ -228,8 +241,13 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                     .map(|u| (u, model.version[u] + 1))
                     .collect();
                 let file = write_users(&env, &rows, trial);
-                kills +=
-                    kill_after(spawn(&env, &["users", "import", path_str(&file)]), delay) as usize;
+                kills += kill_after(
+                    spawn(
+                        &env,
+                        &["users", "import", "--lookups", lookups, path_str(&file)],
+                    ),
+                    delay,
+                ) as usize;
                 check(&env, trial, seed);
                 let store = Store::open(env.data()).unwrap();
                 let new: Vec<bool> = rows

@@ -136,6 +136,33 @@ async fn a_million_id_gzip_snapshot_streams_in_atomically() {
     .await;
     assert_eq!(status, 400, "a users upload needs a header: {v}");
 
+    // Ids looked up in the table's file (as the CLI asks for a file small
+    // next to the store, sending its size): the known user is found, the
+    // new one created once, and a load of the table afterwards agrees.
+    let update = b"distinct_id,plan\nu0000002,gold\nu9999999,free\n".to_vec();
+    for (query, new, known) in [("lookups=file&size=47", 1, 1), ("lookups=memory", 0, 2)] {
+        let (status, v) = post(
+            &client,
+            &format!("{base}/users/import?{query}"),
+            update.clone(),
+            false,
+        )
+        .await;
+        assert_eq!(
+            (status, v["users_new"].as_u64(), v["users_known"].as_u64()),
+            (200, Some(new), Some(known)),
+            "{query}: {v}"
+        );
+    }
+    let (status, v) = post(
+        &client,
+        &format!("{base}/users/import?lookups=sideways"),
+        update,
+        false,
+    )
+    .await;
+    assert_eq!(status, 400, "an unknown lookups value: {v}");
+
     let rss = peak_rss_kb(child.id());
     child.kill().unwrap();
     child.wait().unwrap();

@@ -1,9 +1,10 @@
 //! The import paths agree, model-based: random sequences of users files
 //! (values set, replaced, deleted; ids repeated within a file; new and known
 //! users) go through the CSV import, the NDJSON import (both write values
-//! encoded in an arena, with undo bitmaps for first values) and Personas
+//! encoded in an arena, with undo bitmaps for first values), Personas
 //! identify calls (the small transaction's `set_attrs`, presence by merge
-//! deltas) into three stores. Every store ends with the values the model
+//! deltas) and the CSV import looking ids up in the fingerprint table's
+//! file instead of the loaded table, into four stores. Every store ends with the values the model
 //! says — the last value in file order, `null`/empty deleting — and passes
 //! the store's invariant check (presence bitmaps equal the values).
 
@@ -124,8 +125,10 @@ proptest! {
     #[test]
     fn csv_ndjson_and_identify_calls_store_the_same(files in prop::collection::vec(rows(), 1..4)) {
         let env = Env::new();
-        let dirs = ["csv", "ndjson", "identify"].map(|d| env.data().join(d));
+        let names = ["csv", "ndjson", "identify", "csv, ids looked up in the table file"];
+        let dirs = names.map(|d| env.data().join(d));
         let stores = dirs.each_ref().map(|d| Store::open(d).unwrap());
+        let paged = Options { lookups: ingest::Lookups::File, ..Options::default() };
         segsync::inbound::add_write_key(&stores[2], "wk", "wk-import-paths").unwrap();
         let mut users = Users::default();
         let mut model: BTreeMap<(u8, &'static str), String> = BTreeMap::new();
@@ -134,6 +137,7 @@ proptest! {
             let j = env.file(&format!("f{n}.ndjson"), ndjson(rows).as_bytes());
             ingest::import_users(&stores[0], &c, &Options::default()).unwrap();
             ingest::import_users(&stores[1], &j, &Options::default()).unwrap();
+            ingest::import_users(&stores[3], &c, &paged).unwrap();
             for row in rows {
                 identify(&stores[2], &mut users, row);
             }
@@ -145,9 +149,20 @@ proptest! {
                     };
                 }
             }
-            for (store, name) in stores.iter().zip(["csv", "ndjson", "identify"]) {
+            for (store, name) in stores.iter().zip(names) {
                 prop_assert_eq!(&contents(store), &model, "{} after file {}", name, n);
                 assert_sound(store, name);
+            }
+            // Both lookups number users alike, and leave table files that
+            // find every user (the table file path saved its new users
+            // to a tail or merged them into the main file as it read it).
+            for u in 0..USERS {
+                let id = format!("user-{u}");
+                prop_assert_eq!(
+                    stores[3].user_index(&id).unwrap(),
+                    stores[0].user_index(&id).unwrap(),
+                    "{} after file {}", id, n
+                );
             }
         }
     }

@@ -310,6 +310,8 @@ async fn import(
             message: format!("{}: {e}", a.file.display()),
             fault: Fault::BadInput,
         })?;
+    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let lookups = serde_json::to_value(a.lookups)?;
     let r = remote
         .request(client, reqwest::Method::POST, path)
         .query(&[
@@ -320,6 +322,9 @@ async fn import(
             ),
             // Messages and the snapshot's record name the file, as locally.
             ("source", &a.file.display().to_string()),
+            // The server chooses how to look ids up by the upload's size.
+            ("size", &size.to_string()),
+            ("lookups", lookups.as_str().unwrap_or("auto")),
         ])
         .body(reqwest::Body::wrap_stream(
             tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK),

@@ -29,6 +29,12 @@ pub struct ImportArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where ids are looked up among the store's users: the fingerprint
+    /// table loaded whole (`memory`), its file read as sorted batches reach
+    /// it (`file`: little memory, for imports small next to the store), or
+    /// chosen by the input's size (`auto`).
+    #[arg(long, value_enum, default_value_t = ingest::Lookups::Auto)]
+    pub lookups: ingest::Lookups,
 }
 
 impl ImportArgs {
@@ -37,6 +43,7 @@ impl ImportArgs {
             id_column: self.id_column.clone(),
             skip_invalid: self.skip_invalid,
             progress: true,
+            lookups: self.lookups,
         }
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! A batch is fingerprinted, sorted by fingerprint and looked up in the
 //! [`FingerprintTable`] in that order, so the table is walked front to back
-//! instead of probed at random. Ids the table does not know are either new in
+//! instead of probed at random — or, for an import small next to the
+//! store, in the table's files through a [`TableReader`], whose windows of
+//! blocks the sorted batch reads in file order. Ids the table does not know are either new in
 //! this import already ([`Pending`], so a repeated new id gets one index)
 //! or truly new, and then interned through the import transaction.
 
-use crate::store::{self, Fingerprint, FingerprintTable, ImportTxn, NewUsers};
+use crate::store::{self, Fingerprint, ImportTxn, KnownUsers, NewUsers};
+#[cfg(doc)]
+use crate::store::{FingerprintTable, TableReader};
 
 use super::pending::Pending;
 
@@ -104,10 +108,14 @@ impl Radix {
 
 /// Resolves ids to user indexes for one import; see the module docs.
 pub struct Interner {
-    table: Option<FingerprintTable>,
+    table: Option<KnownUsers>,
     /// The table while it is still loading on another thread: the first
     /// batch waits for it, so reading and hashing overlap the load.
-    loading: Option<crossbeam::channel::Receiver<store::Result<FingerprintTable>>>,
+    loading: Option<crossbeam::channel::Receiver<store::Result<KnownUsers>>>,
+    /// Paged lookups: per probe of a batch, the user found (`u32::MAX`
+    /// for none), and the reader's window of the file.
+    found: Vec<u32>,
+    window: Vec<u8>,
     /// Users this import created.
     pending: Pending,
     /// Per new id of a batch, in key order: the position of its first row;
@@ -121,11 +129,13 @@ pub struct Interner {
 impl Interner {
     /// An interner whose table arrives on `loading` (sent by a loader thread).
     pub(crate) fn deferred(
-        loading: crossbeam::channel::Receiver<store::Result<FingerprintTable>>,
+        loading: crossbeam::channel::Receiver<store::Result<KnownUsers>>,
     ) -> Interner {
         Interner {
             table: None,
             loading: Some(loading),
+            found: Vec::new(),
+            window: Vec::new(),
             pending: Pending::default(),
             fresh: Vec::new(),
             order: Vec::new(),
@@ -133,7 +143,7 @@ impl Interner {
         }
     }
 
-    fn table(&mut self) -> store::Result<&mut FingerprintTable> {
+    fn table(&mut self) -> store::Result<&mut KnownUsers> {
         if let Some(rx) = self.loading.take() {
             let table = rx.recv().map_err(|_| store::Error::Corrupt {
                 what: "fingerprint table",
@@ -141,13 +151,15 @@ impl Interner {
             })??;
             self.table = Some(table);
         }
-        Ok(self.table.get_or_insert_with(FingerprintTable::default))
+        Ok(self
+            .table
+            .get_or_insert_with(|| KnownUsers::Loaded(Default::default())))
     }
 
     /// The table and the users this import created, for the commit to
     /// save together; the interner forgets the new users (its map is freed
     /// before the commit writes).
-    pub fn finish(&mut self) -> store::Result<(&FingerprintTable, NewUsers)> {
+    pub fn finish(&mut self) -> store::Result<(&KnownUsers, NewUsers)> {
         let new = NewUsers(std::mem::take(&mut self.pending).finish());
         Ok((self.table()?, new))
     }
@@ -166,15 +178,34 @@ impl Interner {
             sort(probes);
         }
         self.table()?;
+        if let Some(KnownUsers::Paged(reader)) = &self.table {
+            let found = &mut self.found;
+            found.clear();
+            found.resize(probes.len(), u32::MAX);
+            reader
+                .find_sorted(
+                    probes.len(),
+                    |i| probes[i].fp(),
+                    |i, idx| found[i] = idx.unwrap_or(u32::MAX),
+                    &mut self.window,
+                )
+                .ok_or_else(|| store::Error::Corrupt {
+                    what: "fingerprint table",
+                    reason: "its file could not be read during the import".into(),
+                })?;
+        }
         // New ids get a tentative index in key order (`base + k`, above every
         // existing user); once the batch is walked, indexes are handed out in
         // row order instead, so a first load numbers users as its file lists
         // them and its changes arrive sorted by user.
         let base = txn.next_user_index();
         self.fresh.clear();
-        for p in probes.iter() {
+        for (i, p) in probes.iter().enumerate() {
             let fp = p.fp();
-            let known = self.table.as_ref().and_then(|t| t.lookup(fp));
+            let known = match &self.table {
+                Some(KnownUsers::Loaded(t)) => t.lookup(fp),
+                _ => self.found.get(i).copied().filter(|&f| f != u32::MAX),
+            };
             let idx = match known.or_else(|| self.pending.get(fp)) {
                 Some(idx) => idx,
                 None => {
@@ -249,7 +280,7 @@ mod tests {
     /// An interner over an empty table, as an import into a new store has.
     fn empty_interner() -> Interner {
         let (tx, rx) = crossbeam::channel::bounded(1);
-        tx.send(Ok(FingerprintTable::default())).unwrap();
+        tx.send(Ok(KnownUsers::Loaded(Default::default()))).unwrap();
         Interner::deferred(rx)
     }
 

@@ -75,6 +75,8 @@ pub struct Options {
     pub skip_invalid: bool,
     /// Show a progress bar when stderr is a terminal.
     pub progress: bool,
+    /// How ids are looked up among the store's users.
+    pub lookups: Lookups,
 }
 
 impl Default for Options {
@@ -83,6 +85,65 @@ impl Default for Options {
             id_column: "distinct_id".into(),
             skip_invalid: false,
             progress: false,
+            lookups: Lookups::Auto,
+        }
+    }
+}
+
+/// Where an import looks ids up: the fingerprint table loaded whole (fast
+/// for any number of rows, 13.6 bytes of memory a user of the store), or
+/// its file read in windows as sorted batches reach them (15 MB at 10M
+/// users; every batch may read the whole file, which pays only when the
+/// import's rows are few next to the store's users).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lookups {
+    /// Paged when the store has at least [`PAGED_MIN_USERS`] users and the
+    /// input, by its size, has at most half as many rows; else loaded.
+    #[default]
+    Auto,
+    /// Always load the table.
+    Memory,
+    /// Always read the table's file.
+    File,
+}
+
+/// Users a store has before [`Lookups::Auto`] considers paging: below,
+/// the table is under 54 MB and loading it costs little.
+pub const PAGED_MIN_USERS: u32 = 4_000_000;
+
+/// Bytes a row is taken to have at least when an input's rows are
+/// estimated from its size (an id, a separator and a newline): few, so a
+/// large import is not taken for a small one. Gzip inputs are taken to
+/// expand five times.
+const MIN_ROW_BYTES: u64 = 16;
+const GZIP_EXPANSION: u64 = 5;
+
+impl Lookups {
+    /// Whether an import of `input_bytes` (0: unknown, as for an upload)
+    /// into a store of `users` users reads the table's file.
+    fn paged(self, users: u32, input_bytes: u64, gzip: bool) -> bool {
+        match self {
+            Lookups::Memory => false,
+            Lookups::File => true,
+            Lookups::Auto => {
+                let bytes = input_bytes.saturating_mul(if gzip { GZIP_EXPANSION } else { 1 });
+                let rows = bytes / MIN_ROW_BYTES;
+                users >= PAGED_MIN_USERS
+                    && input_bytes > 0
+                    && rows.saturating_mul(2) <= u64::from(users)
+            }
         }
     }
 }
@@ -284,6 +345,9 @@ pub enum Source<'a> {
         name: &'a str,
         /// The bytes, gzip or not.
         reader: Box<dyn std::io::Read + Send>,
+        /// How many bytes it holds, if the sender said so ahead (0 when
+        /// not): lets a small import into a large store page its lookups.
+        size: u64,
     },
 }
 
@@ -306,7 +370,7 @@ fn run(
     let file = source.name();
     let opened = match source {
         Source::File(path) => Input::open(path),
-        Source::Stream { reader, .. } => Input::from_reader(reader, 0),
+        Source::Stream { reader, size, .. } => Input::from_reader(reader, size),
     };
     let mut input = opened.map_err(|e| Error::File {
         file: file.clone(),
@@ -327,12 +391,25 @@ fn run(
         });
     }
     let mut txn = store.begin_import()?;
-    // The fingerprint table (160 MB at 10M users) loads on another thread
-    // while the first blocks are read and hashed.
+    let paged = opts
+        .lookups
+        .paged(store.counters().user_count, input.size, input.gzip);
+    if paged {
+        // Small next to the store: its rows update users in place, through
+        // the memtables.
+        txn.lower_write_buffers();
+    }
+    // The fingerprint table (136 MB at 10M users) loads, or its file is
+    // opened, on another thread while the first blocks are read and hashed.
     std::thread::scope(|scope| {
         let (table_tx, table_rx) = crossbeam::channel::bounded(1);
         scope.spawn(move || {
-            let _ = table_tx.send(store.fingerprints());
+            let known = if paged {
+                store.fingerprint_reader().map(store::KnownUsers::Paged)
+            } else {
+                store.fingerprints().map(store::KnownUsers::Loaded)
+            };
+            let _ = table_tx.send(known);
         });
         let interner = Interner::deferred(table_rx);
         // Staged writes go to a thread of their own while this one reads,
@@ -419,4 +496,31 @@ fn run(
         );
         Ok(summary)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_page_only_small_inputs_into_large_stores() {
+        let m = PAGED_MIN_USERS;
+        // 10M users: a 22 MB file (1M rows) pages, a 262 MB one loads, an
+        // upload of unknown size loads, a 40 MB gzip (taken as 200 MB) loads.
+        assert!(Lookups::Auto.paged(10_000_000, 22_000_000, false));
+        assert!(!Lookups::Auto.paged(10_000_000, 262_000_000, false));
+        assert!(!Lookups::Auto.paged(10_000_000, 0, false));
+        assert!(Lookups::Auto.paged(10_000_000, 10_000_000, true));
+        assert!(!Lookups::Auto.paged(10_000_000, 40_000_000, true));
+        // Below the store size that makes the table worth leaving on disk.
+        assert!(!Lookups::Auto.paged(m - 1, 1000, false));
+        assert!(Lookups::Auto.paged(m, 1000, false));
+        // The edge: rows (at 16 bytes) at most half the users.
+        let edge = u64::from(m) / 2 * MIN_ROW_BYTES;
+        assert!(Lookups::Auto.paged(m, edge, false));
+        assert!(!Lookups::Auto.paged(m, edge + MIN_ROW_BYTES, false));
+        // Forced either way.
+        assert!(Lookups::File.paged(0, 0, false));
+        assert!(!Lookups::Memory.paged(u32::MAX, 1, false));
+    }
 }

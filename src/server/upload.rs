@@ -39,6 +39,14 @@ pub(crate) struct ImportQuery {
     /// sends its file's path); `upload` by default.
     #[serde(default)]
     source: Option<String>,
+    /// The upload's size in bytes, when the client knows it ahead (the CLI
+    /// sends its file's): with it, an import small next to the store looks
+    /// ids up in the fingerprint table's file instead of loading the table.
+    #[serde(default)]
+    size: Option<u64>,
+    /// Where ids are looked up: `auto` (default), `memory` or `file`.
+    #[serde(default)]
+    lookups: Option<ingest::Lookups>,
 }
 
 impl ImportQuery {
@@ -48,6 +56,7 @@ impl ImportQuery {
             o.id_column = c.clone();
         }
         o.skip_invalid = self.skip_invalid;
+        o.lookups = self.lookups.unwrap_or_default();
         o
     }
 }
@@ -81,6 +90,7 @@ const MAX_SOURCE: usize = 1024;
 async fn streamed(
     body: Body,
     source: Option<String>,
+    size: Option<u64>,
     import: impl FnOnce(Source<'_>) -> Result<ingest::Summary, ingest::Error> + Send + 'static,
 ) -> ApiResult<Json<Value>> {
     let name = match source {
@@ -102,6 +112,7 @@ async fn streamed(
         import(Source::Stream {
             name: &name,
             reader: Box::new(reader),
+            size: size.unwrap_or(0),
         })
     });
     let mut chunks = body.into_data_stream();
@@ -139,7 +150,7 @@ pub(crate) async fn snapshot(
 ) -> ApiResult<Json<Value>> {
     let opts = q.options();
     let store = s.store.clone();
-    streamed(body, q.source, move |src| {
+    streamed(body, q.source, q.size, move |src| {
         ingest::import_segment_from(&store, &name, src, &opts)
     })
     .await
@@ -160,7 +171,7 @@ pub(crate) async fn users(
 ) -> ApiResult<Json<Value>> {
     let opts = q.options();
     let store = s.store.clone();
-    streamed(body, q.source, move |src| {
+    streamed(body, q.source, q.size, move |src| {
         ingest::import_users_from(&store, src, &opts)
     })
     .await

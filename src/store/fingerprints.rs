@@ -337,6 +337,51 @@ pub struct FingerprintTable {
     covers: u32,
 }
 
+/// The users an import looks its ids up in: the table loaded whole, or its
+/// files read through a [`TableReader`] (fences and a filter in memory,
+/// 15 MB at 10M users where the table is 136 MB), for an import that names
+/// few users next to the store's (see `ingest`'s `Lookups`).
+#[derive(Debug)]
+pub enum KnownUsers {
+    /// The table in memory.
+    Loaded(FingerprintTable),
+    /// The table files, read as lookups need them.
+    Paged(TableReader),
+}
+
+impl KnownUsers {
+    /// How many users (`0..covers`) it reflects.
+    pub fn covers(&self) -> u32 {
+        match self {
+            KnownUsers::Loaded(t) => t.covers(),
+            KnownUsers::Paged(r) => r.covers(),
+        }
+    }
+
+    /// Saves the table with `new` (users `self.covers()..covers`) at `path`.
+    /// An import of known ids only leaves the files as they were (a loaded
+    /// table was saved by its load, if it had to be brought up to date):
+    /// rewriting them (140 MB at 10M users) would be pure cost.
+    pub(crate) fn save(&self, store: &Store, new: &Run, covers: u32) -> Result<()> {
+        if new.len() == 0 && self.covers() == covers {
+            return Ok(());
+        }
+        let path = table_path(store);
+        match self {
+            KnownUsers::Loaded(t) => {
+                t.save_merged(new, covers, &path)?;
+            }
+            KnownUsers::Paged(r) => {
+                if !r.save_merged(new, covers, &path)? {
+                    tracing::info!("the fingerprint table file changed during the import; bringing it up to date from the store");
+                    refresh(store)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The tail may hold up to 1/`TAIL_SHARE` of the main file's entries.
 const TAIL_SHARE: usize = 8;
 
@@ -1131,6 +1176,10 @@ fn search(
 /// time of the threads that parse real-time calls.
 const BLOCK_ENTRIES: u64 = 64;
 
+/// Blocks [`TableReader::find_sorted`] reads at once when a batch's
+/// fingerprints are dense enough to share them (56 KB).
+const WINDOW_BLOCKS: u64 = 64;
+
 /// The persisted table opened for many lookups (the real-time path): the
 /// first fingerprint of every block of 64 entries is kept in memory (250 KB
 /// per million users), so a lookup is a search in memory and one read of
@@ -1296,6 +1345,101 @@ impl TableReader {
             None if self.tail.len() > 0 => Some(self.tail.find(fp)),
             found => Some(found),
         }
+    }
+
+    /// Looks up `n` fingerprints given in ascending order (`fp_at(i)`),
+    /// handing each answer to `found(i, …)` (unverified, as
+    /// [`TableReader::find`]); `None` when the file cannot be read. A
+    /// batch with a fingerprint every few blocks of the file reads it in
+    /// windows of [`WINDOW_BLOCKS`] blocks, one read shared by the probes
+    /// that fall in it; a sparser batch reads a block a probe. `buf` holds
+    /// the window (reused across batches).
+    pub(crate) fn find_sorted(
+        &self,
+        n: usize,
+        fp_at: impl Fn(usize) -> Fingerprint,
+        mut found: impl FnMut(usize, Option<u32>),
+        buf: &mut Vec<u8>,
+    ) -> Option<()> {
+        use std::os::unix::fs::FileExt;
+        let blocks = self.fences.len() as u64;
+        // One read costs about as much as copying ten blocks: a window
+        // pays when probes are under a few blocks apart.
+        let window = if n as u64 * 4 >= blocks {
+            WINDOW_BLOCKS
+        } else {
+            1
+        };
+        // Blocks `held.0..held.1` are in `buf`.
+        let mut held = (0u64, 0u64);
+        for i in 0..n {
+            let fp = fp_at(i);
+            let mut answer = None;
+            let block = match &self.file {
+                Some(_) if self.filter.may_contain(fp) => self.fences_up_to(fp) as u64,
+                _ => 0,
+            };
+            if let (Some(file), Some(b)) = (&self.file, block.checked_sub(1)) {
+                if !(held.0..held.1).contains(&b) {
+                    let end = (b + window).min(blocks);
+                    let first = b * BLOCK_ENTRIES;
+                    let entries = (end * BLOCK_ENTRIES).min(self.count) - first;
+                    buf.resize(entries as usize * ENTRY_BYTES, 0);
+                    file.read_exact_at(buf, 20 + first * ENTRY_BYTES as u64)
+                        .ok()?;
+                    held = (b, end);
+                }
+                let from = ((b - held.0) * BLOCK_ENTRIES) as usize;
+                let len = BLOCK_ENTRIES.min(self.count - b * BLOCK_ENTRIES) as usize;
+                let bytes = buf.get(from * ENTRY_BYTES..(from + len) * ENTRY_BYTES)?;
+                answer = search(len as u64, fp, |i| {
+                    let at = i as usize * ENTRY_BYTES;
+                    decode_entry(&bytes[at..at + ENTRY_BYTES])
+                })?;
+            }
+            if answer.is_none() && self.tail.len() > 0 {
+                answer = self.tail.find(fp);
+            }
+            found(i, answer);
+        }
+        Some(())
+    }
+
+    /// Saves `new`, the entries of users `self.covers()..covers` an import
+    /// created while it looked its ids up through this reader, as
+    /// [`FingerprintTable::save_merged`] does for a loaded table, without
+    /// loading the main file: to the tail file while the tail stays small
+    /// next to the main file, else merged with the main file into a new
+    /// one as it is read. `false` when the main file is no longer the one
+    /// this reader read (another writer replaced it) or cannot be read: the
+    /// caller brings the files up to date from the store instead.
+    pub(crate) fn save_merged(&self, new: &Run, covers: u32, path: &Path) -> Result<bool> {
+        let tail = self.tail.len() + new.len();
+        let tail_path = tail_path(path);
+        if tail == 0 {
+            remove_file_if_any(&tail_path)?;
+            return Ok(true);
+        }
+        if self.file.is_none() {
+            write_merged(&[&self.tail, new], covers, path)?;
+            remove_file_if_any(&tail_path)?;
+            return Ok(true);
+        }
+        if tail as u64 * TAIL_SHARE as u64 <= self.count {
+            if file_covers(path) != Some(self.count as u32) {
+                return Ok(false);
+            }
+            write_merged(&[&self.tail, new], covers, &tail_path)?;
+            return Ok(true);
+        }
+        let mut entries: Vec<(Fingerprint, u32)> = self.tail.iter().chain(new.iter()).collect();
+        // Stable: on a tie the older user (the tail's) goes first.
+        entries.sort_by_key(|&(fp, _)| fp);
+        if !merge_into_file(path, self.count as u32, covers, &entries)? {
+            return Ok(false);
+        }
+        remove_file_if_any(&tail_path)?;
+        Ok(true)
     }
 
     fn find_in_main(&self, fp: Fingerprint) -> Option<Option<u32>> {
@@ -1551,6 +1695,108 @@ mod tests {
         }
         let empty = TableReader::open(&dir.path().join("none.bin"), 0).unwrap();
         assert_eq!(empty.find(Fingerprint::of(b"r1")), Some(None));
+    }
+
+    #[test]
+    fn sorted_lookups_answer_as_single_ones_dense_or_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fp.bin");
+        // A short last block; a main file and a tail that follows it.
+        let ids: Vec<String> = (0..20_011).map(|i| format!("s{i}")).collect();
+        table_of(&ids[..18_000]).save(&path).unwrap();
+        let tail: Vec<(Fingerprint, u32)> = (18_000..20_011)
+            .map(|i| (Fingerprint::of(ids[i].as_bytes()), i as u32))
+            .collect();
+        write_merged(&[&Run::from_unsorted(tail)], 20_011, &tail_path(&path)).unwrap();
+        let r = TableReader::open(&path, 20_011).unwrap();
+        assert_eq!(r.tail.len(), 2011);
+        let mut buf = Vec::new();
+        // Every id and as many absent ones (dense: windows), then every
+        // 97th (sparse: a block a probe), then the very first and last.
+        let mut all: Vec<Fingerprint> = (0..40_000)
+            .map(|i| Fingerprint::of(format!("s{i}").as_bytes()))
+            .collect();
+        all.sort_unstable();
+        let sparse: Vec<Fingerprint> = all.iter().copied().step_by(97).collect();
+        let ends = vec![all[0], all[all.len() - 1]];
+        for probes in [&all, &sparse, &ends] {
+            let mut got = vec![None; probes.len()];
+            r.find_sorted(
+                probes.len(),
+                |i| probes[i],
+                |i, f| got[i] = Some(f),
+                &mut buf,
+            )
+            .unwrap();
+            for (i, fp) in probes.iter().enumerate() {
+                assert_eq!(got[i], r.find(*fp), "probe {i} of {}", probes.len());
+            }
+        }
+        let mut found = |probes: &[Fingerprint]| {
+            let mut n = 0;
+            r.find_sorted(
+                probes.len(),
+                |i| probes[i],
+                |_, f| n += usize::from(f.is_some()),
+                &mut buf,
+            )
+            .unwrap();
+            n
+        };
+        assert_eq!(found(&all), 20_011);
+    }
+
+    #[test]
+    fn a_reader_saves_new_users_as_a_loaded_table_does() {
+        let ids: Vec<String> = (0..6000).map(|i| format!("n{i}")).collect();
+        let new_run = |from: usize, to: usize| {
+            Run::from_unsorted(
+                (from..to)
+                    .map(|i| (Fingerprint::of(ids[i].as_bytes()), i as u32))
+                    .collect(),
+            )
+        };
+        // (main, tail, new): a tail alone (new ≤ an eighth of main), the
+        // tail and new merged into the main file, into an empty store.
+        for (main, tail, new) in [
+            (4000, 4100, 4300),
+            (4000, 4100, 6000),
+            (0, 0, 900),
+            (4000, 4000, 4000),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("fp.bin");
+            if main > 0 {
+                table_of(&ids[..main]).save(&path).unwrap();
+            }
+            if tail > main {
+                write_merged(&[&new_run(main, tail)], tail as u32, &tail_path(&path)).unwrap();
+            }
+            let r = TableReader::open(&path, tail as u32).unwrap();
+            assert!(r
+                .save_merged(&new_run(tail, new), new as u32, &path)
+                .unwrap());
+            let after = TableReader::open(&path, new as u32).unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                let want = (i < new).then_some(i as u32);
+                assert_eq!(
+                    after.find(Fingerprint::of(id.as_bytes())),
+                    Some(want),
+                    "{id} ({main}, {tail}, {new})"
+                );
+            }
+            let tail_written = tail_path(&path).exists();
+            let expect_tail = main > 0 && (new - main) * TAIL_SHARE <= main && new > main;
+            assert_eq!(tail_written, expect_tail, "({main}, {tail}, {new})");
+        }
+        // A main file replaced since the reader read it: nothing written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fp.bin");
+        table_of(&ids[..4000]).save(&path).unwrap();
+        let r = TableReader::open(&path, 4000).unwrap();
+        table_of(&ids[..4500]).save(&path).unwrap();
+        assert!(!r.save_merged(&new_run(4000, 4100), 4100, &path).unwrap());
+        assert!(!tail_path(&path).exists());
     }
 
     /// A store of `n` users `{prefix}0..`, committed without a table save.

@@ -40,7 +40,7 @@ pub use backup::{bytes_under, BackupInfo};
 pub use check::{CheckReport, Violation};
 pub use codec::{Value, ValueRef};
 pub(crate) use fingerprints::Run;
-pub use fingerprints::{Fingerprint, FingerprintTable, NewUsers, TableReader};
+pub use fingerprints::{Fingerprint, FingerprintTable, KnownUsers, NewUsers, TableReader};
 pub use presence_cache::PresenceCache;
 pub use read_ahead::{ReadAhead, RecentWrites};
 pub(crate) use records::Write;
@@ -230,6 +230,9 @@ pub struct Store {
     /// Writes to `inbound` (keys, workspaces, tokens) so far, for caches of
     /// those records to know when to read them again.
     inbound_writes: std::sync::atomic::AtomicU64,
+    /// The memtables' budget ([`WRITE_BUFFERS_BYTES`]; an import that
+    /// updates users in place lowers it while it runs).
+    write_buffers: rocksdb::WriteBufferManager,
 }
 
 /// The writer lock, held: counts the session as ended
@@ -276,6 +279,9 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const MULTI_GET_CHUNK: usize = 1024;
 /// Cap on all memtables together.
 const WRITE_BUFFERS_BYTES: usize = 128 << 20;
+/// The cap while an import that updates users in place runs (see
+/// [`ImportTxn::lower_write_buffers`]).
+pub(crate) const IN_PLACE_WRITE_BUFFERS_BYTES: usize = 32 << 20;
 
 fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     cf_options_with(name, cache, true)
@@ -443,7 +449,10 @@ impl Store {
         // commit; atomic flush keeps the column families of one batch
         // together on disk, so a crash never leaves half a batch.
         opts.set_atomic_flush(true);
-        opts.set_db_write_buffer_size(WRITE_BUFFERS_BYTES);
+        // As `db_write_buffer_size` would, but resizable while open.
+        let write_buffers =
+            rocksdb::WriteBufferManager::new_write_buffer_manager(WRITE_BUFFERS_BYTES, false);
+        opts.set_write_buffer_manager(&write_buffers);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         opts.increase_parallelism(2);
         let descriptors = cf::ALL
@@ -468,6 +477,7 @@ impl Store {
             db,
             sst_opts,
             values_sst_opts,
+            write_buffers,
             dir,
             state: RwLock::new(State::default()),
             writer: Mutex::new(()),
@@ -968,6 +978,17 @@ impl Store {
     /// as one atomic batch (real-time requests; see [`ImportTxn`]).
     pub fn begin_small(&self) -> Result<ImportTxn<'_>> {
         ImportTxn::begin(self, true)
+    }
+
+    /// Sets the memtables' budget: `None` restores the default.
+    pub(crate) fn set_write_buffers(&self, bytes: Option<usize>) {
+        self.write_buffers
+            .set_buffer_size(bytes.unwrap_or(WRITE_BUFFERS_BYTES));
+    }
+
+    /// The memtables' budget now.
+    pub fn write_buffers(&self) -> usize {
+        self.write_buffers.get_buffer_size()
     }
 
     /// Loads the interner's fingerprint table, rebuilding what is stale.

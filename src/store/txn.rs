@@ -32,10 +32,9 @@ use roaring::RoaringBitmap;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::fingerprints::table_path;
 use super::stage::{self, Job, NewIds, NewValues, Stager};
 use super::{
-    cf, codec, db_err, keys, read_ahead, user_ids, Counters, Error, FingerprintTable, NewUsers,
+    cf, codec, db_err, keys, read_ahead, user_ids, Counters, Error, KnownUsers, NewUsers,
     PresenceCache, ReadAhead, RecentWrites, Result, Store, Value, ValueRef,
 };
 
@@ -145,6 +144,9 @@ pub struct AttrStats {
 pub struct ImportTxn<'s> {
     store: &'s Store,
     _writer: super::WriterGuard<'s>,
+    /// Whether [`ImportTxn::lower_write_buffers`] lowered the budget (put
+    /// back when the transaction ends).
+    write_buffers_lowered: bool,
     /// Writer sessions ended before this one began (this one ends as the
     /// next).
     epoch: u64,
@@ -267,7 +269,24 @@ impl<'s> ImportTxn<'s> {
             changed: HashMap::new(),
             small,
             done: false,
+            write_buffers_lowered: false,
         })
+    }
+
+    /// Lowers the memtables' budget to [`IN_PLACE_WRITE_BUFFERS_BYTES`]
+    /// until this transaction ends. For an import that updates users of a
+    /// large store in place: its writes go through the memtables (first
+    /// values go to files), and with the fingerprint table paged the full
+    /// budget was the largest thing it held. Nothing else writes while an
+    /// import holds the writer lock, so no other writer pays for it.
+    ///
+    /// [`IN_PLACE_WRITE_BUFFERS_BYTES`]: super::IN_PLACE_WRITE_BUFFERS_BYTES
+    pub fn lower_write_buffers(&mut self) {
+        if !self.small {
+            self.store
+                .set_write_buffers(Some(super::IN_PLACE_WRITE_BUFFERS_BYTES));
+            self.write_buffers_lowered = true;
+        }
     }
 
     /// From now on, writes staged batches and new users on a thread of
@@ -840,7 +859,7 @@ impl<'s> ImportTxn<'s> {
     /// given, it is saved together with the new users' fingerprints (every
     /// user [`ImportTxn::new_user`] created, as the caller's interner
     /// collected them).
-    pub fn commit(mut self, table: Option<(&FingerprintTable, NewUsers)>) -> Result<Counters> {
+    pub fn commit(mut self, table: Option<(&KnownUsers, NewUsers)>) -> Result<Counters> {
         let live = std::mem::take(&mut self.live);
         self.publish_live(live)?;
         if self.small {
@@ -895,14 +914,8 @@ impl<'s> ImportTxn<'s> {
         st.write_sync(batch, cf::META)?;
         self.done = true;
         st.set_state(self.counters, &self.new_attrs);
-        if let Some((table, new)) = table {
-            // An import of known ids only leaves the table as it was loaded
-            // (and saved, if it had to be brought up to date): rebuilding
-            // its directory and rewriting its file (140 MB at 10M users)
-            // would be pure cost.
-            if !new.is_empty() || table.covers() != self.counters.user_count {
-                table.save_merged(&new.0, self.counters.user_count, &table_path(st))?;
-            }
+        if let Some((known, new)) = table {
+            known.save(st, &new.0, self.counters.user_count)?;
         }
         Ok(self.counters)
     }
@@ -921,6 +934,10 @@ impl<'s> ImportTxn<'s> {
 
 impl Drop for ImportTxn<'_> {
     fn drop(&mut self) {
+        // Before the writer lock goes with the fields.
+        if self.write_buffers_lowered {
+            self.store.set_write_buffers(None);
+        }
         if !self.done && !self.small {
             self.batch = WriteBatch::default();
             self.stager.abandon();
@@ -1151,6 +1168,31 @@ pub(crate) fn recover(store: &Store) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lowered_write_budget_is_put_back_when_the_import_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let full = store.write_buffers();
+        assert!(full > super::super::IN_PLACE_WRITE_BUFFERS_BYTES);
+        let mut txn = store.begin_import().unwrap();
+        txn.lower_write_buffers();
+        assert_eq!(
+            store.write_buffers(),
+            super::super::IN_PLACE_WRITE_BUFFERS_BYTES
+        );
+        txn.new_user(b"a").unwrap();
+        txn.commit(None).unwrap();
+        assert_eq!(store.write_buffers(), full, "after a commit");
+        let mut txn = store.begin_import().unwrap();
+        txn.lower_write_buffers();
+        drop(txn);
+        assert_eq!(store.write_buffers(), full, "after a rollback");
+        // A small (real-time) transaction never lowers it.
+        let mut txn = store.begin_small().unwrap();
+        txn.lower_write_buffers();
+        assert_eq!(store.write_buffers(), full);
+    }
 
     fn change(attr: u32, user: u32, v: &str) -> AttrChange {
         AttrChange {
