@@ -47,6 +47,11 @@ fn bench_compare_runs_sort_comm_on_the_same_files_and_reports_ratios() {
         p["half_load_answer_p99_ms"].as_f64().unwrap(),
     );
     assert!(answered > 0.0 && answered <= due, "{p}");
+    // The update of a tenth as many rows ran into the first load's store,
+    // its memory measured as the first loads' is.
+    let update = &r["users_update"];
+    assert!(update["rows_per_s"].as_f64().unwrap() > 0.0, "{update}");
+    assert!(update["peak_rss_mb"].as_f64().unwrap() > 1.0, "{update}");
     let c = &r["compare"];
     let ours = c["snapshot_diff"]["segsync_s"].as_f64().unwrap();
     assert!(ours > 0.0, "{c}");

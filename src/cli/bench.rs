@@ -75,6 +75,9 @@ pub struct Report {
     /// The same file's first load into a fresh store (what DuckDB is
     /// compared with).
     users_first_load: FormatFigure,
+    /// A tenth as many rows (`distinct_id,plan,age`), half for random
+    /// users of that first load and half new, imported into its store.
+    users_update: FormatFigure,
     /// `distinct_id,uid` first loads in CSV, NDJSON and gzipped CSV, each
     /// into a fresh store.
     users_import_formats: Vec<FormatFigure>,
@@ -294,13 +297,27 @@ fn first_load(
 ) -> anyhow::Result<FormatFigure> {
     let name = format.replace([' ', ','], "");
     let store_dir = dir.join(format!("store-{name}"));
+    let figure = import_child(dir, &store_dir, format, path)?;
+    std::fs::remove_dir_all(&store_dir)?;
+    Ok(figure)
+}
+
+/// `segsync users import --json path` into `store_dir` in a child process
+/// (see [`first_load`]), its messages in a log under `dir`.
+fn import_child(
+    dir: &std::path::Path,
+    store_dir: &std::path::Path,
+    format: &'static str,
+    path: &std::path::Path,
+) -> anyhow::Result<FormatFigure> {
+    let name = format.replace([' ', ','], "");
     // Its messages go to a file: a pipe nobody reads while it runs would
     // stop the import once full (the summary on stdout is a few hundred
     // bytes).
     let log_path = dir.join(format!("import-{name}.log"));
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("--data-dir")
-        .arg(&store_dir)
+        .arg(store_dir)
         .args(["users", "import", "--json"])
         .arg(path)
         .env_remove("SEGSYNC_SERVER")
@@ -311,7 +328,7 @@ fn first_load(
     let out = child.wait_with_output()?;
     if !out.status.success() {
         anyhow::bail!(
-            "the {format} first load failed: {}",
+            "the {format} import failed: {}",
             std::fs::read_to_string(&log_path)
                 .unwrap_or_default()
                 .trim()
@@ -324,14 +341,43 @@ fn first_load(
             .as_f64()
             .ok_or_else(|| anyhow::anyhow!("`users import --json` printed no {name}: {s}"))
     };
-    let figure = FormatFigure {
+    Ok(FormatFigure {
         format,
         rows_per_s: field("ids_per_sec")?,
         seconds: field("seconds")?,
         peak_rss_mb: peak_mb,
+    })
+}
+
+/// Writes an update of `users` generated users: a tenth as many rows
+/// (`distinct_id,plan,age`), every other one for a known user drawn at
+/// random, the others for new users, as a daily attribute refresh sends.
+fn update_file(dir: &std::path::Path, users: u64) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Write;
+    let path = dir.join("users-update.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    writeln!(out, "distinct_id,plan,age")?;
+    // xorshift64*: deterministic, spread over every known user.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     };
-    std::fs::remove_dir_all(&store_dir)?;
-    Ok(figure)
+    for k in 0..(users / 10).max(1) {
+        let r = next();
+        let plan = ["free", "pro", "team", "enterprise"][(r >> 60) as usize % 4];
+        let age = 18 + (r >> 40) % 70;
+        if k % 2 == 0 && users > 0 {
+            let id = crate::fixtures::distinct_id(r % users);
+            writeln!(out, "{id},{plan},{age}")?;
+        } else {
+            writeln!(out, "new-{k:012},{plan},{age}")?;
+        }
+    }
+    out.flush()?;
+    Ok(path)
 }
 
 /// Goal 2's second case: a segment's next snapshot where 1 % of the ids are
@@ -408,7 +454,14 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     // First loads go to stores of their own: measure them without the
     // main store still compacting the import above.
     store.wait_for_background_work(std::time::Duration::from_secs(120));
-    let users_first_load = first_load(tmp.path(), "csv, 5 attrs", &g.users_csv)?;
+    // The 5-attribute first load, then an update of a tenth as many rows
+    // into that store (random known users and new ones): updates in place.
+    let first_store = tmp.path().join("store-first-load");
+    let users_first_load = import_child(tmp.path(), &first_store, "csv, 5 attrs", &g.users_csv)?;
+    let update = update_file(tmp.path(), a.users)?;
+    let users_update = import_child(tmp.path(), &first_store, "csv, update", &update)?;
+    std::fs::remove_dir_all(&first_store)?;
+    std::fs::remove_file(&update)?;
     let (users_import_formats, users_2col_csv) = import_formats(tmp.path(), &g.users_csv)?;
     let t = Instant::now();
     ingest::import_segment(&store, "bench", &g.snapshot_2, &opts)?;
@@ -513,6 +566,7 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
         users: a.users,
         users_import_rows_per_s: users.ids_per_sec,
         users_first_load,
+        users_update,
         users_import_formats,
         ingest_new_ids_per_s: new_ids.ids_per_sec,
         ingest_known_ids_per_s: known.ids_per_sec,
@@ -562,6 +616,10 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!(
         "users import (CSV, 5 attrs), first load  {}",
         timing(&r.users_first_load)
+    );
+    println!(
+        "users import, a tenth updating random users  {}",
+        timing(&r.users_update)
     );
     for f in &r.users_import_formats {
         println!("users import, 2 cols, {:<8} {}", f.format, timing(f));
