@@ -395,6 +395,12 @@ fn run(
         .lookups
         .paged(store.counters().user_count, input.size, input.gzip);
     if paged {
+        tracing::info!(
+            file = %file,
+            bytes = input.size,
+            users = store.counters().user_count,
+            "ids looked up in the fingerprint table's file (an import small next to the store)"
+        );
         // Small next to the store: its rows update users in place, through
         // the memtables.
         txn.lower_write_buffers();

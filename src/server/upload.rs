@@ -40,8 +40,9 @@ pub(crate) struct ImportQuery {
     #[serde(default)]
     source: Option<String>,
     /// The upload's size in bytes, when the client knows it ahead (the CLI
-    /// sends its file's): with it, an import small next to the store looks
-    /// ids up in the fingerprint table's file instead of loading the table.
+    /// and the console send their file's; else the `Content-Length`, if
+    /// any): with it, an import small next to the store looks ids up in the
+    /// fingerprint table's file instead of loading the table.
     #[serde(default)]
     size: Option<u64>,
     /// Where ids are looked up: `auto` (default), `memory` or `file`.
@@ -103,6 +104,9 @@ async fn streamed(
         Some(s) if !s.is_empty() => s,
         _ => "upload".to_string(),
     };
+    // Without `?size=`, a body sent with its `Content-Length` (curl
+    // `--data-binary`) says its size all the same.
+    let size = size.or_else(|| axum::body::HttpBody::size_hint(&body).exact());
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
     let reader = ChannelReader {
         rx,

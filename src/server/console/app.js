@@ -937,7 +937,7 @@ function uploadForm(segmentName, done) {
         result.textContent = 'Choose a segment name and a file.';
         return;
       }
-      const qs = new URLSearchParams({ source: fl.name });
+      const qs = new URLSearchParams({ source: fl.name, size: String(fl.size) });
       if (idColumn.value.trim()) qs.set('id_column', idColumn.value.trim());
       result.className = 'muted';
       result.textContent = `Uploading ${fl.name} (${num(fl.size)} bytes)…`;
