@@ -4,9 +4,10 @@
 //! [`FingerprintTable`] in that order, so the table is walked front to back
 //! instead of probed at random — or, for an import small next to the
 //! store, in the table's files through a [`TableReader`], whose windows of
-//! blocks the sorted batch reads in file order. Ids the table does not know are either new in
-//! this import already ([`Pending`], so a repeated new id gets one index)
-//! or truly new, and then interned through the import transaction.
+//! blocks the sorted batch reads in file order. Ids the table does not know
+//! are either new in this import already ([`Pending`], so a repeated new id
+//! gets one index) or truly new, and then interned through the import
+//! transaction.
 
 use crate::store::{self, Fingerprint, ImportTxn, KnownUsers, NewUsers};
 #[cfg(doc)]
