@@ -385,6 +385,12 @@ impl KnownUsers {
 /// The tail may hold up to 1/`TAIL_SHARE` of the main file's entries.
 const TAIL_SHARE: usize = 8;
 
+/// Whether `tail` entries may go to the tail file beside a main file of
+/// `main` entries (else the two are merged into a new main file).
+fn tail_fits(tail: usize, main: u64) -> bool {
+    main > 0 && (tail as u64).saturating_mul(TAIL_SHARE as u64) <= main
+}
+
 impl FingerprintTable {
     #[cfg(test)]
     fn clone_for_test(&self) -> FingerprintTable {
@@ -464,7 +470,7 @@ impl FingerprintTable {
     pub(crate) fn save_merged(&self, new: &Run, covers: u32, path: &Path) -> Result<bool> {
         let tail = self.tail.len() + new.len();
         let tail_path = tail_path(path);
-        if self.run_saved && self.run.len() > 0 && tail * TAIL_SHARE <= self.run.len() {
+        if self.run_saved && tail_fits(tail, self.run.len() as u64) {
             if tail == 0 {
                 remove_file_if_any(&tail_path)?;
             } else {
@@ -1341,10 +1347,29 @@ impl TableReader {
     /// checked against `users`); `None` when absent or unreadable.
     /// Shared between threads: positioned reads into a buffer of its own.
     pub(crate) fn find(&self, fp: Fingerprint) -> Option<Option<u32>> {
-        match self.find_in_main(fp)? {
-            None if self.tail.len() > 0 => Some(self.tail.find(fp)),
-            found => Some(found),
+        Some(self.or_in_tail(self.find_in_main(fp)?, fp))
+    }
+
+    /// `in_main`, or where the main file has no entry, the tail's.
+    fn or_in_tail(&self, in_main: Option<u32>, fp: Fingerprint) -> Option<u32> {
+        match in_main {
+            None if self.tail.len() > 0 => self.tail.find(fp),
+            found => found,
         }
+    }
+
+    /// The block of the main file `fp` would be in, unless the file (or
+    /// its filter) rules it out.
+    fn block_of(&self, fp: Fingerprint) -> Option<u64> {
+        if self.file.is_none() || !self.filter.may_contain(fp) {
+            return None;
+        }
+        (self.fences_up_to(fp) as u64).checked_sub(1)
+    }
+
+    /// Entries in block `b` (the last one may be short).
+    fn block_len(&self, b: u64) -> usize {
+        BLOCK_ENTRIES.min(self.count - b * BLOCK_ENTRIES) as usize
     }
 
     /// Looks up `n` fingerprints given in ascending order (`fp_at(i)`),
@@ -1374,12 +1399,8 @@ impl TableReader {
         let mut held = (0u64, 0u64);
         for i in 0..n {
             let fp = fp_at(i);
-            let mut answer = None;
-            let block = match &self.file {
-                Some(_) if self.filter.may_contain(fp) => self.fences_up_to(fp) as u64,
-                _ => 0,
-            };
-            if let (Some(file), Some(b)) = (&self.file, block.checked_sub(1)) {
+            let mut in_main = None;
+            if let (Some(file), Some(b)) = (&self.file, self.block_of(fp)) {
                 if !(held.0..held.1).contains(&b) {
                     let end = (b + window).min(blocks);
                     let first = b * BLOCK_ENTRIES;
@@ -1389,18 +1410,11 @@ impl TableReader {
                         .ok()?;
                     held = (b, end);
                 }
-                let from = ((b - held.0) * BLOCK_ENTRIES) as usize;
-                let len = BLOCK_ENTRIES.min(self.count - b * BLOCK_ENTRIES) as usize;
-                let bytes = buf.get(from * ENTRY_BYTES..(from + len) * ENTRY_BYTES)?;
-                answer = search(len as u64, fp, |i| {
-                    let at = i as usize * ENTRY_BYTES;
-                    decode_entry(&bytes[at..at + ENTRY_BYTES])
-                })?;
+                let from = ((b - held.0) * BLOCK_ENTRIES) as usize * ENTRY_BYTES;
+                let bytes = buf.get(from..from + self.block_len(b) * ENTRY_BYTES)?;
+                in_main = search_block(bytes, fp)?;
             }
-            if answer.is_none() && self.tail.len() > 0 {
-                answer = self.tail.find(fp);
-            }
-            found(i, answer);
+            found(i, self.or_in_tail(in_main, fp));
         }
         Some(())
     }
@@ -1425,7 +1439,7 @@ impl TableReader {
             remove_file_if_any(&tail_path)?;
             return Ok(true);
         }
-        if tail as u64 * TAIL_SHARE as u64 <= self.count {
+        if tail_fits(tail, self.count) {
             if file_covers(path) != Some(self.count as u32) {
                 return Ok(false);
             }
@@ -1444,27 +1458,23 @@ impl TableReader {
 
     fn find_in_main(&self, fp: Fingerprint) -> Option<Option<u32>> {
         use std::os::unix::fs::FileExt;
-        let Some(file) = &self.file else {
+        let (Some(file), Some(b)) = (&self.file, self.block_of(fp)) else {
             return Some(None);
         };
-        if !self.filter.may_contain(fp) {
-            return Some(None);
-        }
-        let block = self.fences_up_to(fp);
-        if block == 0 {
-            return Some(None);
-        }
-        let first = (block as u64 - 1) * BLOCK_ENTRIES;
-        let n = BLOCK_ENTRIES.min(self.count - first) as usize;
         let mut buf = [0u8; BLOCK_ENTRIES as usize * ENTRY_BYTES];
-        let bytes = &mut buf[..n * ENTRY_BYTES];
-        file.read_exact_at(bytes, 20 + first * ENTRY_BYTES as u64)
+        let bytes = &mut buf[..self.block_len(b) * ENTRY_BYTES];
+        file.read_exact_at(bytes, 20 + b * BLOCK_ENTRIES * ENTRY_BYTES as u64)
             .ok()?;
-        search(n as u64, fp, |i| {
-            let at = i as usize * ENTRY_BYTES;
-            decode_entry(&bytes[at..at + ENTRY_BYTES])
-        })
+        search_block(bytes, fp)
     }
+}
+
+/// `fp` among the sorted entries of one block read from a table file.
+fn search_block(bytes: &[u8], fp: Fingerprint) -> Option<Option<u32>> {
+    search((bytes.len() / ENTRY_BYTES) as u64, fp, |i| {
+        let at = i as usize * ENTRY_BYTES;
+        decode_entry(&bytes[at..at + ENTRY_BYTES])
+    })
 }
 
 /// Fingerprints of users `from..` read back from the `user_ids` family.
