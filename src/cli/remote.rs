@@ -311,7 +311,8 @@ async fn import(
             fault: Fault::BadInput,
         })?;
     let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let lookups = serde_json::to_value(a.lookups)?;
+    let lookups = clap::ValueEnum::to_possible_value(&a.lookups)
+        .ok_or_else(|| anyhow::anyhow!("--lookups {:?} has no name", a.lookups))?;
     let r = remote
         .request(client, reqwest::Method::POST, path)
         .query(&[
@@ -324,7 +325,7 @@ async fn import(
             ("source", &a.file.display().to_string()),
             // The server chooses how to look ids up by the upload's size.
             ("size", &size.to_string()),
-            ("lookups", lookups.as_str().unwrap_or("auto")),
+            ("lookups", lookups.get_name()),
         ])
         .body(reqwest::Body::wrap_stream(
             tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK),

@@ -397,17 +397,15 @@ fn run(
         });
     }
     let mut txn = store.begin_import()?;
-    let paged = opts.lookups.paged(
-        store.counters().user_count,
-        input.size,
-        input.gzip,
-        format == InputFormat::IdList,
-    );
+    let users = store.counters().user_count;
+    let paged = opts
+        .lookups
+        .paged(users, input.size, input.gzip, format == InputFormat::IdList);
     if paged {
         tracing::info!(
             file = %file,
             bytes = input.size,
-            users = store.counters().user_count,
+            users,
             "ids looked up in the fingerprint table's file (an import small next to the store)"
         );
         // Small next to the store: its rows update users in place, through
