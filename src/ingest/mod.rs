@@ -124,6 +124,19 @@ pub enum Lookups {
 /// the table is under 54 MB and loading it costs little.
 pub const PAGED_MIN_USERS: u32 = 4_000_000;
 
+/// Inputs from this size (or of unknown size) import with RocksDB's
+/// memtable budget and block cache lowered ([`ImportTxn::lower_memory`]).
+/// A smaller one keeps them: lowering flushes the memtables and empties
+/// the cache that real-time calls read through, for nothing an import of
+/// a few thousand rows would notice.
+///
+/// [`ImportTxn::lower_memory`]: crate::store::ImportTxn::lower_memory
+pub const LOWER_MEMORY_MIN_BYTES: u64 = 1 << 20;
+
+fn lowers_memory(input_bytes: u64) -> bool {
+    input_bytes == 0 || input_bytes >= LOWER_MEMORY_MIN_BYTES
+}
+
 /// Bytes a row is taken to have at least when an input's rows are
 /// estimated from its size (an id, a separator and a newline): few, so a
 /// large import is not taken for a small one. Gzip inputs are taken to
@@ -408,9 +421,9 @@ fn run(
             users,
             "ids looked up in the fingerprint table's file (an import small next to the store)"
         );
-        // Small next to the store: its rows update users in place, through
-        // the memtables.
-        txn.lower_write_buffers();
+    }
+    if lowers_memory(input.size) {
+        txn.lower_memory();
     }
     // The fingerprint table (136 MB at 10M users) loads, or its file is
     // opened, on another thread while the first blocks are read and hashed.
@@ -545,5 +558,15 @@ mod tests {
         // Forced either way.
         assert!(Lookups::File.paged(0, 0, false, true));
         assert!(!Lookups::Memory.paged(u32::MAX, 1, false, false));
+    }
+
+    #[test]
+    fn only_bulk_or_unsized_inputs_lower_rocksdbs_memory() {
+        assert!(!lowers_memory(1));
+        assert!(!lowers_memory(LOWER_MEMORY_MIN_BYTES - 1));
+        assert!(lowers_memory(LOWER_MEMORY_MIN_BYTES));
+        assert!(lowers_memory(262_000_000));
+        // An upload of unknown size may be any size.
+        assert!(lowers_memory(0));
     }
 }

@@ -230,9 +230,12 @@ pub struct Store {
     /// Writes to `inbound` (keys, workspaces, tokens) so far, for caches of
     /// those records to know when to read them again.
     inbound_writes: std::sync::atomic::AtomicU64,
-    /// The memtables' budget ([`WRITE_BUFFERS_BYTES`]; an import that
-    /// updates users in place lowers it while it runs).
+    /// The memtables' budget ([`WRITE_BUFFERS_BYTES`]) and the block
+    /// cache ([`BLOCK_CACHE_BYTES`], its capacity now beside it): a bulk
+    /// import lowers both while it runs ([`ImportTxn::lower_memory`]).
     write_buffers: rocksdb::WriteBufferManager,
+    cache: rocksdb::Cache,
+    cache_capacity: std::sync::atomic::AtomicUsize,
 }
 
 /// The writer lock, held: counts the session as ended
@@ -270,6 +273,15 @@ pub(crate) fn remove_files(dir: &Path, unwanted: impl Fn(&str) -> bool) {
     }
 }
 
+/// What RocksDB may hold in memtables and cached blocks, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// The cap on all memtables together.
+    pub write_buffers: usize,
+    /// The block cache's capacity.
+    pub block_cache: usize,
+}
+
 /// One block cache for every column family (otherwise each family's table
 /// options get a default cache of their own, and memory grows with their
 /// number).
@@ -279,9 +291,10 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const MULTI_GET_CHUNK: usize = 1024;
 /// Cap on all memtables together.
 const WRITE_BUFFERS_BYTES: usize = 128 << 20;
-/// The cap while an import that updates users in place runs (see
-/// [`ImportTxn::lower_write_buffers`]).
-pub(crate) const IN_PLACE_WRITE_BUFFERS_BYTES: usize = 32 << 20;
+/// The memtables' cap and the block cache's capacity while a bulk import
+/// runs (see [`ImportTxn::lower_memory`]).
+pub(crate) const IMPORT_WRITE_BUFFERS_BYTES: usize = 16 << 20;
+pub(crate) const IMPORT_BLOCK_CACHE_BYTES: usize = 8 << 20;
 
 fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     cf_options_with(name, cache, true)
@@ -478,6 +491,8 @@ impl Store {
             sst_opts,
             values_sst_opts,
             write_buffers,
+            cache: cache.clone(),
+            cache_capacity: std::sync::atomic::AtomicUsize::new(BLOCK_CACHE_BYTES),
             dir,
             state: RwLock::new(State::default()),
             writer: Mutex::new(()),
@@ -980,15 +995,31 @@ impl Store {
         ImportTxn::begin(self, true)
     }
 
-    /// Sets the memtables' budget: `None` restores the default.
-    pub(crate) fn set_write_buffers(&self, bytes: Option<usize>) {
-        self.write_buffers
-            .set_buffer_size(bytes.unwrap_or(WRITE_BUFFERS_BYTES));
+    /// Lowers the memtables' budget and the block cache to a bulk
+    /// import's ([`IMPORT_WRITE_BUFFERS_BYTES`], [`IMPORT_BLOCK_CACHE_BYTES`]),
+    /// or puts both back.
+    pub(crate) fn set_import_memory(&self, importing: bool) {
+        let (buffers, cache) = if importing {
+            (IMPORT_WRITE_BUFFERS_BYTES, IMPORT_BLOCK_CACHE_BYTES)
+        } else {
+            (WRITE_BUFFERS_BYTES, BLOCK_CACHE_BYTES)
+        };
+        self.write_buffers.set_buffer_size(buffers);
+        // A clone shares the cache: `set_capacity` takes `&mut` only as the
+        // binding's habit, the C call resizes the one cache.
+        self.cache.clone().set_capacity(cache);
+        self.cache_capacity
+            .store(cache, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The memtables' budget now.
-    pub fn write_buffers(&self) -> usize {
-        self.write_buffers.get_buffer_size()
+    /// The memtables' budget and the block cache's capacity now.
+    pub fn memory_budget(&self) -> MemoryBudget {
+        MemoryBudget {
+            write_buffers: self.write_buffers.get_buffer_size(),
+            block_cache: self
+                .cache_capacity
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Loads the interner's fingerprint table, rebuilding what is stale.
