@@ -31,8 +31,8 @@ pub struct ImportArgs {
     pub json: bool,
     /// Where ids are looked up among the store's users: the fingerprint
     /// table loaded whole (`memory`), its file read as sorted batches reach
-    /// it (`file`: little memory, for imports small next to the store), or
-    /// chosen by the input's size (`auto`).
+    /// it (`file`: little memory), or chosen by the store's users and, for
+    /// an id list, the input's size (`auto`).
     #[arg(long, value_enum, default_value_t = ingest::Lookups::Auto)]
     pub lookups: ingest::Lookups,
 }

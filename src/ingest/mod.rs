@@ -109,9 +109,9 @@ impl Default for Options {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Lookups {
-    /// Paged when the store has at least [`PAGED_MIN_USERS`] users and the
-    /// input, by its size, has at most as many rows (an id list: half as
-    /// many); else loaded.
+    /// Paged when the store has at least [`PAGED_MIN_USERS`] users, for a
+    /// users file of any size, for an id list when it has, by its size, at
+    /// most half as many ids as the store has users; else loaded.
     #[default]
     Auto,
     /// Always load the table.
@@ -137,31 +137,33 @@ fn lowers_memory(input_bytes: u64) -> bool {
     input_bytes == 0 || input_bytes >= LOWER_MEMORY_MIN_BYTES
 }
 
-/// Bytes a row is taken to have at least when an input's rows are
-/// estimated from its size (an id, a separator and a newline): few, so a
-/// large import is not taken for a small one. Gzip inputs are taken to
-/// expand five times.
+/// Bytes an id is taken to have at least when an id list's length is
+/// estimated from its size (the id and a newline): few, so a large list is
+/// not taken for a small one. Gzip inputs are taken to expand five times.
 const MIN_ROW_BYTES: u64 = 16;
 const GZIP_EXPANSION: u64 = 5;
 
 impl Lookups {
     /// Whether an import of `input_bytes` (0: unknown, as for an upload)
     /// into a store of `users` users reads the table's file. Paging costs
-    /// each batch up to a read of the whole file, whatever its rows do:
-    /// about 6 % of a users file's time even in creation order (1–3M rows
-    /// a second), but a third of an id list's (12M ids a second), which
-    /// therefore pages only at half the size.
+    /// each batch up to a read of the whole file, whatever its rows do: a
+    /// few per cent of a users file's time even in creation order (its
+    /// rows cost far more than the reads), so every users file pages in a
+    /// large store (memory then does not grow with the table); but a
+    /// third of an id list's (12M ids a second), which therefore pages
+    /// only when it is known to be small, and otherwise holds the table
+    /// (227 MB for a 10M-id snapshot of 10M users).
     fn paged(self, users: u32, input_bytes: u64, gzip: bool, id_list: bool) -> bool {
         match self {
             Lookups::Memory => false,
             Lookups::File => true,
+            Lookups::Auto if !id_list => users >= PAGED_MIN_USERS,
             Lookups::Auto => {
                 let bytes = input_bytes.saturating_mul(if gzip { GZIP_EXPANSION } else { 1 });
-                let rows = bytes / MIN_ROW_BYTES;
-                let share = if id_list { 2 } else { 1 };
+                let ids = bytes / MIN_ROW_BYTES;
                 users >= PAGED_MIN_USERS
                     && input_bytes > 0
-                    && rows.saturating_mul(share) <= u64::from(users)
+                    && ids.saturating_mul(2) <= u64::from(users)
             }
         }
     }
@@ -419,7 +421,7 @@ fn run(
             file = %file,
             bytes = input.size,
             users,
-            "ids looked up in the fingerprint table's file (an import small next to the store)"
+            "ids looked up in the fingerprint table's file"
         );
     }
     if lowers_memory(input.size) {
@@ -529,32 +531,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lookups_page_only_small_inputs_into_large_stores() {
+    fn lookups_page_users_files_and_only_small_id_lists_in_large_stores() {
         let m = PAGED_MIN_USERS;
         let auto = |users, bytes, gzip, id_list| Lookups::Auto.paged(users, bytes, gzip, id_list);
-        // 10M users: a users file of 22 or 135 MB (1M / 6M rows) pages, a
-        // 262 MB one loads, an upload of unknown size loads; gzip is taken
-        // as five times its size.
+        // 10M users: a users file pages whatever its size, known or not
+        // (an upload of unknown size), gzip or not.
         assert!(auto(10_000_000, 22_000_000, false, false));
-        assert!(auto(10_000_000, 135_000_000, false, false));
-        assert!(!auto(10_000_000, 262_000_000, false, false));
-        assert!(!auto(10_000_000, 0, false, false));
-        assert!(auto(10_000_000, 30_000_000, true, false));
-        assert!(!auto(10_000_000, 40_000_000, true, false));
-        // An id list pages at half the size: a 1M-id snapshot does, a 10M-id
-        // one (149 MB) does not, nor a 100 MB one.
+        assert!(auto(10_000_000, 262_000_000, false, false));
+        assert!(auto(10_000_000, 5_000_000_000, false, false));
+        assert!(auto(10_000_000, 0, false, false));
+        assert!(auto(10_000_000, 40_000_000, true, false));
+        // An id list pages at most half as many ids as users: a 1M-id
+        // snapshot does, a 10M-id one (149 MB) does not, nor a 100 MB one,
+        // nor one of unknown size; gzip is taken as five times its size.
         assert!(auto(10_000_000, 15_000_000, false, true));
         assert!(!auto(10_000_000, 100_000_000, false, true));
         assert!(!auto(10_000_000, 149_000_000, false, true));
+        assert!(!auto(10_000_000, 0, false, true));
+        assert!(auto(10_000_000, 10_000_000, true, true));
+        assert!(!auto(10_000_000, 20_000_000, true, true));
         // Below the store size that makes the table worth leaving on disk.
         assert!(!auto(m - 1, 1000, false, false));
+        assert!(!auto(m - 1, 1000, false, true));
         assert!(auto(m, 1000, false, false));
-        // The edges: rows (at 16 bytes) at most the users, or half of them.
-        let edge = u64::from(m) * MIN_ROW_BYTES;
-        assert!(auto(m, edge, false, false));
-        assert!(!auto(m, edge + MIN_ROW_BYTES, false, false));
-        assert!(auto(m, edge / 2, false, true));
-        assert!(!auto(m, edge / 2 + MIN_ROW_BYTES, false, true));
+        // The edge of an id list: at 16 bytes an id, half the users.
+        let edge = u64::from(m) * MIN_ROW_BYTES / 2;
+        assert!(auto(m, edge, false, true));
+        assert!(!auto(m, edge + MIN_ROW_BYTES, false, true));
         // Forced either way.
         assert!(Lookups::File.paged(0, 0, false, true));
         assert!(!Lookups::Memory.paged(u32::MAX, 1, false, false));
