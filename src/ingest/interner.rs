@@ -3,8 +3,9 @@
 //! A batch is fingerprinted, sorted by fingerprint and looked up in the
 //! [`FingerprintTable`] in that order, so the table is walked front to back
 //! instead of probed at random — or, for a users file in a large store or
-//! an id list small next to it, in the table's files through a [`TableReader`], whose windows of
-//! blocks the sorted batch reads in file order. Ids the table does not know
+//! an id list small next to it, in the table's files through a
+//! [`TableReader`], whose windows of blocks the sorted batch reads in file
+//! order. Ids the table does not know
 //! are either new in this import already ([`Pending`], so a repeated new id
 //! gets one index) or truly new, and then interned through the import
 //! transaction.
